@@ -1,0 +1,60 @@
+# Two commands on a fresh Debian 12 machine, as root:  make demo  /  make test
+# Both install what they need; both are safe to run twice.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PKGS := keepalived haproxy iproute2 psmisc hatop tmux wrk procps python3-venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all deps apt venv demo test lint typecheck unit check-examples bench clean install
+
+all: test
+
+apt: .stamp-apt
+.stamp-apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# the Debian units would start the originals on the host; keeplb's tests run them in namespaces only
+	-@systemctl disable --now keepalived haproxy >/dev/null 2>&1 || true
+	@touch $@
+
+venv: .stamp-venv
+.stamp-venv: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test,demo]'
+	@touch $@
+
+deps: apt venv
+
+demo: deps
+	$(VENV)/bin/keeplb demo $(DEMO_ARGS)
+
+check-examples: deps
+	$(VENV)/bin/keeplb check examples/*
+
+lint: venv
+	$(VENV)/bin/ruff check keeplb tests bench
+	$(VENV)/bin/mypy
+
+test: deps lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+bench: deps
+	$(PY) bench/lbbench.py
+	$(PY) bench/failover.py
+
+install: deps
+	install -d /etc/keeplb
+	install -m 0644 packaging/keeplb-lb.service packaging/keeplb-vrrp.service packaging/keeplb.service /etc/systemd/system/
+	python3 -m pip install --break-system-packages .
+	systemctl daemon-reload
+
+clean:
+	rm -rf $(VENV) .stamp-* build *.egg-info .pytest_cache .mypy_cache .ruff_cache

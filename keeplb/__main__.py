@@ -1,0 +1,3 @@
+from keeplb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""Runtime state of proxies and servers: what the relay counts, checks change,
+and the stats socket, the stats page and /metrics read.
+
+No IO here. The relay (proxy.py), the checks (checks.py) and the runtime API
+(runtime.py) all share these objects inside one worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from keeplb.config.model import Proxy, Server
+
+
+class AdminState(Enum):
+    """Set by an operator (`set server B/S state ...`); orthogonal to health."""
+
+    READY = "ready"
+    DRAIN = "drain"  # no new traffic, checks go on
+    MAINT = "maint"  # no new traffic, no checks
+
+
+class OpState(Enum):
+    """Operational state from the health checks (haproxy's SRV_ST_*)."""
+
+    STOPPED = "DOWN"
+    STARTING = "STARTING"  # slowstart ramp in progress
+    RUNNING = "UP"
+    STOPPING = "NOLB"
+
+
+@dataclass
+class Counters:
+    """Traffic counters shared by frontends, backends and servers (haproxy's names)."""
+
+    cur_sess: int = 0  # scur
+    max_sess: int = 0  # smax
+    total_sess: int = 0  # stot
+    bytes_in: int = 0  # bin: from the client
+    bytes_out: int = 0  # bout: to the client
+    denied_req: int = 0  # dreq
+    errors_req: int = 0  # ereq
+    errors_conn: int = 0  # econ
+    errors_resp: int = 0  # eresp
+    retries: int = 0  # wretr
+    redispatches: int = 0  # wredis
+    cli_aborts: int = 0
+    srv_aborts: int = 0
+    lbtot: int = 0  # times selected by the balancer
+    conn_rate_max: int = 0
+
+    def session_started(self) -> None:
+        self.cur_sess += 1
+        self.total_sess += 1
+        if self.cur_sess > self.max_sess:
+            self.max_sess = self.cur_sess
+
+    def session_ended(self) -> None:
+        if self.cur_sess > 0:
+            self.cur_sess -= 1
+
+
+@dataclass(eq=False)
+class ServerRuntime:
+    """One server of one backend, as it runs now."""
+
+    config: Server
+    backend: str
+    sid: int
+    host: str
+    port: int | None
+    uweight: int  # user weight: from the config or `set server ... weight`
+    eweight: int = 0  # effective weight: uweight ramped by slowstart, 0 when unusable
+    admin: AdminState = AdminState.READY
+    op: OpState = OpState.RUNNING
+    health: int = 0  # haproxy's saturating counter, 0 .. rise+fall-1
+    check_enabled: bool = False
+    check_status: str = ""  # 'L4OK', 'L4CON', 'L7OK', 'L7STS', ... ('' : no check yet)
+    check_desc: str = ""  # 'Layer4 check passed', ...
+    check_code: int | None = None  # HTTP status of the last L7 check
+    check_duration_ms: int | None = None
+    check_info: str = ""
+    check_fails: int = 0  # chkfail: failed checks
+    check_downs: int = 0  # chkdown: UP->DOWN transitions
+    last_change: float = 0.0  # monotonic time of the last state change
+    downtime_s: float = 0.0
+    maxconn: int = 0  # 0: no limit
+    maxqueue: int = 0  # 0: no limit
+    queue_cur: int = 0
+    queue_max: int = 0
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def backup(self) -> bool:
+        return bool(self.config.options.backup)
+
+    @property
+    def usable(self) -> bool:
+        """May receive new connections: healthy, ready and with a weight."""
+        return (
+            self.admin is AdminState.READY
+            and self.op in (OpState.RUNNING, OpState.STARTING)
+            and self.eweight > 0
+        )
+
+    def status_text(self) -> str:
+        """The 'status' column of `show stat` for this server, as haproxy 2.6 writes it."""
+        if self.admin is AdminState.MAINT:
+            return "MAINT"
+        if self.admin is AdminState.DRAIN and self.op is not OpState.STOPPED:
+            return "DRAIN"
+        if not self.check_enabled:
+            return "no check"
+        rise = self.config.options.rise or 2
+        fall = self.config.options.fall or 3
+        if self.op is OpState.STOPPED:
+            if self.health > 0:
+                return f"DOWN {self.health}/{rise}"
+            return "DOWN"
+        if self.op is OpState.STOPPING:
+            return "NOLB"
+        if self.health < rise + fall - 1:
+            return f"UP {self.health - rise + 1}/{fall}"
+        return "UP"
+
+
+@dataclass(eq=False)
+class BackendRuntime:
+    config: Proxy
+    iid: int
+    servers: list[ServerRuntime] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    queue_cur: int = 0
+    queue_max: int = 0
+    last_change: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def server(self, name: str) -> ServerRuntime | None:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        return None
+
+    @property
+    def active_up(self) -> int:
+        return sum(1 for s in self.servers if not s.backup and s.op is not OpState.STOPPED
+                   and s.admin is not AdminState.MAINT)
+
+    @property
+    def backup_up(self) -> int:
+        return sum(1 for s in self.servers if s.backup and s.op is not OpState.STOPPED
+                   and s.admin is not AdminState.MAINT)
+
+    @property
+    def is_up(self) -> bool:
+        return self.active_up + self.backup_up > 0
+
+
+@dataclass(eq=False)
+class FrontendRuntime:
+    config: Proxy
+    iid: int
+    counters: Counters = field(default_factory=Counters)
+    maxconn: int = 0
+    paused: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(eq=False)
+class ProcessRuntime:
+    """What `show info` reports about the process."""
+
+    pid: int
+    started: float  # wall clock
+    maxconn: int
+    nbthread: int
+    frontends: list[FrontendRuntime] = field(default_factory=list)
+    backends: list[BackendRuntime] = field(default_factory=list)
+    cur_conns: int = 0
+    cum_conns: int = 0
+    stopping: bool = False
+
+    def backend(self, name: str) -> BackendRuntime | None:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        return None
+
+    def frontend(self, name: str) -> FrontendRuntime | None:
+        for f in self.frontends:
+            if f.name == name:
+                return f
+        return None
