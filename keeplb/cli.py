@@ -1,0 +1,313 @@
+"""Command line: argument parsing and dispatch only.
+
+Exit codes follow the originals: 0 success, 1 bad configuration or failure
+(haproxy -c and keepalived -t both answer 1 for an invalid file here), 3 when
+the service could not start, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from keeplb import __version__
+from keeplb.config.diagnostics import Diagnostic, Diagnostics
+from keeplb.errors import ConfigError, KeeplbError
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+STARTUP_FAILURE = 3
+EXIT_INTERRUPTED = 130
+
+_KEEPALIVED_HINT = re.compile(
+    r"^\s*(global_defs|vrrp_instance|vrrp_script|vrrp_sync_group|virtual_server|"
+    r"static_ipaddress|static_routes|track_file|vrrp_track_file|include)\b",
+    re.M,
+)
+_HAPROXY_HINT = re.compile(r"^\s*(global|defaults|frontend|backend|listen)\b", re.M)
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text.rstrip("\n") + "\n")
+
+
+def print_diagnostics(diags: Sequence[Diagnostic], *, quiet: bool = False) -> None:
+    """Writes diagnostics to stderr, errors always, warnings unless quiet."""
+    for d in diags:
+        if quiet and not d.is_error:
+            continue
+        _err(str(d))
+
+
+def detect_format(path: str) -> str:
+    """'haproxy' or 'keepalived', from the file name first, then its content."""
+    base = os.path.basename(path).lower()
+    if "keepalived" in base or base.endswith(".conf") and "haproxy" not in base:
+        guess = "keepalived"
+    elif "haproxy" in base or base.endswith(".cfg"):
+        guess = "haproxy"
+    else:
+        guess = ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(65536)
+    except OSError:
+        return guess or "haproxy"
+    ka = len(_KEEPALIVED_HINT.findall(text)) + text.count("{")
+    ha = len(_HAPROXY_HINT.findall(text))
+    if ka and not ha:
+        return "keepalived"
+    if ha and not ka:
+        return "haproxy"
+    return guess or ("keepalived" if ka > ha else "haproxy")
+
+
+def _parse_haproxy(paths: Sequence[str]) -> tuple[object, Diagnostics]:
+    from keeplb.config import haproxy
+
+    return haproxy.parse(list(paths))
+
+
+def _parse_keepalived(path: str, defines: Sequence[str] = ()) -> tuple[object, Diagnostics]:
+    from keeplb.config import keepalived
+
+    return keepalived.parse(path, defines=list(defines))
+
+
+def _missing(paths: Sequence[str]) -> list[str]:
+    return [p for p in paths if not os.path.exists(p)]
+
+
+# --------------------------------------------------------------------------
+# keeplb check
+# --------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        if not os.path.exists(path):
+            _err(f"{path}: error: no such file")
+            status = EXIT_CONFIG
+            continue
+        fmt = args.format or detect_format(path)
+        if fmt == "keepalived":
+            _, diags = _parse_keepalived(path)
+        else:
+            _, diags = _parse_haproxy([path])
+        print_diagnostics(diags, quiet=args.quiet)
+        n_err = len(diags.errors)
+        n_warn = len(diags.warnings)
+        verdict = "invalid" if n_err else "valid"
+        print(f"{path}: {fmt} config {verdict} ({n_err} error(s), {n_warn} warning(s))")
+        if n_err:
+            status = EXIT_CONFIG
+    return status
+
+
+# --------------------------------------------------------------------------
+# keeplb lb
+# --------------------------------------------------------------------------
+
+
+def cmd_lb(args: argparse.Namespace) -> int:
+    if not args.file:
+        _err("keeplb lb: error: no configuration file given (-f FILE)")
+        return EXIT_CONFIG
+    missing = _missing(args.file)
+    if missing:
+        for p in missing:
+            _err(f"{p}: error: no such file or directory")
+        return EXIT_CONFIG
+    cfg, diags = _parse_haproxy(args.file)
+    print_diagnostics(diags, quiet=args.quiet)
+    if args.check:
+        if diags.has_errors:
+            _err("Fatal errors found in configuration.")
+            return EXIT_CONFIG
+        print("Configuration file is valid")
+        return EXIT_OK
+    if diags.has_errors:
+        _err("Fatal errors found in configuration.")
+        return EXIT_CONFIG
+    from keeplb.lb import app
+
+    return app.main(
+        list(args.file),
+        daemon=args.daemon,
+        pidfile=args.pidfile,
+        master_worker=args.master_worker,
+        soft_stop_pids=[int(p) for p in args.sf or []],
+        hard_stop_pids=[int(p) for p in args.st or []],
+    )
+
+
+# --------------------------------------------------------------------------
+# keeplb vrrp
+# --------------------------------------------------------------------------
+
+
+def cmd_vrrp(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from keeplb.vrrp import daemon
+
+        return daemon.print_status(args.status_file)
+    path = args.file or "/etc/keepalived/keepalived.conf"
+    if not os.path.exists(path):
+        _err(f"{path}: error: no such file or directory")
+        return EXIT_CONFIG
+    cfg, diags = _parse_keepalived(path, args.config_id or ())
+    print_diagnostics(diags, quiet=args.quiet)
+    if args.test:
+        if diags.has_errors:
+            _err(f"{path}: configuration is invalid")
+            return EXIT_CONFIG
+        print(f"{path}: configuration is valid")
+        return EXIT_OK
+    if diags.has_errors:
+        return EXIT_CONFIG
+    from keeplb.vrrp import daemon
+
+    return daemon.main(
+        path,
+        foreground=args.dont_fork or not args.daemon,
+        pidfile=args.pidfile,
+        log_console=args.log_console or args.dont_fork or not args.daemon,
+    )
+
+
+# --------------------------------------------------------------------------
+# keeplb run
+# --------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    missing = _missing([*args.file, args.keepalived])
+    if missing:
+        for p in missing:
+            _err(f"{p}: error: no such file or directory")
+        return EXIT_CONFIG
+    _, hdiags = _parse_haproxy(args.file)
+    _, kdiags = _parse_keepalived(args.keepalived)
+    print_diagnostics([*hdiags, *kdiags], quiet=args.quiet)
+    if hdiags.has_errors or kdiags.has_errors:
+        return EXIT_CONFIG
+    if args.check:
+        print("Configuration files are valid")
+        return EXIT_OK
+    from keeplb.proc import supervisor
+
+    return supervisor.main(
+        list(args.file),
+        args.keepalived,
+        daemon=args.daemon,
+        pidfile=args.pidfile,
+        track_lb=not args.no_track_lb,
+    )
+
+
+# --------------------------------------------------------------------------
+# keeplb demo
+# --------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from keeplb.lab import demo
+
+    return demo.main(list(args.rest))
+
+
+# --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="keeplb",
+        description="keepalived + HAProxy in one tool: VRRP virtual IPs and a TCP load balancer.",
+    )
+    p.add_argument("--version", action="version", version=f"keeplb {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("check", help="check haproxy.cfg / keepalived.conf files")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--format", choices=["haproxy", "keepalived"], help="do not guess the format")
+    c.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    c.set_defaults(func=cmd_check)
+
+    lb = sub.add_parser("lb", help="the load balancer (like haproxy)")
+    lb.add_argument("-f", dest="file", action="append", default=[], metavar="FILE",
+                    help="configuration file or directory (repeatable)")
+    lb.add_argument("-c", dest="check", action="store_true", help="check the configuration and exit")
+    lb.add_argument("-D", dest="daemon", action="store_true", help="run in the background")
+    lb.add_argument("-W", dest="master_worker", action="store_true", help="master-worker mode")
+    lb.add_argument("-p", dest="pidfile", metavar="PIDFILE")
+    lb.add_argument("-q", dest="quiet", action="store_true", help="quiet: errors only")
+    lb.add_argument("-sf", dest="sf", nargs="+", metavar="PID", help="soft-stop these PIDs once ready")
+    lb.add_argument("-st", dest="st", nargs="+", metavar="PID", help="hard-stop these PIDs once ready")
+    lb.set_defaults(func=cmd_lb)
+
+    v = sub.add_parser("vrrp", help="the VRRP daemon (like keepalived)")
+    v.add_argument("action", nargs="?", choices=["status"], help="'status': show a running daemon's state")
+    v.add_argument("-f", "--use-file", dest="file", metavar="FILE")
+    v.add_argument("-t", "--config-test", dest="test", action="store_true", help="check the configuration and exit")
+    v.add_argument("-n", "--dont-fork", dest="dont_fork", action="store_true", help="stay in the foreground")
+    v.add_argument("-D", "--log-detail", dest="log_detail", action="store_true", help="detailed logging (accepted)")
+    v.add_argument("-l", "--log-console", dest="log_console", action="store_true", help="log to the console")
+    v.add_argument("--daemon", dest="daemon", action="store_true", help="detach (keepalived's default)")
+    v.add_argument("-p", "--pid", dest="pidfile", metavar="PIDFILE")
+    v.add_argument("-i", "--config-id", dest="config_id", action="append", metavar="ID",
+                   help="config id for @ID conditional lines")
+    v.add_argument("-q", dest="quiet", action="store_true", help="errors only")
+    v.add_argument("--status-file", default="/tmp/keeplb-vrrp.json", help="status JSON to read for 'status'")
+    v.set_defaults(func=cmd_vrrp)
+
+    r = sub.add_parser("run", help="load balancer and VRRP together, LB health driving VRRP")
+    r.add_argument("-f", dest="file", action="append", default=[], required=True, metavar="HAPROXY_CFG")
+    r.add_argument("-k", dest="keepalived", required=True, metavar="KEEPALIVED_CONF")
+    r.add_argument("-c", dest="check", action="store_true", help="check both files and exit")
+    r.add_argument("-D", dest="daemon", action="store_true")
+    r.add_argument("-p", dest="pidfile", metavar="PIDFILE")
+    r.add_argument("-q", dest="quiet", action="store_true")
+    r.add_argument("--no-track-lb", action="store_true",
+                   help="do not let load-balancer health drive VRRP priority")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="an HA setup in network namespaces, with a live failover",
+                       add_help=False)
+    d.add_argument("rest", nargs=argparse.REMAINDER)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return func(args)
+    except ConfigError as e:
+        print_diagnostics(e.diagnostics)
+        return EXIT_CONFIG
+    except KeeplbError as e:
+        _err(f"keeplb: error: {e}")
+        return STARTUP_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the one place a bug is turned into a message
+        if os.environ.get("KEEPLB_DEBUG"):
+            traceback.print_exc()
+        _err(f"keeplb: internal error: {type(e).__name__}: {e} (set KEEPLB_DEBUG=1 for details)")
+        return STARTUP_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
