@@ -143,6 +143,7 @@ def cmd_lb(args: argparse.Namespace) -> int:
         master_worker=args.master_worker,
         soft_stop_pids=[int(p) for p in args.sf or []],
         hard_stop_pids=[int(p) for p in args.st or []],
+        health_fd=args.health_fd,
     )
 
 
@@ -177,6 +178,7 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
         foreground=args.dont_fork or not args.daemon,
         pidfile=args.pidfile,
         log_console=args.log_console or args.dont_fork or not args.daemon,
+        lb_health_fd=args.lb_health_fd,
     )
 
 
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("-q", dest="quiet", action="store_true", help="quiet: errors only")
     lb.add_argument("-sf", dest="sf", nargs="+", metavar="PID", help="soft-stop these PIDs once ready")
     lb.add_argument("-st", dest="st", nargs="+", metavar="PID", help="hard-stop these PIDs once ready")
+    lb.add_argument("--health-fd", type=int, help=argparse.SUPPRESS)
     lb.set_defaults(func=cmd_lb)
 
     v = sub.add_parser("vrrp", help="the VRRP daemon (like keepalived)")
@@ -263,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config id for @ID conditional lines")
     v.add_argument("-q", dest="quiet", action="store_true", help="errors only")
     v.add_argument("--status-file", default="/tmp/keeplb-vrrp.json", help="status JSON to read for 'status'")
+    v.add_argument("--lb-health-fd", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=cmd_vrrp)
 
     r = sub.add_parser("run", help="load balancer and VRRP together, LB health driving VRRP")

@@ -1,0 +1,196 @@
+"""`keeplb run`: one supervisor, a load-balancer child and a VRRP child.
+
+The two children are separate processes so that a saturated relay never
+delays an advertisement. The balancer writes one JSON line per health change
+to a pipe; the supervisor forwards it to the VRRP child, and when the
+balancer process is gone it tells VRRP at once (the pipe's EOF is the
+signal: nothing polls). The VRRP child turns that into FAULT or a lower
+priority (keepalived.conf `track_lb`).
+
+Health line, balancer -> supervisor:  {"backends": {"kube-apiserver": [2, 0]}}
+Health line, supervisor -> VRRP:      {"lb": true, "backends": {...}}   ("lb": false when gone)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from keeplb.proc.pidfile import remove_pidfile, write_pidfile
+from keeplb.proc.title import set_title
+
+log = logging.getLogger("keeplb.run")
+
+RESTART_DELAY_S = 1.0
+STOP_TIMEOUT_S = 10.0
+
+
+class Child:
+    """One supervised child process and how to start it again."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+
+class Supervisor:
+    def __init__(self, haproxy_paths: Sequence[str], keepalived_path: str, *,
+                 track_lb: bool = True, python: str = sys.executable) -> None:
+        self.haproxy_paths = list(haproxy_paths)
+        self.keepalived_path = keepalived_path
+        self.track_lb = track_lb
+        self.python = python
+        self.stop = asyncio.Event()
+        self.lb_state: dict[str, object] = {"lb": False, "backends": {}}
+        self._vrrp_writer: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- the VRRP side ------------------------------------------------------
+
+    def _send_vrrp(self) -> None:
+        if self._vrrp_writer is None or not self.track_lb:
+            return
+        line = (json.dumps(self.lb_state) + "\n").encode()
+        try:
+            os.write(self._vrrp_writer, line)
+        except (BrokenPipeError, BlockingIOError, OSError):
+            # The VRRP child is being restarted; it gets the state again when it is back.
+            pass
+
+    async def _run_vrrp(self) -> None:
+        child = Child("vrrp", [])
+        while not self.stop.is_set():
+            rfd, wfd = os.pipe()
+            os.set_blocking(wfd, False)
+            argv = [self.python, "-m", "keeplb", "vrrp", "-n", "-l", "-f", self.keepalived_path]
+            if self.track_lb:
+                argv += ["--lb-health-fd", str(rfd)]
+            child.argv = argv
+            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(rfd,))
+            os.close(rfd)
+            self._vrrp_writer = wfd
+            self.vrrp = child
+            self._send_vrrp()
+            rc = await child.proc.wait()
+            self._vrrp_writer = None
+            os.close(wfd)
+            if self.stop.is_set():
+                return
+            child.restarts += 1
+            log.warning("VRRP child exited with status %s, restarting", rc)
+            await self._sleep_or_stop(RESTART_DELAY_S)
+
+    # --- the balancer side --------------------------------------------------
+
+    async def _run_lb(self) -> None:
+        child = Child("lb", [])
+        loop = asyncio.get_running_loop()
+        while not self.stop.is_set():
+            rfd, wfd = os.pipe()
+            argv = [self.python, "-m", "keeplb", "lb", "--health-fd", str(wfd)]
+            for p in self.haproxy_paths:
+                argv += ["-f", p]
+            child.argv = argv
+            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(wfd,))
+            os.close(wfd)
+            self.lb = child
+            reader = asyncio.StreamReader()
+            transport, _ = await loop.connect_read_pipe(
+                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(rfd, "rb", 0))
+            try:
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        break
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        log.warning("ignoring a malformed health line from the balancer")
+                        continue
+                    if isinstance(msg, dict) and isinstance(msg.get("backends"), dict):
+                        self.lb_state = {"lb": True, "backends": msg["backends"]}
+                        self._send_vrrp()
+            finally:
+                transport.close()
+            # EOF: the balancer is gone (or going); VRRP hears it now, not at the next poll.
+            self.lb_state = {"lb": False, "backends": {}}
+            self._send_vrrp()
+            rc = await child.proc.wait()
+            if self.stop.is_set():
+                return
+            child.restarts += 1
+            log.warning("load balancer child exited with status %s, restarting", rc)
+            await self._sleep_or_stop(RESTART_DELAY_S)
+
+    async def _sleep_or_stop(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        self._tasks = [asyncio.create_task(self._run_vrrp()), asyncio.create_task(self._run_lb())]
+        await self.stop.wait()
+        # VRRP first: the priority-0 advertisement lets the peer take the address
+        # while this balancer still serves what is in flight.
+        for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
+            if child is not None:
+                child.signal(signal.SIGTERM)
+                if child.proc is not None:
+                    try:
+                        await asyncio.wait_for(child.proc.wait(), STOP_TIMEOUT_S)
+                    except TimeoutError:
+                        child.signal(signal.SIGKILL)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return 0
+
+    def _reload(self) -> None:
+        for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
+            if child is not None:
+                child.signal(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)
+
+
+def main(haproxy_paths: Sequence[str], keepalived_path: str, *, daemon: bool = False,
+         pidfile: str | None = None, track_lb: bool = True) -> int:
+    """Entry point of `keeplb run`; configs were checked by the CLI already."""
+    if daemon:
+        from keeplb.proc.daemonize import daemonize
+
+        daemonize()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s keeplb-run: %(message)s")
+    set_title("run")
+    if pidfile:
+        write_pidfile(pidfile)
+    try:
+        try:
+            import uvloop
+
+            return uvloop.run(Supervisor(haproxy_paths, keepalived_path, track_lb=track_lb).run())
+        except ImportError:
+            return asyncio.run(Supervisor(haproxy_paths, keepalived_path, track_lb=track_lb).run())
+    finally:
+        if pidfile:
+            remove_pidfile(pidfile)
