@@ -285,9 +285,6 @@ class Lab:
                 ns.link("set", index=eth, state="up")
         except (NetlinkError, OSError) as exc:
             raise LabError(f"cannot add host {name}: {exc}") from exc
-        # Make per-host sysctls sane for VRRP: answer ARP only for own addresses.
-        for key, val in (("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.ip_nonlocal_bind", "1")):
-            host.run(["sysctl", "-qw", f"{key}={val}"], timeout=10)
         return host
 
     def __getitem__(self, name: str) -> Host:

@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from keeplb.proc import notify
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.title import set_title
 
@@ -61,6 +62,7 @@ class Supervisor:
         self.lb_state: dict[str, object] = {"lb": False, "backends": {}}
         self._vrrp_writer: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready_sent = False
 
     # --- the VRRP side ------------------------------------------------------
 
@@ -127,6 +129,10 @@ class Supervisor:
                     if isinstance(msg, dict) and isinstance(msg.get("backends"), dict):
                         self.lb_state = {"lb": True, "backends": msg["backends"]}
                         self._send_vrrp()
+                        if not self._ready_sent:
+                            # The balancer has bound its listeners and reported health.
+                            notify.ready("load balancer and VRRP running")
+                            self._ready_sent = True
             finally:
                 transport.close()
             # EOF: the balancer is gone (or going); VRRP hears it now, not at the next poll.
@@ -152,6 +158,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         self._tasks = [asyncio.create_task(self._run_vrrp()), asyncio.create_task(self._run_lb())]
         await self.stop.wait()
+        notify.stopping()
         # VRRP first: the priority-0 advertisement lets the peer take the address
         # while this balancer still serves what is in flight.
         for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
@@ -168,6 +175,7 @@ class Supervisor:
         return 0
 
     def _reload(self) -> None:
+        notify.reloading()
         for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
             if child is not None:
                 child.signal(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)

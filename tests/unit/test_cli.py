@@ -1,0 +1,30 @@
+import pytest
+
+from keeplb import cli
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt"),
+    [
+        ("a.txt", "global\n  daemon\nfrontend f\n  bind :80\n", "haproxy"),
+        ("a.txt", "global_defs {\n router_id x\n}\nvrrp_instance v {\n}\n", "keepalived"),
+        ("haproxy.cfg", "", "haproxy"),
+        ("keepalived.conf", "", "keepalived"),
+    ],
+)
+def test_detect_format(tmp_path, name, text, fmt):
+    p = tmp_path / name
+    p.write_text(text)
+    assert cli.detect_format(str(p)) == fmt
+
+
+def test_missing_file_is_a_clear_error(capsys):
+    assert cli.main(["lb", "-c", "-f", "/nonexistent/haproxy.cfg"]) == 1
+    err = capsys.readouterr().err
+    assert "/nonexistent/haproxy.cfg: error: no such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 1
+    assert "usage: keeplb" in capsys.readouterr().out
