@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("-sf", dest="sf", nargs="+", metavar="PID", help="soft-stop these PIDs once ready")
     lb.add_argument("-st", dest="st", nargs="+", metavar="PID", help="hard-stop these PIDs once ready")
     lb.add_argument("--health-fd", type=int, help=argparse.SUPPRESS)
+    lb.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    lb.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     lb.set_defaults(func=cmd_lb)
 
     v = sub.add_parser("vrrp", help="the VRRP daemon (like keepalived)")

@@ -31,6 +31,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,17 @@ class Host:
         kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(self._argv(argv), timeout=timeout, check=False, **kw)
 
+    def ping(self, addr: str, timeout: float = 1.0) -> bool:
+        """Send one ICMP echo request from this host to ``addr`` (IPv4) and
+        wait up to ``timeout`` seconds for the reply.  Needs no ``ping``
+        binary (Debian's minimal images lack iputils)."""
+        code = _PING_SRC.format(addr=addr, timeout=float(timeout))
+        try:
+            res = self.run([sys.executable, "-c", code], timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            return False
+        return res.returncode == 0
+
     def stop(self, proc: subprocess.Popen[Any], grace: float = 3.0) -> int | None:
         """Stop one process started by :meth:`popen` (its whole process group):
         SIGTERM, then SIGKILL after ``grace`` seconds.  Returns its exit code."""
@@ -184,6 +196,31 @@ class Host:
                 ]
         except (NetlinkError, OSError):
             return []
+
+
+_PING_SRC = """
+import os, socket, struct, sys, time
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+ident = os.getpid() & 0xffff
+hdr = struct.pack('!BBHHH', 8, 0, 0, ident, 1) + b'keeplb-lab-ping'
+pkt = hdr[:2] + struct.pack('!H', csum(hdr + b'\\0')) + hdr[4:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.sendto(pkt, ('{addr}', 0))
+end = time.monotonic() + {timeout}
+while time.monotonic() < end:
+    s.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        data, src = s.recvfrom(2048)
+    except OSError:
+        break
+    ihl = (data[0] & 15) * 4
+    if src[0] == '{addr}' and data[ihl] == 0 and struct.unpack('!H', data[ihl+4:ihl+6])[0] == ident:
+        sys.exit(0)
+sys.exit(1)
+"""
 
 
 def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from keeplb.lab.netns import Lab, LabError, cleanup_stale, list_labs
+from keeplb.lab.netns import Host, Lab, LabError, cleanup_stale, list_labs
 
 pytestmark = pytest.mark.netns
 
@@ -18,9 +18,8 @@ def _netns_names() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def _ping(host: object, addr: str) -> bool:
-    res = host.run(["ping", "-c1", "-W1", addr], timeout=5)  # type: ignore[attr-defined]
-    return bool(res.returncode == 0)
+def _ping(host: Host, addr: str) -> bool:
+    return host.ping(addr, timeout=1.0)
 
 
 def test_two_hosts_ping_and_cleanup_leaves_nothing() -> None:

@@ -1,0 +1,1065 @@
+"""The relay: accept, pick a server, queue, connect, move bytes, time out, log.
+
+This is the hot path. Bytes are moved by two asyncio Protocols per session
+(client side and server side) that write straight into the peer transport;
+no Python code runs per byte, and backpressure is the transports' own
+pause_writing/resume_writing turned into pause_reading/resume_reading of
+the peer, so a slow side never makes keeplb buffer without bound.
+
+One session = one short task (route, pick or queue, connect with retries)
+followed by callbacks only. Idle timeouts use one timer per session that is
+re-armed lazily when it fires, instead of one timer per read.
+
+Words follow haproxy: frontend, backend, server, queue, retries, redispatch,
+termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import itertools
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from keeplb.config.model import Acl, Condition, Proxy
+from keeplb.lb.log import LOG_ALERT, LOG_EMERG, LOG_INFO, LOG_NOTICE, ProxyLog, SessionLog
+from keeplb.lb.log import format_tcplog, should_log_session
+from keeplb.lb.server import (
+    AdminState,
+    BackendRuntime,
+    FrontendRuntime,
+    OpState,
+    ProcessRuntime,
+    ServerRuntime,
+)
+
+_log = logging.getLogger("keeplb.lb")
+
+# Large enough that bulk transfers move in big chunks, small enough that
+# 10k sessions stay cheap (the kernel socket buffers hold the rest).
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+# Client bytes kept while no server is connected yet (queue, connect, retries).
+PRECONNECT_BUFFER = 64 * 1024
+# haproxy's tune.maxaccept: accept at most this many per wake-up per listener.
+MAXACCEPT = 64
+DEFAULT_TIMEOUT_CONNECT_MS = 5000  # what `keeplb check` warns about, as haproxy does
+ACCEPT_ERROR_PAUSE_S = 0.1
+
+
+class Balancer(Protocol):
+    """The interface of keeplb.lb.balance (haproxy's struct lb_ops)."""
+
+    def set_up(self, name: str) -> None: ...
+    def set_down(self, name: str) -> None: ...
+    def update_weight(self, name: str, weight: int) -> None: ...
+    def take_conn(self, name: str) -> None: ...
+    def drop_conn(self, name: str) -> None: ...
+    def pick(self, key: bytes | str | None = None,
+             avoid: Iterable[str] | None = None) -> str | None: ...
+
+
+# Algorithms whose pick depends on the request only: a full server keeps the
+# connection in its own queue instead of sending it elsewhere (haproxy).
+DETERMINISTIC = frozenset({"source", "hash", "uri", "url_param", "hdr", "rdp-cookie"})
+
+
+# --------------------------------------------------------------------------
+# haproxy's server state log lines
+# --------------------------------------------------------------------------
+
+
+def _reason(desc: str, code: int | None, info: str, duration_ms: int | None) -> str:
+    text = f"reason: {desc}"
+    if code is not None:
+        text += f", code: {code}"
+    if info:
+        text += f', info: "{info}"'
+    if duration_ms is not None:
+        text += f", check duration: {duration_ms}ms"
+    return text
+
+
+def server_down_message(backend: str, server: str, backup: bool, desc: str, info: str,
+                        duration_ms: int | None, code: int | None, active: int, backups: int,
+                        sessions: int, requeued: int, queued: int) -> str:
+    """haproxy 2.6's line when a check takes a server DOWN (counts exclude the server)."""
+    who = "Backup Server" if backup else "Server"
+    text = (f"{who} {backend}/{server} is DOWN, {_reason(desc, code, info, duration_ms)}. "
+            f"{active} active and {backups} backup servers left.")
+    if active == 0 and backups > 0:
+        text += " Running on backup."
+    return text + (f" {sessions} sessions active, {requeued} requeued, "
+                   f"{queued} remaining in queue.")
+
+
+def server_up_message(backend: str, server: str, backup: bool, desc: str, info: str,
+                      duration_ms: int | None, code: int | None, active: int, backups: int,
+                      requeued: int, be_queued: int) -> str:
+    """haproxy 2.6's line when a check brings a server UP (counts include the server)."""
+    who = "Backup Server" if backup else "Server"
+    return (f"{who} {backend}/{server} is UP, {_reason(desc, code, info, duration_ms)}. "
+            f"{active} active and {backups} backup servers online. "
+            f"{requeued} sessions requeued, {be_queued} total in queue.")
+
+
+def no_server_message(backend: str) -> str:
+    return f"backend {backend} has no server available!"
+
+
+# --------------------------------------------------------------------------
+# ACLs for use_backend (layer-4 criteria only: this is a TCP relay)
+# --------------------------------------------------------------------------
+
+Matcher = Callable[[tuple[str, int], tuple[str, int]], bool]
+"""(client address, local address) -> matches."""
+
+
+def _port_matcher(values: Sequence[str], which: int) -> Matcher:
+    ranges: list[tuple[int, int]] = []
+    for v in values:
+        lo, _, hi = v.partition(":")
+        try:
+            ranges.append((int(lo or 0), int(hi) if hi else int(lo)))
+        except ValueError:
+            continue
+    def match(src: tuple[str, int], dst: tuple[str, int]) -> bool:
+        port = (src, dst)[which][1]
+        return any(lo <= port <= hi for lo, hi in ranges)
+    return match
+
+
+def _ip_matcher(values: Sequence[str], which: int) -> Matcher:
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for v in values:
+        try:
+            nets.append(ipaddress.ip_network(v, strict=False))
+        except ValueError:
+            continue
+    def match(src: tuple[str, int], dst: tuple[str, int]) -> bool:
+        try:
+            ip = ipaddress.ip_address((src, dst)[which][0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == n.version and ip in n for n in nets)
+    return match
+
+
+def compile_acl(criterion: str, values: Sequence[str]) -> Matcher | None:
+    """A matcher for a layer-4 criterion, or None when keeplb cannot evaluate it here."""
+    if criterion == "always_true":
+        return lambda s, d: True
+    if criterion == "always_false":
+        return lambda s, d: False
+    if criterion in ("dst_port", "src_port"):
+        return _port_matcher(values, 1 if criterion == "dst_port" else 0)
+    if criterion in ("src", "dst"):
+        return _ip_matcher(values, 0 if criterion == "src" else 1)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    backend: str
+    terms: tuple[tuple[tuple[bool, Matcher], ...], ...]  # OR of ANDs of (negated, matcher)
+    negate: bool
+
+    def matches(self, src: tuple[str, int], dst: tuple[str, int]) -> bool:
+        hit = any(all(m(src, dst) != neg for neg, m in conj) for conj in self.terms)
+        return hit != self.negate
+
+
+def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
+        tuple[tuple[tuple[bool, Matcher], ...], ...], bool] | None:
+    """(terms, negate) for a condition, or None if it uses something not evaluable."""
+    if cond is None:
+        return (((False, lambda s, d: True),),), False
+    named: dict[str, list[Matcher]] = {}
+    for acl in acls:
+        m = compile_acl(acl.criterion, acl.values)
+        if m is None:
+            return None
+        named.setdefault(acl.name, []).append(m)
+    out: list[tuple[tuple[bool, Matcher], ...]] = []
+    for conj in cond.terms:
+        items: list[tuple[bool, Matcher]] = []
+        for word in conj:
+            neg = word.startswith("!")
+            word = word.lstrip("!")
+            if word.startswith("{"):
+                parts = word.strip("{} ").split()
+                if not parts:
+                    return None
+                m = compile_acl(parts[0], [p for p in parts[1:] if not p.startswith("-")])
+                if m is None:
+                    return None
+                items.append((neg, m))
+            elif word in ("TRUE", "FALSE"):
+                items.append((neg, compile_acl("always_" + word.lower(), ()) or (lambda s, d: 0)))
+            else:
+                ms = named.get(word)
+                if ms is None:
+                    return None
+                # Several `acl` lines with one name are OR-ed (haproxy).
+                items.append((neg, (lambda ms: lambda s, d: any(m(s, d) for m in ms))(ms)))
+        out.append(tuple(items))
+    return tuple(out), cond.negate
+
+
+# --------------------------------------------------------------------------
+# Backends and servers
+# --------------------------------------------------------------------------
+
+
+class Pending:
+    """A session waiting in a queue for a server slot."""
+
+    __slots__ = ("session", "future", "seq", "done", "server")
+
+    def __init__(self, session: Session, future: asyncio.Future[Slot], seq: int,
+                 server: Slot | None) -> None:
+        self.session = session
+        self.future = future
+        self.seq = seq
+        self.done = False
+        self.server = server  # None: in the backend queue
+
+
+class Slot:
+    """A server as the relay sees it: its runtime counters plus live sessions and queue."""
+
+    __slots__ = ("rt", "backend", "sessions", "queue", "queue_len", "ramp")
+
+    def __init__(self, rt: ServerRuntime, backend: Backend) -> None:
+        self.rt = rt
+        self.backend = backend
+        self.sessions: set[Session] = set()
+        self.queue: deque[Pending] = deque()
+        self.queue_len = 0
+        self.ramp: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str:
+        return self.rt.name
+
+    @property
+    def full(self) -> bool:
+        mc = self.rt.maxconn
+        return mc > 0 and len(self.sessions) >= mc
+
+
+class Backend:
+    """One backend: its servers, balancer, queue and counters."""
+
+    def __init__(self, rt: BackendRuntime, balancer: Balancer, process: ProcessRuntime,
+                 log: ProxyLog) -> None:
+        self.rt = rt
+        self.cfg: Proxy = rt.config
+        self.balancer = balancer
+        self.process = process
+        self.log = log
+        self.slots: dict[str, Slot] = {s.name: Slot(s, self) for s in rt.servers}
+        self.full: set[str] = set()
+        self.queue: deque[Pending] = deque()
+        self.queue_len = 0
+        self.sessions = 0
+        self.deterministic = self.cfg.balance.algorithm.split("(")[0] in DETERMINISTIC
+        t = self.cfg.timeouts
+        self.timeout_connect = t.get("connect", DEFAULT_TIMEOUT_CONNECT_MS) / 1000
+        self.timeout_queue = t.get("queue", t.get("connect", DEFAULT_TIMEOUT_CONNECT_MS)) / 1000
+        self.timeout_server = t.get("server")
+        self.timeout_tunnel = t.get("tunnel")
+        self.timeout_server_fin = t.get("server-fin")
+        self.retries = self.cfg.retries if self.cfg.retries is not None else 3
+        self.redispatch = self.cfg.option("redispatch")
+        self.on_health: Callable[[], None] | None = None
+        self._was_up = rt.is_up
+
+    @property
+    def name(self) -> str:
+        return self.rt.name
+
+    # -- picking and queueing ------------------------------------------------
+
+    def pick(self, key: str | None, avoid: set[str] | None) -> tuple[Slot | None, bool]:
+        """A server with a free slot, or (full server or None, must_queue)."""
+        if self.deterministic:
+            name = self.balancer.pick(key=key, avoid=avoid or None)
+            if name is None:
+                return None, False
+            slot = self.slots[name]
+            return slot, slot.full or bool(slot.queue_len)
+        skip = self.full | avoid if avoid else self.full
+        name = self.balancer.pick(key=key, avoid=skip or None)
+        if name is not None:
+            return self.slots[name], False
+        if self.full and self.balancer.pick(key=key, avoid=avoid or None) is not None:
+            return None, True  # every usable server is full: backend queue
+        return None, False
+
+    def take(self, slot: Slot, session: Session) -> None:
+        """`session` now counts against `slot` (haproxy: srv->served++)."""
+        slot.sessions.add(session)
+        self.balancer.take_conn(slot.name)
+        rt = slot.rt
+        rt.counters.lbtot += 1
+        rt.counters.session_started()
+        if slot.full:
+            self.full.add(slot.name)
+
+    def release(self, slot: Slot, session: Session) -> None:
+        """Called once when a session leaves its server; serves the oldest waiter."""
+        if session not in slot.sessions:
+            return
+        slot.sessions.discard(session)
+        self.balancer.drop_conn(slot.name)
+        slot.rt.counters.session_ended()
+        if not slot.full:
+            self.full.discard(slot.name)
+        self.serve_queue(slot)
+
+    def enqueue(self, session: Session, slot: Slot | None, seq: int) -> Pending:
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        p = Pending(session, fut, seq, slot)
+        if slot is None:
+            self.queue.append(p)
+            self.queue_len += 1
+            self.rt.queue_cur = self.queue_len
+            self.rt.queue_max = max(self.rt.queue_max, self.queue_len)
+        else:
+            slot.queue.append(p)
+            slot.queue_len += 1
+            slot.rt.queue_cur = slot.queue_len
+            slot.rt.queue_max = max(slot.rt.queue_max, slot.queue_len)
+        return p
+
+    def dequeue(self, p: Pending) -> None:
+        """Take `p` out of its queue's count (it stays in the deque, marked done)."""
+        if p.done:
+            return
+        p.done = True
+        if p.server is None:
+            self.queue_len -= 1
+            self.rt.queue_cur = self.queue_len
+        else:
+            p.server.queue_len -= 1
+            p.server.rt.queue_cur = p.server.queue_len
+
+    @staticmethod
+    def _head(q: deque[Pending]) -> Pending | None:
+        while q and q[0].done:
+            q.popleft()
+        return q[0] if q else None
+
+    def serve_queue(self, slot: Slot) -> None:
+        """Give free slots of `slot` to the oldest waiters of its queue or the backend's."""
+        while not slot.full:
+            mine = self._head(slot.queue)
+            theirs = self._head(self.queue) if slot.rt.usable else None
+            if mine is None and theirs is None:
+                return
+            if mine is None or (theirs is not None and theirs.seq < mine.seq):
+                p = theirs
+                self.queue.popleft()
+            else:
+                p = mine
+                slot.queue.popleft()
+            assert p is not None
+            self.dequeue(p)
+            self.take(slot, p.session)
+            p.future.set_result(slot)
+
+    def serve_all(self) -> None:
+        for slot in self.slots.values():
+            if slot.rt.usable:
+                self.serve_queue(slot)
+
+    # -- health transitions --------------------------------------------------
+
+    def server_down(self, rt: ServerRuntime, desc: str, info: str = "",
+                    duration_ms: int | None = None, code: int | None = None) -> str:
+        """A check (or an operator) took `rt` down; returns the line it logged."""
+        slot = self.slots[rt.name]
+        self.balancer.set_down(rt.name)
+        if slot.ramp is not None:
+            slot.ramp.cancel()
+            slot.ramp = None
+        requeued = 0
+        # Waiters for this server go back to the backend queue (haproxy's
+        # pendconn_redistribute), keeping their place in arrival order.
+        moved = [p for p in slot.queue if not p.done]
+        for p in moved:
+            self.dequeue(p)
+            p.done = False
+            p.server = None
+            self.queue_len += 1
+            requeued += 1
+        slot.queue.clear()
+        if moved:
+            merged = sorted(itertools.chain(moved, (p for p in self.queue if not p.done)),
+                            key=lambda p: p.seq)
+            self.queue = deque(merged)
+            self.rt.queue_cur = self.queue_len
+        msg = server_down_message(self.name, rt.name, rt.backup, desc, info, duration_ms, code,
+                                  self.rt.active_up, self.rt.backup_up, len(slot.sessions),
+                                  requeued, slot.queue_len)
+        self.log.send(LOG_ALERT, msg)
+        _log.warning("%s", msg)
+        if rt.config.options.on_marked_down == "shutdown-sessions":
+            for sess in list(slot.sessions):
+                sess.kill("D")
+        self._after_change()
+        return msg
+
+    def server_up(self, rt: ServerRuntime, desc: str, info: str = "",
+                  duration_ms: int | None = None, code: int | None = None) -> str:
+        slot = self.slots[rt.name]
+        self.balancer.set_up(rt.name)
+        slowstart = rt.config.options.slowstart or 0
+        if slowstart > 0:
+            self._ramp(slot, time.monotonic(), slowstart)
+        else:
+            self.balancer.update_weight(rt.name, rt.uweight)
+        msg = server_up_message(self.name, rt.name, rt.backup, desc, info, duration_ms, code,
+                                self.rt.active_up, self.rt.backup_up, 0, self.queue_len)
+        self.log.send(LOG_NOTICE, msg)
+        _log.warning("%s", msg)
+        if not rt.backup and rt.config.options.on_marked_up == "shutdown-backup-sessions":
+            for other in self.slots.values():
+                if other.rt.backup:
+                    for sess in list(other.sessions):
+                        sess.kill("D")
+        self.serve_all()
+        self._after_change()
+        return msg
+
+    def _ramp(self, slot: Slot, since: float, slowstart_ms: int) -> None:
+        """Raise the weight along the slowstart ramp, in 1/20 steps (at least 100 ms)."""
+        rt = slot.rt
+        elapsed = (time.monotonic() - since) * 1000
+        if elapsed >= slowstart_ms or rt.op is OpState.STOPPED:
+            slot.ramp = None
+            if rt.op is not OpState.STOPPED:
+                rt.eweight = rt.uweight
+                if rt.op is OpState.STARTING:
+                    rt.op = OpState.RUNNING
+                self.balancer.update_weight(rt.name, rt.uweight)
+            return
+        weight = max(1, (rt.uweight * int(elapsed) + slowstart_ms - 1) // slowstart_ms)
+        rt.eweight = weight
+        self.balancer.update_weight(rt.name, weight)
+        self.serve_queue(slot)
+        step = max(0.1, slowstart_ms / 20000)
+        slot.ramp = asyncio.get_running_loop().call_later(
+            step, self._ramp, slot, since, slowstart_ms)
+
+    def _after_change(self) -> None:
+        up = self.rt.is_up
+        if self._was_up and not up:
+            msg = no_server_message(self.name)
+            self.log.send(LOG_EMERG, msg)
+            _log.error("%s", msg)
+        self._was_up = up
+        self.rt.last_change = time.monotonic()
+        if not up:
+            # Waiters cannot be served by anyone now: fail them like haproxy's
+            # queue timeout would, but at once.
+            for q in (self.queue, *(s.queue for s in self.slots.values())):
+                for p in list(q):
+                    if not p.done and not p.future.done():
+                        p.future.set_exception(_NoServer())
+        if self.on_health is not None:
+            self.on_health()
+
+
+class _NoServer(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Frontends and listeners
+# --------------------------------------------------------------------------
+
+
+class Limits:
+    """Process-wide accounting: global maxconn and the listeners it pauses."""
+
+    def __init__(self, process: ProcessRuntime) -> None:
+        self.process = process
+        self.frontends: list[Frontend] = []
+        self.seq = itertools.count()
+        self.stopping = False
+
+    @property
+    def full(self) -> bool:
+        mc = self.process.maxconn
+        return mc > 0 and self.process.cur_conns >= mc
+
+    def session_ended(self) -> None:
+        self.process.cur_conns -= 1
+        if not self.stopping:
+            for fe in self.frontends:
+                if fe.paused and fe.can_accept():
+                    fe.resume()
+
+
+class Listener:
+    """One listening socket; reads accept events itself so that it can stop reading
+    when maxconn is reached and leave further connections in the kernel backlog."""
+
+    def __init__(self, sock: socket.socket, frontend: Frontend, key: str) -> None:
+        self.sock = sock
+        self.frontend = frontend
+        self.key = key
+        self.reading = False
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        if not self.reading:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_accept)
+            self.reading = True
+
+    def pause(self) -> None:
+        if self.reading:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def _on_accept(self) -> None:
+        fe = self.frontend
+        for _ in range(MAXACCEPT):
+            if not fe.can_accept():
+                fe.pause()
+                return
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    _log.warning("%s: accept(): %s; pausing the listener", fe.name, exc.strerror)
+                    self.pause()
+                    asyncio.get_running_loop().call_later(ACCEPT_ERROR_PAUSE_S, self._retry)
+                return
+            fe.accepted(conn, addr)
+
+    def _retry(self) -> None:
+        if not self.frontend.paused and not self.frontend.limits.stopping:
+            self.start()
+
+    def close(self) -> None:
+        self.pause()
+        self.sock.close()
+
+
+class Frontend:
+    def __init__(self, rt: FrontendRuntime, limits: Limits, backends: dict[str, Backend],
+                 log: ProxyLog) -> None:
+        self.rt = rt
+        self.cfg = rt.config
+        self.limits = limits
+        self.log = log
+        self.listeners: list[Listener] = []
+        self.paused = False
+        self.routes: list[Route] = []
+        self.default: Backend | None = None
+        self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
+        self.dontlognull = self.cfg.option("dontlognull")
+        t = self.cfg.timeouts
+        self.timeout_client = t.get("client")
+        self.timeout_client_fin = t.get("client-fin")
+        for ub in self.cfg.use_backends:
+            compiled = compile_condition(ub.condition, self.cfg.acls)
+            if compiled is not None and ub.backend in backends:
+                self.routes.append(Route(ub.backend, compiled[0], compiled[1]))
+        if self.cfg.default_backend and self.cfg.default_backend in backends:
+            self.default = backends[self.cfg.default_backend]
+        elif self.cfg.kind.has_backend and self.cfg.name in backends:
+            self.default = backends[self.cfg.name]
+        self.backends = backends
+
+    @property
+    def name(self) -> str:
+        return self.rt.name
+
+    def can_accept(self) -> bool:
+        mc = self.rt.maxconn
+        return not (mc > 0 and self.rt.counters.cur_sess >= mc) and not self.limits.full
+
+    def pause(self) -> None:
+        self.paused = True
+        self.rt.paused = True
+        for li in self.listeners:
+            li.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.rt.paused = False
+        for li in self.listeners:
+            li.start()
+
+    def route(self, src: tuple[str, int], dst: tuple[str, int]) -> Backend | None:
+        for r in self.routes:
+            if r.matches(src, dst):
+                return self.backends[r.backend]
+        return self.default
+
+    def accepted(self, conn: socket.socket, addr: Any) -> None:
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        process = self.limits.process
+        process.cur_conns += 1
+        process.cum_conns += 1
+        self.rt.counters.session_started()
+        sess = Session(self, conn, addr)
+        sess.task = asyncio.get_running_loop().create_task(sess.run(conn))
+
+
+# --------------------------------------------------------------------------
+# Sessions
+# --------------------------------------------------------------------------
+
+
+class ClientSide(asyncio.Protocol):
+    __slots__ = ("s", "peer", "buf", "buffered", "transport")
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+        self.peer: asyncio.Transport | None = None  # the server transport once connected
+        self.buf: list[bytes] = []
+        self.buffered = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        s = self.s
+        s.bytes_in += len(data)
+        s.last = s.loop_time()
+        if self.peer is not None:
+            self.peer.write(data)
+        else:
+            self.buf.append(data)
+            self.buffered += len(data)
+            if self.buffered >= PRECONNECT_BUFFER and self.transport is not None:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.s.on_eof(client=True)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.s.on_lost(client=True, exc=exc)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.s.server_eof:
+            self.peer.resume_reading()
+
+
+class ServerSide(asyncio.Protocol):
+    __slots__ = ("s", "peer", "transport")
+
+    def __init__(self, s: Session, peer: asyncio.Transport) -> None:
+        self.s = s
+        self.peer = peer  # the client transport
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        s = self.s
+        s.bytes_out += len(data)
+        s.last = s.loop_time()
+        self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        self.s.on_eof(client=False)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.s.on_lost(client=False, exc=exc)
+
+    def pause_writing(self) -> None:
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.s.client_eof:
+            self.peer.resume_reading()
+
+
+class Session:
+    """One client connection and, once assigned, its server connection."""
+
+    def __init__(self, fe: Frontend, conn: socket.socket, addr: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop_time = loop.time
+        self.fe = fe
+        self.t0 = loop.time()
+        self.wall0 = time.time()
+        self.last = self.t0
+        self.src: tuple[str, int] = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) \
+            else ("unix", 0)
+        try:
+            local = conn.getsockname()
+            self.dst: tuple[str, int] = (str(local[0]), int(local[1]))
+        except (OSError, IndexError, TypeError):
+            self.dst = ("", 0)
+        self.client = ClientSide(self)
+        self.server_tr: asyncio.Transport | None = None
+        self.backend: Backend | None = None
+        self.slot: Slot | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.client_eof = False
+        self.server_eof = False
+        self.client_lost = False
+        self.server_lost = False
+        self.phase = "R"  # R: routing, Q: queue, C: connect, D: data
+        self.term = "-"  # first %ts character: who ended it
+        self.t_assigned = -1.0
+        self.t_connected = -1.0
+        self.retries = 0
+        self.redispatched = False
+        self.srv_queue = 0
+        self.be_queue = 0
+        self.finished = False
+        self.pending: Pending | None = None
+        self.idle_s = 0.0
+        self.idle_side = "c"
+
+    # -- establishment -----------------------------------------------------
+
+    async def run(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: self.client, conn)
+        except OSError:
+            self.client_lost = True
+            self.term = "C"
+            self._finish()
+            return
+        fe = self.fe
+        be = fe.route(self.src, self.dst)
+        if be is None:
+            self.term = "R"
+            self.fe.rt.counters.denied_req += 1
+            self._close_client()
+            return
+        self.backend = be
+        be.sessions += 1
+        be.rt.counters.session_started()
+        self._arm_idle()
+        try:
+            await self._establish(be)
+        except asyncio.CancelledError:
+            # The client went away while we were queueing or connecting.
+            if self.pending is not None:
+                be.dequeue(self.pending)
+            self._finish()
+            return
+        except _NoServer:
+            self.term = "S" if self.term == "-" else self.term
+            self._close_client()
+            return
+
+    async def _establish(self, be: Backend) -> None:
+        loop = asyncio.get_running_loop()
+        tried: set[str] = set()
+        key = self.src[0]
+        attempt = 0
+        while True:
+            self.phase = "Q"
+            avoid = tried if (self.redispatched and tried) else None
+            slot, must_queue = be.pick(key, avoid)
+            if slot is None and not must_queue:
+                be.rt.counters.errors_conn += 0
+                raise _NoServer()
+            if must_queue:
+                target = slot if (be.deterministic and slot is not None) else None
+                if target is not None and target.rt.maxqueue and \
+                        target.queue_len >= target.rt.maxqueue:
+                    if not be.redispatch:
+                        self.term = "s"
+                        raise _NoServer()
+                    target = None
+                self.srv_queue = target.queue_len if target is not None else 0
+                self.be_queue = be.queue_len if target is None else 0
+                self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
+                try:
+                    async with asyncio.timeout(be.timeout_queue):
+                        slot = await self.pending.future
+                except TimeoutError:
+                    be.dequeue(self.pending)
+                    self.pending = None
+                    self.term = "s"
+                    be.rt.counters.errors_conn += 0
+                    raise _NoServer() from None
+                self.pending = None
+            else:
+                assert slot is not None
+                be.take(slot, self)
+            self.slot = slot
+            if self.t_assigned < 0:
+                self.t_assigned = loop.time()
+            self.phase = "C"
+            t_start = loop.time()
+            try:
+                async with asyncio.timeout(be.timeout_connect):
+                    transport, _ = await loop.create_connection(
+                        lambda: ServerSide(self, self._client_transport()),
+                        slot.rt.host, slot.rt.port)
+            except (OSError, TimeoutError) as exc:
+                timed_out = isinstance(exc, TimeoutError)
+                slot.rt.counters.errors_conn += 1
+                be.rt.counters.errors_conn += 1
+                be.release(slot, self)
+                self.slot = None
+                tried.add(slot.name)
+                if attempt >= be.retries:
+                    self.term = "s" if timed_out else "S"
+                    raise _NoServer() from None
+                attempt += 1
+                self.retries = attempt
+                slot.rt.counters.retries += 1
+                be.rt.counters.retries += 1
+                # haproxy redispatches on the last retry (`option redispatch` -1).
+                if be.redispatch and attempt == be.retries:
+                    self.redispatched = True
+                    slot.rt.counters.redispatches += 1
+                    be.rt.counters.redispatches += 1
+                if not timed_out:
+                    # haproxy's turn-around timer before retrying a refused connection.
+                    await asyncio.sleep(min(be.timeout_connect, 1.0) if not self.redispatched
+                                        else 0)
+                continue
+            self.t_connected = loop.time()
+            self.t_connect_ms = int((self.t_connected - t_start) * 1000)
+            self._connected(transport)
+            return
+
+    def _client_transport(self) -> asyncio.Transport:
+        tr = self.client.transport
+        assert tr is not None
+        return tr
+
+    def _connected(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.phase = "D"
+        self.server_tr = transport
+        if self.client_lost:
+            transport.close()
+            return
+        c = self.client
+        if c.buf:
+            transport.writelines(c.buf)
+            c.buf = []
+        c.peer = transport
+        ctr = self._client_transport()
+        if c.buffered >= PRECONNECT_BUFFER and not self.client_eof:
+            ctr.resume_reading()
+        c.buffered = 0
+        if self.client_eof:
+            transport.write_eof()
+        self.last = self.loop_time()
+        self._arm_idle()
+
+    # -- timeouts ----------------------------------------------------------
+
+    def _idle_limit(self) -> tuple[float, str]:
+        """(seconds, side) of the inactivity timeout that applies now."""
+        fe, be = self.fe, self.backend
+        half = self.client_eof or self.server_eof
+        cands: list[tuple[int, str]] = []
+        if self.phase == "D" and be is not None and be.timeout_tunnel:
+            return be.timeout_tunnel / 1000, "c"
+        ct = fe.timeout_client_fin if half and fe.timeout_client_fin else fe.timeout_client
+        if ct:
+            cands.append((ct, "c"))
+        if self.phase == "D" and be is not None:
+            st = be.timeout_server_fin if half and be.timeout_server_fin else be.timeout_server
+            if st:
+                cands.append((st, "s"))
+        if not cands:
+            return 0.0, "c"
+        ms, side = min(cands)
+        return ms / 1000, side
+
+    def _arm_idle(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        limit, side = self._idle_limit()
+        self.idle_s, self.idle_side = limit, side
+        if limit > 0:
+            self.timer = asyncio.get_running_loop().call_at(self.last + limit, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        now = self.loop_time()
+        limit, side = self._idle_limit()
+        if limit <= 0:
+            return
+        deadline = self.last + limit
+        if now < deadline:
+            self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            return
+        if self.phase != "D":
+            # Queue and connect have their own timeouts; the client timeout still
+            # ends a session whose client stays silent that long.
+            if self.phase in ("Q", "C") and side == "c":
+                self.term = "c"
+                self._abort()
+            return
+        self.term = side
+        self._abort()
+
+    # -- ending --------------------------------------------------------------
+
+    def on_eof(self, client: bool) -> None:
+        if client:
+            self.client_eof = True
+            if self.server_tr is not None and not self.server_tr.is_closing():
+                self.server_tr.write_eof()
+        else:
+            self.server_eof = True
+            ctr = self.client.transport
+            if ctr is not None and not ctr.is_closing():
+                ctr.write_eof()
+        if self.client_eof and self.server_eof:
+            self._close_both()
+        elif self.timer is not None:
+            self._arm_idle()  # client-fin / server-fin may apply now
+
+    def on_lost(self, client: bool, exc: Exception | None) -> None:
+        if client:
+            self.client_lost = True
+            if self.term == "-" and (exc is not None or not self.client_eof):
+                self.term = "C"
+                if self.backend is not None:
+                    self.backend.rt.counters.cli_aborts += 1
+            if self.server_tr is None:
+                if self.task is not None and not self.task.done():
+                    self.task.cancel()
+                    return
+                self._finish()
+                return
+            if not self.server_tr.is_closing():
+                self.server_tr.close()
+        else:
+            self.server_lost = True
+            if self.term == "-" and (exc is not None or not self.server_eof):
+                self.term = "S"
+                if self.backend is not None:
+                    self.backend.rt.counters.srv_aborts += 1
+            ctr = self.client.transport
+            if ctr is not None and not ctr.is_closing():
+                ctr.close()
+        if self.client_lost and (self.server_lost or self.server_tr is None):
+            self._finish()
+
+    def kill(self, who: str) -> None:
+        """End the session from inside keeplb ('D': server marked down, 'K': stopping)."""
+        if self.term == "-":
+            self.term = who
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.server_tr is not None:
+            self.server_tr.abort()
+        ctr = self.client.transport
+        if ctr is not None:
+            ctr.abort()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _close_both(self) -> None:
+        if self.server_tr is not None:
+            self.server_tr.close()
+        ctr = self.client.transport
+        if ctr is not None:
+            ctr.close()
+
+    def _close_client(self) -> None:
+        ctr = self.client.transport
+        if ctr is None or self.client_lost:
+            self._finish()
+        elif not ctr.is_closing():
+            ctr.close()
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        now = self.loop_time()
+        fe, be, slot = self.fe, self.backend, self.slot
+        fe.rt.counters.bytes_in += self.bytes_in
+        fe.rt.counters.bytes_out += self.bytes_out
+        if be is not None:
+            be.rt.counters.bytes_in += self.bytes_in
+            be.rt.counters.bytes_out += self.bytes_out
+            be.sessions -= 1
+            be.rt.counters.session_ended()
+        if slot is not None and be is not None:
+            slot.rt.counters.bytes_in += self.bytes_in
+            slot.rt.counters.bytes_out += self.bytes_out
+            be.release(slot, self)
+        if fe.tcplog and fe.log.enabled:
+            entry = self._log_entry(now, be, slot)
+            if should_log_session(entry, fe.dontlognull):
+                fe.log.send(LOG_INFO, format_tcplog(entry))
+        fe.rt.counters.session_ended()
+        fe.limits.session_ended()
+        if fe.paused and fe.can_accept() and not fe.limits.stopping:
+            fe.resume()
+
+    def _log_entry(self, now: float, be: Backend | None, slot: Slot | None) -> SessionLog:
+        def ms(t: float) -> int:
+            return int((t - self.t0) * 1000)
+        tw = ms(self.t_assigned) if self.t_assigned >= 0 else -1
+        if self.t_assigned < 0 and self.pending is None and self.term == "s":
+            tw = ms(now)  # queue timeout: the whole wait
+        tc = getattr(self, "t_connect_ms", -1) if self.t_connected >= 0 else -1
+        phase = self.phase if self.term != "-" else "-"
+        if self.term == "s" and self.phase == "Q":
+            phase = "Q"
+        process = self.fe.limits.process
+        return SessionLog(
+            client_ip=self.src[0], client_port=self.src[1], accept_wall=self.wall0,
+            frontend=self.fe.name, backend=be.name if be is not None else self.fe.name,
+            server=slot.name if slot is not None and self.t_connected >= 0 else "<NOSRV>",
+            tw=tw, tc=tc, tt=ms(now), bytes_out=self.bytes_out, bytes_in=self.bytes_in,
+            termination=self.term + phase,
+            actconn=process.cur_conns, feconn=self.fe.rt.counters.cur_sess,
+            beconn=be.sessions if be is not None else 0,
+            srvconn=len(slot.sessions) if slot is not None else 0,
+            retries=self.retries, redispatched=self.redispatched,
+            srv_queue=self.srv_queue, be_queue=self.be_queue)

@@ -1,0 +1,223 @@
+"""`keeplb lb -W`: haproxy's master-worker model.
+
+The master binds the listeners once, starts the workers with the sockets as
+inherited descriptors, restarts a worker that dies, and reloads on SIGUSR2
+(or SIGHUP): the new config is parsed completely first; a bad one is refused
+and logged, and the old workers go on serving. A good one starts a new
+generation of workers on the same sockets; once they report ready, the old
+ones get SIGUSR1 (soft stop: stop accepting, finish their sessions) and, after
+`hard-stop-after`, SIGTERM.
+
+Signals to the master: SIGUSR2/SIGHUP reload, SIGUSR1 soft stop, SIGTERM/SIGINT hard stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from keeplb.config.diagnostics import Diagnostics
+from keeplb.config.model import HaproxyConfig
+from keeplb.proc import listeners, notify
+from keeplb.proc.pidfile import remove_pidfile, write_pidfile
+from keeplb.proc.title import set_title
+
+log = logging.getLogger("keeplb.master")
+
+READY_TIMEOUT_S = 15.0
+RESTART_DELAY_S = 0.5
+
+
+@dataclass(eq=False)
+class Worker:
+    relative_id: int
+    generation: int
+    proc: asyncio.subprocess.Process
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    leaving: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+
+def _parse(paths: Sequence[str]) -> tuple[HaproxyConfig, Diagnostics]:
+    from keeplb.config import haproxy
+
+    return haproxy.parse(list(paths))
+
+
+class Master:
+    def __init__(self, paths: Sequence[str], cfg: HaproxyConfig, *,
+                 extra_worker_args: Sequence[str] = (), python: str = sys.executable) -> None:
+        self.paths = list(paths)
+        self.cfg = cfg
+        self.python = python
+        self.extra_worker_args = list(extra_worker_args)
+        self.sockets: dict[str, socket.socket] = {}
+        self.workers: list[Worker] = []
+        self.generation = 0
+        self.stop = asyncio.Event()
+        self.soft = False
+        self.reload_requested = asyncio.Event()
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    @property
+    def nbproc(self) -> int:
+        return max(1, self.cfg.global_.nbthread or 1)
+
+    async def _spawn(self, relative_id: int) -> Worker:
+        rfd, wfd = os.pipe()
+        env = dict(os.environ)
+        env[listeners.ENV_FDS] = listeners.export_fds(self.sockets)
+        argv = [self.python, "-m", "keeplb", "lb", "--worker", str(relative_id),
+                "--ready-fd", str(wfd), *self.extra_worker_args]
+        for p in self.paths:
+            argv += ["-f", p]
+        fds = (wfd, *(s.fileno() for s in self.sockets.values()))
+        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env)
+        os.close(wfd)
+        worker = Worker(relative_id, self.generation, proc)
+        self.workers.append(worker)
+        asyncio.get_running_loop().create_task(self._watch(worker, rfd))
+        return worker
+
+    async def _watch(self, worker: Worker, rfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb", 0))
+        try:
+            while line := await reader.readline():
+                if line.strip() == b"READY":
+                    worker.ready.set()
+        finally:
+            transport.close()
+        rc = await worker.proc.wait()
+        self.workers.remove(worker)
+        if worker.leaving or self.stop.is_set():
+            log.info("Former worker #%d (%d) exited with code %d", worker.relative_id, worker.pid, rc)
+            return
+        log.warning("Current worker #%d (%d) exited with code %d; restarting",
+                    worker.relative_id, worker.pid, rc)
+        await asyncio.sleep(RESTART_DELAY_S)
+        if not self.stop.is_set():
+            await self._spawn(worker.relative_id)
+
+    async def _start_generation(self) -> list[Worker]:
+        self.generation += 1
+        new = [await self._spawn(i + 1) for i in range(self.nbproc)]
+        waits = [asyncio.create_task(w.ready.wait()) for w in new]
+        done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT_S)
+        for t in pending:
+            t.cancel()
+        return new
+
+    async def _reload(self) -> None:
+        notify.reloading()
+        cfg, diags = _parse(self.paths)
+        for d in diags:
+            log.warning("%s", d)
+        if diags.has_errors:
+            self.reloads_failed += 1
+            log.error("Reload failed: the new configuration has %d error(s); "
+                      "the current workers keep serving", len(diags.errors))
+            notify.ready("reload refused: configuration errors")
+            return
+        try:
+            new_sockets = listeners.bind_all(cfg, keep=self.sockets)
+        except Exception as e:  # noqa: BLE001 - any bind failure refuses the reload
+            self.reloads_failed += 1
+            log.error("Reload failed: %s; the current workers keep serving", e)
+            notify.ready("reload refused")
+            return
+        old_sockets = {k: s for k, s in self.sockets.items() if k not in new_sockets}
+        old_workers = [w for w in self.workers if not w.leaving]
+        self.cfg = cfg
+        self.sockets = new_sockets
+        await self._start_generation()
+        for w in old_workers:
+            w.leaving = True
+            w.signal(signal.SIGUSR1)
+        listeners.close_all(old_sockets.values())
+        self.reloads_ok += 1
+        log.info("Reload done: generation %d serving, %d former worker(s) finishing",
+                 self.generation, len(old_workers))
+        notify.ready(f"generation {self.generation}")
+        hard = cfg.global_.hard_stop_after
+        if hard:
+            asyncio.get_running_loop().call_later(
+                hard / 1000, lambda: [w.signal(signal.SIGTERM) for w in old_workers])
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGUSR2, self.reload_requested.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+        def soft_stop() -> None:
+            self.soft = True
+            self.stop.set()
+
+        loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+        self.sockets = listeners.bind_all(self.cfg)
+        await self._start_generation()
+        notify.ready(f"generation {self.generation}")
+        while not self.stop.is_set():
+            stop_task = asyncio.create_task(self.stop.wait())
+            reload_task = asyncio.create_task(self.reload_requested.wait())
+            await asyncio.wait({stop_task, reload_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            reload_task.cancel()
+            if self.reload_requested.is_set() and not self.stop.is_set():
+                self.reload_requested.clear()
+                await self._reload()
+        notify.stopping()
+        sig = signal.SIGUSR1 if self.soft else signal.SIGTERM
+        for w in list(self.workers):
+            w.leaving = True
+            w.signal(sig)
+        deadline = (self.cfg.global_.hard_stop_after or 30000) / 1000 if self.soft else 10.0
+        procs = [w.proc.wait() for w in list(self.workers)]
+        if procs:
+            try:
+                await asyncio.wait_for(asyncio.gather(*procs), deadline)
+            except TimeoutError:
+                for w in list(self.workers):
+                    w.signal(signal.SIGKILL)
+        listeners.close_all(self.sockets.values())
+        return 0
+
+
+def main(paths: Sequence[str], cfg: HaproxyConfig, *, daemon: bool = False,
+         pidfile: str | None = None, extra_worker_args: Sequence[str] = ()) -> int:
+    """Entry point of `keeplb lb -W`; the config was checked by the CLI already."""
+    if daemon:
+        from keeplb.proc.daemonize import daemonize
+
+        daemonize()
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
+    set_title("lb master")
+    if pidfile:
+        write_pidfile(pidfile)
+    try:
+        import uvloop
+
+        return uvloop.run(Master(paths, cfg, extra_worker_args=extra_worker_args).run())
+    finally:
+        if pidfile:
+            remove_pidfile(pidfile)
