@@ -159,8 +159,11 @@ class Master:
         notify.ready(f"generation {self.generation}")
         hard = cfg.global_.hard_stop_after
         if hard:
-            asyncio.get_running_loop().call_later(
-                hard / 1000, lambda: [w.signal(signal.SIGTERM) for w in old_workers])
+            def hard_stop() -> None:
+                for w in old_workers:
+                    w.signal(signal.SIGTERM)
+
+            asyncio.get_running_loop().call_later(hard / 1000, hard_stop)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

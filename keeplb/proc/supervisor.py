@@ -114,8 +114,11 @@ class Supervisor:
             os.close(wfd)
             self.lb = child
             reader = asyncio.StreamReader()
-            transport, _ = await loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(rfd, "rb", 0))
+
+            def protocol(r: asyncio.StreamReader = reader) -> asyncio.StreamReaderProtocol:
+                return asyncio.StreamReaderProtocol(r)
+
+            transport, _ = await loop.connect_read_pipe(protocol, os.fdopen(rfd, "rb", 0))
             try:
                 while True:
                     line = await reader.readline()
