@@ -14,6 +14,36 @@ parser and `keyword_table()`, the docs table, so the two cannot drift.
 
 from __future__ import annotations
 
+import copy
+import grp
+import ipaddress
+import os
+import pwd
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from keeplb.config.diagnostics import Diagnostics, Span, did_you_mean
+from keeplb.config.lexer import Lexer, Line
+from keeplb.config.model import (
+    SERVER_DEFAULTS,
+    Acl,
+    Address,
+    Bind,
+    Condition,
+    Global,
+    HaproxyConfig,
+    LogTarget,
+    Mode,
+    Proxy,
+    ProxyKind,
+    Rule,
+    Server,
+    ServerOptions,
+    StatsSocket,
+    UseBackend,
+)
+
 SUPPORTED = "supported"
 UNSUPPORTED = "unsupported"
 
@@ -31,6 +61,23 @@ UNSUPPORTED_SECTIONS = (
     "fcgi-app",
 )
 PROXY_SECTIONS = ("defaults", "frontend", "backend", "listen")
+# what those sections may hold, so that a typo in them still fails as in haproxy
+UNSUPPORTED_SECTION_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "peers": ("bind", "default-bind", "default-server", "disabled", "enabled", "log", "peer",
+              "server", "shards", "table"),
+    "resolvers": ("accepted_payload_size", "nameserver", "parse-resolv-conf", "resolve_retries",
+                  "timeout", "hold"),
+    "userlist": ("group", "user"),
+    "cache": ("total-max-size", "max-object-size", "max-age", "process-vary",
+              "max-secondary-entries"),
+    "program": ("command", "user", "group", "option"),
+    "ring": ("description", "format", "maxlen", "size", "timeout", "server"),
+    "http-errors": ("errorfile",),
+    "mailers": ("mailer", "timeout"),
+    "log-forward": ("bind", "dgram-bind", "log", "maxconn", "backlog", "timeout"),
+    "fcgi-app": ("docroot", "index", "log-stderr", "path-info", "pass-header", "option",
+                 "set-param"),
+}
 SECTIONS = ("global", *PROXY_SECTIONS, *UNSUPPORTED_SECTIONS)
 
 # --------------------------------------------------------------------------
@@ -226,7 +273,7 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
     "persist": ("DLB", True, 0),
     "pgsql-check": ("DLB", False, 2),
     "prefer-last-server": ("DLB", True, 0),
-    "redispatch": ("DLB", True, 1),
+    "redispatch": ("DLB", True, -1),
     "redis-check": ("DLB", False, 0),
     "smtpchk": ("DLB", False, 2),
     "socket-stats": ("DFL", True, 0),
@@ -419,3 +466,1759 @@ def keyword_table() -> list[tuple[str, str, str]]:
 KEYWORDS: dict[str, dict[str, str]] = {}
 for _section, _kw, _status in keyword_table():
     KEYWORDS.setdefault(_section, {})[_kw] = _status
+
+
+# ==========================================================================
+# values: times, sizes, numbers, names, addresses
+# ==========================================================================
+
+TIME_MAX_MS = 2**31 - 1
+_TIME_UNITS = {"": 1, "us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_NUM = re.compile(r"(\d+)(.*)\Z", re.S)
+
+
+def parse_time(text: str) -> tuple[int | None, str | None]:
+    """A haproxy time (§2.5) in milliseconds; a bare number is ms, `us` rounds up.
+
+    Returns (value, None) or (None, reason) with haproxy's wording of the reason.
+    """
+    m = _NUM.match(text)
+    if not text or not m:
+        if text:
+            return None, f"unexpected character '{text[0]}'"
+        return None, "expects an integer value (in milliseconds)"
+    digits, unit = m.groups()
+    if unit not in _TIME_UNITS:
+        bad = next((c for c in unit if c not in "usmhd"), unit[:1]) or unit[:1]
+        return None, f"unexpected character '{bad}'"
+    factor = _TIME_UNITS[unit]
+    value = int(digits)
+    ms = -(-value // 1000) if unit == "us" else value * int(factor)
+    if ms > TIME_MAX_MS:
+        return None, "timer overflow, maximum value is 2147483647 ms (~24.8 days)"
+    return ms, None
+
+
+def parse_size(text: str) -> tuple[int | None, str | None]:
+    """A haproxy size: a number with an optional k, m or g suffix (powers of 1024)."""
+    m = _NUM.match(text)
+    if not m:
+        return None, f"invalid size '{text}'"
+    digits, unit = m.groups()
+    unit = unit.lower()
+    if unit not in _SIZE_UNITS:
+        return None, f"unexpected character '{unit[0]}' in size '{text}'"
+    return int(digits) * _SIZE_UNITS[unit], None
+
+
+def _atoi(text: str) -> int:
+    """C's atoi() as haproxy uses it for most integers: leading digits, else 0."""
+    m = re.match(r"\s*([-+]?\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def _is_int(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?\d+", text))
+
+
+def invalid_char(name: str) -> str | None:
+    """The first character haproxy 2.6 refuses in a proxy or server name, or None."""
+    for ch in name:
+        if not (ch.isascii() and (ch.isalnum() or ch in "-_.:")):
+            return ch
+    return None
+
+
+_PREFIXES = {
+    "ipv4": "ipv4", "ipv6": "ipv6", "unix": "unix", "abns": "abns", "udp": "ipv4",
+    "udp4": "ipv4", "udp6": "ipv6", "tcp": "any", "tcp4": "ipv4", "tcp6": "ipv6",
+    "fd": "fd", "sockpair": "sockpair", "quic4": "ipv4", "quic6": "ipv6", "uxst": "unix",
+    "uxdg": "unix",
+}
+
+
+def parse_address(
+    text: str, *, port_required: bool, port_range: bool, port_offset: bool
+) -> tuple[Address | None, str | None]:
+    """One socket address as haproxy's str2sa_range() reads it.
+
+    bind: port_required and port_range; server: port optional, `+N`/`-N` offsets.
+    Host names are kept as written (haproxy resolves them at start-up, keeplb at
+    run time), with family 'ipv4'. Returns (address, None) or (None, reason).
+    """
+    rest = text
+    family: str | None = None
+    if "@" in rest:
+        prefix, _, after = rest.partition("@")
+        if prefix not in _PREFIXES:
+            return None, f"unknown address family '{prefix}' in '{text}'"
+        family = _PREFIXES[prefix]
+        rest = after
+    if family in ("unix", "abns") or (family is None and rest.startswith("/")):
+        if not rest:
+            return None, f"missing socket path in '{text}'"
+        return Address(family or "unix", rest), None
+    if family in ("fd", "sockpair"):
+        if not rest.isdigit():
+            return None, f"invalid file descriptor in '{text}'"
+        return Address(family, rest), None
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            return None, f"invalid address '{text}'"
+        host, port_text = rest[1:end], rest[end + 1 :]
+        if port_text and not port_text.startswith(":"):
+            return None, f"invalid address '{text}'"
+        port_text = port_text[1:]
+        has_port = bool(port_text) or rest.endswith(":")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        has_port = bool(sep)
+        if not sep:
+            host, port_text = rest, ""
+    if has_port and not port_text and port_required:
+        return None, f"missing port specification in '{text}'"
+    low: int | None = None
+    high: int | None = None
+    offset = False
+    if port_text:
+        m = re.fullmatch(r"([+-]?)(\d+)(?:-(\d+))?", port_text)
+        if not m:
+            return None, f"invalid port '{port_text}'"
+        sign, a, b = m.groups()
+        if sign and not port_offset:
+            return None, f"invalid port '{port_text}'"
+        if b is not None and not port_range:
+            return None, f"port range not allowed in '{text}'"
+        low = int(a)
+        high = int(b) if b is not None else low
+        offset = bool(sign)
+        if sign == "-":
+            low = high = -low
+        if not offset and (low < 1 or high > 65535 or high < low) and port_required:
+            return None, f"invalid port '{port_text}'"
+        if not offset and not port_required and (low < 0 or high > 65535):
+            return None, f"invalid port '{port_text}'"
+    elif port_required:
+        return None, f"missing port specification in '{text}'"
+    if host in ("", "*"):
+        fam = family if family in ("ipv4", "ipv6") else "any"
+        any_host = "::" if fam == "ipv6" else "0.0.0.0"
+        return Address(fam, any_host, low, high, offset), None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if family in ("ipv4", "ipv6") or not re.fullmatch(r"[A-Za-z0-9._-]+", host):
+            return None, f"invalid address: '{host}' in '{text}'"
+        return Address(family or "ipv4", host, low, high, offset), None
+    fam = "ipv4" if ip.version == 4 else "ipv6"
+    if family in ("ipv4", "ipv6") and family != fam:
+        return None, f"address '{host}' is not an {family} address"
+    return Address(fam, host, low, high, offset), None
+
+
+def _merge_server_options(top: ServerOptions, *lower: ServerOptions) -> ServerOptions:
+    """`top`'s set fields, then each of `lower` for the fields still unset."""
+    values = {}
+    for f in fields(ServerOptions):
+        value = getattr(top, f.name)
+        for other in lower:
+            if value is not None:
+                break
+            value = getattr(other, f.name)
+        values[f.name] = value
+    return ServerOptions(**values)
+
+
+# ==========================================================================
+# conditions and ACLs
+# ==========================================================================
+
+PREDEFINED_ACLS = frozenset(
+    "FALSE HTTP HTTP_1.0 HTTP_1.1 HTTP_2.0 HTTP_CONTENT HTTP_URL_ABS HTTP_URL_SLASH "
+    "HTTP_URL_STAR LOCALHOST METH_CONNECT METH_DELETE METH_GET METH_HEAD METH_OPTIONS "
+    "METH_POST METH_PUT METH_TRACE RDP_COOKIE REQ_CONTENT TRUE WAIT_END".split()
+)
+
+
+def parse_condition(words: Sequence[str]) -> tuple[Condition | None, str | None]:
+    """`if|unless` followed by terms; returns (condition, None) or (None, reason).
+
+    Terms are ACL names, optionally negated with '!', or anonymous ACLs in braces;
+    '||' or 'or' separates alternatives.
+    """
+    if not words or words[0] not in ("if", "unless"):
+        return None, "expects 'if' or 'unless' followed by a condition"
+    negate = words[0] == "unless"
+    terms: list[tuple[str, ...]] = []
+    cur: list[str] = []
+    i = 1
+    while i < len(words):
+        w = words[i]
+        if w in ("||", "or"):
+            if not cur:
+                return None, f"missing ACL before '{w}'"
+            terms.append(tuple(cur))
+            cur = []
+        elif w in ("{", "!{"):
+            depth, j = 1, i + 1
+            while j < len(words) and depth:
+                if words[j] in ("{", "!{"):
+                    depth += 1
+                elif words[j] == "}":
+                    depth -= 1
+                j += 1
+            if depth:
+                return None, "missing closing '}' in condition"
+            cur.append(("!" if w == "!{" else "") + "{ " + " ".join(words[i + 1 : j - 1]) + " }")
+            i = j
+            continue
+        elif w == "}":
+            return None, "unexpected '}' in condition"
+        else:
+            cur.append(w)
+        i += 1
+    if not cur:
+        return None, "missing ACL in condition"
+    terms.append(tuple(cur))
+    return Condition(negate, tuple(terms), " ".join(words)), None
+
+
+_CONNECT_PARAMS = {"default": 0, "port": 1, "addr": 1, "send-proxy": 0, "via-socks4": 0,
+                   "ssl": 0, "sni": 1, "alpn": 1, "linger": 0, "proto": 1, "comment": 1}
+_EXPECT_PARAMS = {"min-recv": 1, "comment": 1, "ok-status": 1, "error-status": 1,
+                  "tout-status": 1, "on-success": 1, "on-error": 1, "status-code": 1}
+_TCP_MATCHES = ("string", "rstring", "binary", "rbinary", "string-lf", "binary-lf")
+_HTTP_MATCHES = ("status", "rstatus", "hdr", "fhdr", "string", "rstring")
+_HTTP_SEND_PARAMS = {"meth": 1, "uri": 1, "uri-lf": 1, "ver": 1, "hdr": 2, "body": 1,
+                     "body-lf": 1, "comment": 1}
+
+
+def check_rule_args(keyword: str, action: str, args: Sequence[str]) -> tuple[int, str] | None:
+    """haproxy's argument checks of a tcp-check / http-check rule.
+
+    Returns (index of the bad argument in `args`, reason) or None when valid.
+    """
+    base = action.split("(", 1)[0]
+    if base in ("set-var", "set-var-fmt"):
+        return None if args else (0, f"'{keyword} {base}' expects an expression")
+    if base in ("unset-var", "disable-on-404", "send-state"):
+        return (0, f"'{keyword} {base}' cannot handle unexpected argument '{args[0]}'") if args else None
+    if base == "comment":
+        return None if len(args) == 1 else (min(len(args), 1),
+                                            f"'{keyword} comment' expects a single string")
+    if base == "connect":
+        table = _CONNECT_PARAMS
+    elif keyword == "http-check" and base == "send":
+        table = _HTTP_SEND_PARAMS
+    elif base in ("send", "send-lf", "send-binary", "send-binary-lf"):
+        if not args:
+            return 0, f"'{keyword} {base}' expects a string as argument"
+        if base == "send-binary" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})*", args[0]):
+            return 0, f"'{keyword} send-binary' : invalid hexadecimal string '{args[0]}'"
+        rest = list(args[1:])
+        if rest and (rest[0] != "comment" or len(rest) != 2):
+            return 1, f"'{keyword} {base}' : expects 'comment' but got '{rest[0]}' as argument"
+        return None
+    elif base == "expect":
+        matches = _HTTP_MATCHES if keyword == "http-check" else _TCP_MATCHES
+        j = 0
+        while j < len(args) and args[j] in _EXPECT_PARAMS:
+            j += 1 + _EXPECT_PARAMS[args[j]]
+        if j < len(args) and args[j] == "!":
+            j += 1
+        if j >= len(args):
+            return min(j, len(args)), f"'{keyword} expect' : expects a pattern match"
+        match = args[j].lstrip("!")
+        if match not in matches:
+            return j, (f"'{keyword} expect' only supports {', '.join(repr(m) for m in matches)} "
+                       f"(got '{args[j]}')")
+        if j + 1 >= len(args):
+            return j, f"'{keyword} expect {match}' expects <pattern> as an argument"
+        j += 2
+        if match in ("hdr", "fhdr"):
+            return None  # hdr name <fmt> [value <fmt>] ... carry their own words
+        while j < len(args) and args[j] in _EXPECT_PARAMS:
+            j += 1 + _EXPECT_PARAMS[args[j]]
+        if j < len(args):
+            return j, f"'{keyword} expect' : unexpected argument '{args[j]}'"
+        return None
+    else:
+        return None
+    j = 0
+    while j < len(args):
+        n = table.get(args[j])
+        if n is None or j + n >= len(args) + (0 if n else 1):
+            return j, (f"'{keyword} {base}' : expects {', '.join(repr(k) for k in table)} but "
+                       f"got '{args[j]}' as argument")
+        j += 1 + n
+    return None
+
+
+# http-request actions with a fixed number of arguments before 'if'/'unless'
+HTTP_REQUEST_ARITY = {
+    "set-header": 2, "add-header": 2, "set-path": 1, "set-pathq": 1, "set-query": 1,
+    "set-uri": 1, "set-method": 1, "use-service": 1, "replace-path": 2, "replace-pathq": 2,
+    "replace-uri": 2, "replace-value": 3, "replace-header": 3, "set-log-level": 1,
+    "set-nice": 1, "set-mark": 1, "set-tos": 1, "set-src": 1, "set-dst": 1, "set-src-port": 1,
+    "set-dst-port": 1, "del-acl": 1, "del-map": 1, "add-acl": 2, "set-map": 3,
+    "disable-l7-retry": 0, "early-hint": 2, "tarpit": -1, "deny": -1, "allow": 0,
+    "auth": -1, "redirect": -1, "return": -1, "capture": 3, "wait-for-body": -1,
+    "wait-for-handshake": 0, "silent-drop": 0, "normalize-uri": -1, "strict-mode": 1,
+}
+HTTP_REQUEST_ACTIONS = frozenset(
+    "wait-for-handshake ot-group set-log-level set-nice use-service sc-inc-gpc sc-inc-gpc0 "
+    "sc-inc-gpc1 sc-set-gpt sc-set-gpt0 send-spoe-group do-resolve cache-use add-acl "
+    "add-header allow auth capture del-acl del-header del-map deny disable-l7-retry "
+    "early-hint normalize-uri redirect reject replace-header replace-path replace-pathq "
+    "replace-uri replace-value return set-header set-map set-method set-path set-pathq "
+    "set-query set-uri strict-mode tarpit track-sc set-timeout wait-for-body set-var-fmt "
+    "set-var unset-var set-dst set-dst-port set-mark set-src set-src-port set-tos "
+    "silent-drop set-priority-class set-priority-offset".split()
+)
+_TRACK_SC = re.compile(r"(track-sc|sc-inc-gpc|sc-set-gpt)\d*")
+
+
+def http_request_action_known(action: str) -> bool:
+    """Whether `action` (with its optional '(args)') is an http-request action of 2.6."""
+    base = action.split("(", 1)[0]
+    return base in HTTP_REQUEST_ACTIONS or bool(_TRACK_SC.fullmatch(base))
+
+
+def _split_condition(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split `args... if cond` into (args, ['if', cond...])."""
+    for i, w in enumerate(words):
+        if w in ("if", "unless"):
+            return list(words[:i]), list(words[i:])
+    return list(words), []
+
+
+# ==========================================================================
+# the parser
+# ==========================================================================
+
+_LETTER = {ProxyKind.DEFAULTS: "D", ProxyKind.FRONTEND: "F", ProxyKind.LISTEN: "L",
+           ProxyKind.BACKEND: "B"}
+
+
+@dataclass
+class _ProxyInfo:
+    """What the checks after parsing need to know about a proxy besides the model."""
+
+    proxy: Proxy
+    anonymous: bool = False
+    spans: dict[str, Span] = field(default_factory=dict)
+    acl_names: set[str] = field(default_factory=set)
+    server_spans: dict[str, Span] = field(default_factory=dict)
+
+
+def _proxy_word(kind: ProxyKind) -> str:
+    return {ProxyKind.LISTEN: "proxy"}.get(kind, kind.value)
+
+
+class _Parser:
+    """Holds the state of one parse; one instance per `parse()` call."""
+
+    def __init__(self, env: Mapping[str, str], diags: Diagnostics) -> None:
+        self.env = env
+        self.d = diags
+        self.cfg = HaproxyConfig()
+        self.section: str | None = None
+        self.info: _ProxyInfo | None = None
+        self.last_defaults: _ProxyInfo | None = None
+        self.infos: list[_ProxyInfo] = []
+        self.defaults_infos: dict[str, _ProxyInfo] = {}
+        self.global_seen = False
+
+    # ---------------------------------------------------------------- files
+
+    def read_file(self, path: str) -> None:
+        """Parse one file; every file starts outside any section, as in haproxy."""
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                text = fh.read()
+        except OSError as exc:
+            self.d.error(None, f"could not open configuration file {path} : {exc.strerror}")
+            return
+        self.cfg.files.append(path)
+        if text and not text.endswith("\n"):
+            last = text.count("\n") + 1
+            self.d.error(Span(path, last, len(text) - text.rfind("\n")),
+                         "missing LF on last line, file might have been truncated")
+        self.section = None
+        self.info = None
+        lexer = Lexer(text, path, self.env, self.d)
+        for line in lexer.lines():
+            self.line(line)
+            lexer.section = self._section_name()
+
+    def _section_name(self) -> str:
+        if self.info is not None:
+            return self.info.proxy.name or self.info.proxy.kind.value
+        return self.section or ""
+
+    def line(self, line: Line) -> None:
+        head = line.words[0]
+        if head in SECTIONS:
+            self.start_section(line)
+            return
+        if self.section is None:
+            self.d.error(line.at(0), f"unknown keyword '{head}' out of section",
+                         hint=did_you_mean(head, SECTIONS))
+            return
+        if self.section == "global":
+            self.global_line(line)
+        elif self.section in PROXY_SECTIONS:
+            self.proxy_line(line)
+        else:
+            # the section itself was warned about at its header; its keywords are still checked
+            known = UNSUPPORTED_SECTION_KEYWORDS.get(self.section, ())
+            if head not in known:
+                self._unknown(line, self.section, (*known, *SECTIONS))
+            elif self.section == "userlist" and head == "user":
+                rest = line.words[2:]
+                j = 0
+                while j < len(rest):
+                    if rest[j] not in ("password", "insecure-password", "groups") or j + 1 >= len(rest):
+                        self.d.error(line.at(2 + j), "'user' only supports 'password', "
+                                     "'insecure-password' and 'groups' options")
+                        break
+                    j += 2
+
+    # ------------------------------------------------------------- sections
+
+    def start_section(self, line: Line) -> None:
+        head = line.words[0]
+        self.section = head
+        self.info = None
+        if head == "global":
+            self.global_seen = True
+            if self.cfg.global_.span is None:
+                self.cfg.global_.span = line.span
+            if len(line) > 1:
+                self.d.error(line.at(1), f"'global' cannot handle unexpected argument '{line.words[1]}'")
+            return
+        if head in UNSUPPORTED_SECTIONS:
+            if len(line) < 2:
+                self.d.error(line.at(0), f"'{head}' expects <name> as an argument")
+            elif len(line) > 2:
+                self.d.error(line.at(2), f"'{head}' cannot handle unexpected argument "
+                             f"'{line.words[2]}'")
+            self.d.warning(line.at(0), f"section '{head}' is not supported by keeplb; its content is ignored")
+            return
+        kind = ProxyKind(head)
+        args = list(line.words[1:])
+        from_name: str | None = None
+        if len(args) >= 2 and args[-2] == "from":
+            from_name = args[-1]
+            args = args[:-2]
+        elif args and args[-1] == "from":
+            self.d.error(line.at(len(line) - 1), f"'{head}' : 'from' expects a defaults section name")
+            args = args[:-1]
+        name = args[0] if args else ""
+        if len(args) > 1 and kind.has_frontend:
+            # the 1.x syntax 'listen name addr:port'; haproxy 2.6 ignores extra words elsewhere
+            self.d.error(line.at(2), "please use the 'bind' keyword for listening addresses")
+        if not name and kind is not ProxyKind.DEFAULTS:
+            self.d.error(line.at(0), f"'{head}' expects <name> as an argument")
+        # haproxy 2.6 checks the names of proxies, not those of defaults sections
+        bad = invalid_char(name) if name and kind is not ProxyKind.DEFAULTS else None
+        if bad is not None:
+            self.d.error(line.at(1), f"character '{bad}' is not permitted in '{head}' name '{name}'")
+        base = self.last_defaults
+        if from_name is not None:
+            base = self.defaults_infos.get(from_name)
+            if base is None or not from_name:
+                self.d.error(line.at(len(line) - 1),
+                             f"defaults section '{from_name}' not found for {kind.value} '{name}'")
+        proxy = self._inherit(base, kind, name, line.span)
+        info = _ProxyInfo(proxy, anonymous=not name)
+        if base is not None:
+            info.spans = dict(base.spans)
+        self.info = info
+        if kind is ProxyKind.DEFAULTS:
+            self.cfg.defaults[name] = proxy
+            self.defaults_infos[name] = info
+            self.last_defaults = info
+            return
+        self._check_duplicate(info, line)
+        self.cfg.proxies.append(proxy)
+        self.infos.append(info)
+
+    def _check_duplicate(self, info: _ProxyInfo, line: Line) -> None:
+        proxy = info.proxy
+        for other in self.infos:
+            o = other.proxy
+            if o.name != proxy.name or not proxy.name:
+                continue
+            clash = (proxy.kind.has_frontend and o.kind.has_frontend) or (
+                proxy.kind.has_backend and o.kind.has_backend)
+            if clash:
+                self.d.error(line.at(1), f"{_proxy_word(proxy.kind)} '{proxy.name}' has the same name "
+                             f"as {_proxy_word(o.kind)} '{o.name}' declared at {o.span}")
+                return
+
+    @staticmethod
+    def _inherit(base: _ProxyInfo | None, kind: ProxyKind, name: str, span: Span) -> Proxy:
+        """A new proxy carrying every setting of its defaults section (haproxy's
+        proxy_preset_defaults + copy of the defaults proxy)."""
+        proxy = Proxy(kind=kind, name=name, span=span)
+        if base is None:
+            return proxy
+        b = base.proxy
+        proxy.from_defaults = b.name
+        proxy.mode = b.mode
+        proxy.timeouts = dict(b.timeouts)
+        proxy.options = dict(b.options)
+        proxy.option_args = dict(b.option_args)
+        proxy.logs = list(b.logs)
+        proxy.log_global = b.log_global
+        proxy.maxconn = b.maxconn
+        proxy.fullconn = b.fullconn
+        proxy.backlog = b.backlog
+        proxy.retries = b.retries
+        proxy.default_backend = b.default_backend
+        proxy.balance = b.balance
+        proxy.default_server = b.default_server
+        proxy.stats = b.stats
+        proxy.log_format = b.log_format
+        proxy.disabled = b.disabled
+        # rules of a named defaults run before the proxy's own (2.5+); check rules are copied
+        proxy.rules = list(b.rules)
+        return proxy
+
+    # --------------------------------------------------------------- global
+
+    def global_line(self, line: Line) -> None:
+        g = self.cfg.global_
+        kw, args = line.words[0], line.words[1:]
+        if kw == "nbproc":
+            self.d.error(line.at(0), "nbproc is not supported any more since HAProxy 2.5; "
+                         "threads are used instead")
+            return
+        if kw.startswith("tune."):
+            if kw not in TUNE_KEYWORDS:
+                self._unknown(line, "global", [*TUNE_KEYWORDS])
+                return
+            if kw not in TUNE_SUPPORTED:
+                self._unsupported(line, kw)
+            if not args:
+                self.d.error(line.at(0), f"'{kw}' expects an argument")
+                return
+            if self._too_many(line, 1):
+                return
+            if kw == "tune.bufsize":
+                size, err = parse_size(args[0])
+                if err or not size:
+                    self.d.error(line.at(1), f"'{kw}' expects a positive integer argument")
+                    return
+            g.tune[kw] = " ".join(args)
+            return
+        if kw in GLOBAL_UNSUPPORTED:
+            self._unsupported(line, kw)
+            if kw in ("ssl-default-bind-options", "ssl-default-server-options"):
+                self._check_ssl_options(line)
+            return
+        if kw not in GLOBAL_SUPPORTED:
+            self._unknown(line, "global", [*GLOBAL_SUPPORTED, *GLOBAL_UNSUPPORTED, *SECTIONS])
+            return
+        handler = getattr(self, "g_" + kw.replace("-", "_"))
+        handler(line, g)
+
+    def _check_ssl_options(self, line: Line) -> None:
+        words = line.words
+        j = 1
+        while j < len(words):
+            w = words[j]
+            if w in ("ssl-min-ver", "ssl-max-ver"):
+                if j + 1 >= len(words) or words[j + 1] not in ("SSLv3", "TLSv1.0", "TLSv1.1",
+                                                               "TLSv1.2", "TLSv1.3"):
+                    self.d.error(line.at(j), f"'{w}' expects 'SSLv3', 'TLSv1.0', 'TLSv1.1', "
+                                 "'TLSv1.2' or 'TLSv1.3'")
+                    return
+                j += 2
+            elif w in ("no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13",
+                       "force-sslv3", "force-tlsv10", "force-tlsv11", "force-tlsv12",
+                       "force-tlsv13", "no-tls-tickets", "prefer-client-ciphers", "ssl-reuse",
+                       "no-ssl-reuse", "tls-tickets"):
+                j += 1
+            else:
+                self.d.error(line.at(j), f"unknown option '{w}' on global statement "
+                             f"'{words[0]}'")
+                return
+
+    def _too_many(self, line: Line, allowed: int, what: str | None = None) -> bool:
+        """haproxy's alertif_too_many_args(): True (and an error) past `allowed` arguments."""
+        if len(line) - 1 > allowed:
+            what = what or line.words[0]
+            self.d.error(line.at(allowed + 1),
+                         f"'{what}' cannot handle unexpected argument '{line.words[allowed + 1]}'")
+            return True
+        return False
+
+    def _flag(self, line: Line) -> bool:
+        return not self._too_many(line, 0)
+
+    def g_daemon(self, line: Line, g: Global) -> None:
+        if self._flag(line):
+            g.daemon = True
+
+    def g_master_worker(self, line: Line, g: Global) -> None:
+        if len(line) > 1 and line.words[1] != "no-exit-on-failure":
+            self.d.error(line.at(1), "'master-worker' only supports 'no-exit-on-failure' option")
+            return
+        if not self._too_many(line, 1):
+            g.master_worker = True
+
+    def g_quiet(self, line: Line, g: Global) -> None:
+        self._flag(line)
+
+    def g_zero_warning(self, line: Line, g: Global) -> None:
+        self._flag(line)
+
+    def _int_arg(self, line: Line, what: str, *, lo: int | None = None, hi: int | None = None,
+                 lax: bool = True) -> int | None:
+        """One integer argument; haproxy reads most with atol(), so junk is 0 (warned)."""
+        if len(line) < 2:
+            self.d.error(line.at(0), f"'{what}' expects an integer argument")
+            return None
+        if self._too_many(line, 1, what):
+            return None
+        text = line.words[1]
+        if not _is_int(text):
+            if not lax:
+                self.d.error(line.at(1), f"'{what}' expects an integer argument, got '{text}'")
+                return None
+            self.d.warning(line.at(1), f"'{what}' value '{text}' is not a number; haproxy reads "
+                           f"it as {_atoi(text)}")
+        value = _atoi(text)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.d.error(line.at(1), f"'{what}' value must be between {lo} and {hi} (was {value})")
+            return None
+        return value
+
+    def g_maxconn(self, line: Line, g: Global) -> None:
+        g.maxconn = self._int_arg(line, "maxconn")
+
+    def g_nbthread(self, line: Line, g: Global) -> None:
+        value = self._int_arg(line, "nbthread", lo=1, hi=64, lax=False)
+        if value is not None:
+            g.nbthread = value
+
+    def g_ulimit_n(self, line: Line, g: Global) -> None:
+        g.ulimit_n = self._int_arg(line, "ulimit-n")
+
+    def g_uid(self, line: Line, g: Global) -> None:
+        g.uid = self._int_arg(line, "uid", lax=False)
+
+    def g_gid(self, line: Line, g: Global) -> None:
+        g.gid = self._int_arg(line, "gid", lax=False)
+
+    def _string_arg(self, line: Line, what: str, expect: str) -> str | None:
+        if len(line) < 2 or not line.words[1]:
+            self.d.error(line.at(0), f"'{line.words[0]}' expects {expect}")
+            return None
+        if self._too_many(line, 1):
+            return None
+        return line.words[1]
+
+    def g_user(self, line: Line, g: Global) -> None:
+        name = self._string_arg(line, "user", "a user name")
+        if name is None:
+            return
+        try:
+            g.uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            self.d.error(line.at(1), f"cannot find user id for '{name}'")
+            return
+        g.user = name
+
+    def g_group(self, line: Line, g: Global) -> None:
+        name = self._string_arg(line, "group", "a group name")
+        if name is None:
+            return
+        try:
+            g.gid = grp.getgrnam(name).gr_gid
+        except KeyError:
+            self.d.error(line.at(1), f"cannot find group id for '{name}'")
+            return
+        g.group = name
+
+    def g_chroot(self, line: Line, g: Global) -> None:
+        g.chroot = self._string_arg(line, "chroot", "a directory as an argument")
+
+    def g_pidfile(self, line: Line, g: Global) -> None:
+        g.pidfile = self._string_arg(line, "pidfile", "a file name as an argument")
+
+    def g_server_state_file(self, line: Line, g: Global) -> None:
+        g.server_state_file = self._string_arg(line, "server-state-file", "a path")
+
+    def g_server_state_base(self, line: Line, g: Global) -> None:
+        g.server_state_base = self._string_arg(line, "server-state-base", "a directory")
+
+    def g_log_tag(self, line: Line, g: Global) -> None:
+        g.log_tag = self._string_arg(line, "log-tag", "a tag for use in syslog")
+
+    def g_node(self, line: Line, g: Global) -> None:
+        self._string_arg(line, "node", "a name")
+
+    def g_description(self, line: Line, g: Global) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'description' expects a string argument")
+
+    def g_setenv(self, line: Line, g: Global) -> None:
+        if len(line) != 3:
+            self.d.error(line.at(0), f"'{line.words[0]}' expects a name and a value")
+
+    g_presetenv = g_setenv
+
+    def g_unsetenv(self, line: Line, g: Global) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'unsetenv' expects at least one variable name")
+
+    def g_resetenv(self, line: Line, g: Global) -> None:
+        pass
+
+    def g_hard_stop_after(self, line: Line, g: Global) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'hard-stop-after' expects <time> as argument")
+            return
+        value, err = parse_time(line.words[1])
+        if err:
+            self.d.error(line.at(1), f"{err} in argument to <hard-stop-after>")
+            return
+        g.hard_stop_after = value
+
+    def g_log(self, line: Line, g: Global) -> None:
+        target = self.parse_log(line)
+        if target is not None:
+            g.logs.append(target)
+
+    def g_stats(self, line: Line, g: Global) -> None:
+        sub = line.words[1] if len(line) > 1 else ""
+        if sub not in GLOBAL_STATS:
+            self.d.error(line.at(1 if sub else 0), "'stats' only supports 'socket', 'maxconn', "
+                         f"'bind-process' and 'timeout' (got '{sub}')")
+            return
+        if sub == "bind-process":
+            self._unsupported(line, "stats bind-process")
+            return
+        if sub == "timeout":
+            value, err = parse_time(line.words[2] if len(line) > 2 else "")
+            if err:
+                self.d.error(line.at(2), f"'stats timeout' : {err}")
+            g.stats_timeout = value
+            return
+        if sub == "maxconn":
+            if len(line) < 3 or not _is_int(line.words[2]) or int(line.words[2]) <= 0:
+                self.d.error(line.at(2), "'stats maxconn' : a positive value is expected")
+                return
+            g.stats_maxconn = int(line.words[2])
+            return
+        if len(line) < 3:
+            self.d.error(line.at(1), "'stats socket' : missing socket address")
+            return
+        addr, err = parse_address(line.words[2], port_required=True, port_range=False,
+                                  port_offset=False)
+        if addr is None:
+            self.d.error(line.at(2), f"'stats socket' : {err}")
+            return
+        opts = self.parse_bind_options(line, 3, f"stats socket {line.words[2]}", "global")
+        if opts is None:
+            return
+        level = "admin"
+        mode: int | None = None
+        socket = StatsSocket(addr, span=line.at(2))
+        for key, opt in opts:
+            if key == "level":
+                if opt not in ("user", "operator", "admin"):
+                    self.d.error(line.span, "'stats socket' : 'level' only supports 'user', "
+                                 f"'operator', and 'admin' (got '{opt}')")
+                    return
+                level = opt
+            elif key == "mode":
+                try:
+                    mode = int(opt or "", 8)
+                except ValueError:
+                    self.d.error(line.span, f"'stats socket' : 'mode' : invalid octal mode '{opt}'")
+                    return
+            elif key == "expose-fd":
+                socket = replace(socket, expose_fd_listeners=True)
+            elif key == "user":
+                socket = replace(socket, user=opt)
+            elif key == "group":
+                socket = replace(socket, group=opt)
+        g.stats_sockets.append(replace(socket, level=level, mode=mode))
+
+    # ------------------------------------------------------------------ log
+
+    def parse_log(self, line: Line) -> LogTarget | None:
+        """`log <target> [len N] [format F] [sample R:S] <facility> [level [minlevel]]`."""
+        args = list(line.words[1:])
+        if not args:
+            self.d.error(line.at(0), "'log' expects either <address[:port]> and <facility> or 'global' as arguments")
+            return None
+        address = args[0]
+        if address not in ("stdout", "stderr") and not address.startswith(("ring@", "fd@")):
+            addr, err = parse_address(address, port_required=False, port_range=False,
+                                      port_offset=False)
+            if addr is None:
+                self.d.error(line.at(1), f"log : {err}")
+                return None
+        i = 1
+        fmt: str | None = None
+        while i + 1 < len(args) and args[i] in ("len", "format", "sample"):
+            if args[i] == "format":
+                fmt = args[i + 1]
+                if fmt not in ("local", "rfc3164", "rfc5424", "priority", "short", "timed",
+                               "iso", "raw"):
+                    self.d.error(line.at(i + 2), f"log : unknown log format '{fmt}'")
+                    return None
+            elif args[i] == "len" and not _is_int(args[i + 1]):
+                self.d.error(line.at(i + 2), f"log : invalid 'len' value '{args[i + 1]}'")
+                return None
+            i += 2
+        if i >= len(args):
+            self.d.error(line.at(0), "log : missing facility")
+            return None
+        facility = args[i]
+        if facility not in LOG_FACILITIES:
+            self.d.error(line.at(i + 1), f"log : unknown log facility '{facility}'")
+            return None
+        level = minlevel = None
+        if i + 1 < len(args):
+            level = args[i + 1]
+            if level not in LOG_LEVELS:
+                self.d.error(line.at(i + 2), f"log : unknown optional log level '{level}'")
+                return None
+        if i + 2 < len(args):
+            minlevel = args[i + 2]
+            if minlevel not in LOG_LEVELS:
+                self.d.error(line.at(i + 3), f"log : unknown optional minimum log level '{minlevel}'")
+                return None
+        if i + 3 < len(args):
+            self.d.error(line.at(i + 4), f"'log' cannot handle unexpected argument '{args[i + 3]}'")
+            return None
+        return LogTarget(address, facility, level, minlevel, fmt, line.span)
+
+    # --------------------------------------------------------- diagnostics
+
+    def _unknown(self, line: Line, section: str, choices: Iterable[str]) -> None:
+        kw = line.words[0]
+        self.d.error(line.at(0), f"unknown keyword '{kw}' in '{section}' section",
+                     hint=did_you_mean(kw, choices))
+
+    def _unsupported(self, line: Line, kw: str) -> None:
+        self.d.warning(line.at(0), f"keyword '{kw}' is not supported by keeplb")
+
+    # --------------------------------------------------------------- proxies
+
+    def proxy_line(self, line: Line) -> None:
+        info = self.info
+        if info is None:
+            return
+        proxy = info.proxy
+        words = line.words
+        head = words[0]
+        if head in ("no", "default"):
+            if len(words) > 1 and words[1] == "option":
+                self.option_line(line, 2, negate=head)
+            elif head == "no" and len(words) > 1 and words[1] == "log":
+                proxy.logs = []
+                proxy.log_global = False
+            else:
+                self.d.error(line.at(0), f"'{head}' is only supported with 'option' or 'log'")
+            return
+        key = head
+        if head in PROXY_MULTI:
+            sub = words[1] if len(words) > 1 else ""
+            key = f"{head} {sub}"
+            if key not in PROXY_CAPS:
+                subs = [k.split(" ", 1)[1] for k in PROXY_CAPS if k.startswith(head + " ")]
+                self.d.error(line.at(1 if sub else 0),
+                             f"'{head}' supports {', '.join(repr(s) for s in subs)} (got '{sub}')",
+                             hint=did_you_mean(sub, subs) if sub else None)
+                return
+        if key not in PROXY_CAPS:
+            section = proxy.kind.value
+            self._unknown(line, section, [k.split(" ")[0] for k in PROXY_CAPS] + ["no", *SECTIONS])
+            return
+        if key == "option":
+            self.option_line(line, 1, negate=None)
+            return
+        verdict = self._allowed(line, key, PROXY_CAPS[key])
+        if verdict == "refused":
+            return
+        if verdict == "ignored":
+            # haproxy still checks the arguments of an ignored keyword: do it on a copy
+            proxy, info = self._scratch(info)
+        if key not in PROXY_SUPPORTED:
+            if verdict == "ok":
+                self._unsupported(line, key)
+            self.check_unsupported(line, key)
+            return
+        handler = getattr(self, "p_" + key.replace(" ", "_").replace("-", "_"))
+        handler(line, proxy, info)
+
+    def check_unsupported(self, line: Line, key: str) -> None:
+        """Argument checks haproxy makes on keywords keeplb does not act on."""
+        words = line.words
+        if key in ("capture request", "capture response"):
+            if len(words) < 6 or words[2] != "header" or words[4] != "len":
+                self.d.error(line.at(0), f"'{key}' expects 'header' <header_name> 'len' <len>")
+            elif len(words) > 6:
+                self.d.error(line.at(6), f"'{key}' cannot handle unexpected argument '{words[6]}'")
+        elif key == "capture cookie":
+            if len(words) < 5 or words[3] != "len":
+                self.d.error(line.at(0), "'capture' expects 'cookie' <cookie_name> 'len' <len>")
+        elif key == "cookie":
+            self._check_cookie(line)
+        elif key == "compression":
+            sub = words[1] if len(words) > 1 else ""
+            if sub not in ("algo", "type", "offload"):
+                self.d.error(line.at(1 if sub else 0), "'compression' expects 'algo', 'type' or "
+                             "'offload'")
+                return
+            if sub == "algo":
+                for k, algo in enumerate(words[2:]):
+                    if algo not in ("identity", "gzip", "deflate", "raw-deflate"):
+                        self.d.error(line.at(2 + k), f"'compression' : '{algo}' is not a "
+                                     "supported algorithm")
+                        return
+
+    def _check_cookie(self, line: Line) -> None:
+        words = line.words
+        if len(words) < 2:
+            self.d.error(line.at(0), "'cookie' expects <cookie_name> as argument")
+            return
+        flags = {"rewrite", "insert", "prefix", "indirect", "nocache", "postonly", "preserve",
+                 "httponly", "secure", "dynamic"}
+        valued = {"domain", "maxidle", "maxlife", "attr"}
+        j = 2
+        while j < len(words):
+            if words[j] in valued and j + 1 < len(words):
+                j += 2
+            elif words[j] in flags:
+                j += 1
+            else:
+                self.d.error(line.at(j), "'cookie' supports 'rewrite', 'insert', 'prefix', "
+                             "'indirect', 'nocache', 'postonly', 'domain', 'maxidle', 'dynamic', "
+                             "'maxlife' and 'attr' options")
+                return
+
+    @staticmethod
+    def _scratch(info: _ProxyInfo) -> tuple[Proxy, _ProxyInfo]:
+        proxy = copy.deepcopy(info.proxy)
+        scratch = _ProxyInfo(proxy, info.anonymous, dict(info.spans), set(info.acl_names),
+                             dict(info.server_spans))
+        return proxy, scratch
+
+    def _allowed(self, line: Line, key: str, caps: str) -> str:
+        """haproxy's capability check: 'ok'; 'refused' (an error: in defaults, and
+        server lines elsewhere); 'ignored' (a warning; the line is not applied)."""
+        info = self.info
+        assert info is not None
+        proxy = info.proxy
+        kind = proxy.kind
+        if kind is ProxyKind.DEFAULTS:
+            if "D" in caps:
+                return "ok"
+            if "N" in caps:
+                if info.anonymous:
+                    self.d.error(line.at(0), f"'{key}' not allowed in anonymous 'defaults' section")
+                    return "refused"
+                return "ok"
+            self.d.error(line.at(0), f"'{key}' not allowed in 'defaults' section")
+            return "refused"
+        if _LETTER[kind] in caps:
+            return "ok"
+        missing = "backend" if kind is ProxyKind.FRONTEND else "frontend"
+        if key in ("server", "default-server", "server-template"):
+            self.d.error(line.at(0), f"'{key}' not allowed because {kind.value} '{proxy.name}' "
+                         f"has no {missing} capability")
+            return "refused"
+        hint = "maybe you want 'fullconn' instead" if key == "maxconn" else None
+        self.d.warning(line.at(0), f"'{key}' ignored because {kind.value} '{proxy.name}' has no "
+                       f"{missing} capability", hint=hint)
+        return "ignored"
+
+    def option_line(self, line: Line, at: int, negate: str | None) -> None:
+        info = self.info
+        assert info is not None
+        proxy = info.proxy
+        if len(line) <= at:
+            self.d.error(line.at(at - 1), "'option' expects an option name")
+            return
+        name = line.words[at]
+        if name not in OPTIONS:
+            self.d.error(line.at(at), f"unknown option '{name}'", hint=did_you_mean(name, OPTIONS))
+            return
+        caps, invertible, max_args = OPTIONS[name]
+        if negate is not None and not invertible:
+            self.d.error(line.at(0), f"negation/default is not supported for option '{name}'")
+            return
+        args = line.words[at + 1 :]
+        if negate == "default":
+            # haproxy 2.6 counts the option name as an argument of 'default option'
+            self.d.error(line.at(at), f"'option {name}' cannot handle unexpected argument "
+                         f"'{name}' ('default option' is refused by haproxy 2.6)")
+            return
+        limit = 0 if negate is not None and name != "redispatch" else max_args
+        if limit >= 0 and len(args) > limit:
+            self.d.error(line.at(at + 1 + limit),
+                         f"'option {name}' cannot handle unexpected argument '{args[limit]}'")
+            return
+        key = f"option {name}"
+        if proxy.kind is ProxyKind.BACKEND and name == "tcplog":
+            self.d.warning(line.at(at), f"backend '{proxy.name}' : 'option tcplog' directive is "
+                           "ignored in backends")
+            return
+        verdict = self._allowed(line, key, caps)
+        if verdict == "refused":
+            return
+        if verdict == "ignored":
+            proxy, info = self._scratch(info)
+        elif name not in OPTIONS_SUPPORTED:
+            self._unsupported(line, key)
+        value = negate != "no"
+        if negate == "default":
+            proxy.options.pop(name, None)
+            return
+        if name in ("tcplog", "httplog", "httpslog") and value:
+            # one log format per proxy: the last of these wins
+            for other in ("tcplog", "httplog", "httpslog"):
+                proxy.options.pop(other, None)
+        if name in ("httpchk", "tcp-check", "ssl-hello-chk", "mysql-check", "pgsql-check",
+                    "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check"):
+            # one check type per backend: the last one wins
+            for other in ("httpchk", "tcp-check", "ssl-hello-chk", "mysql-check", "pgsql-check",
+                          "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check"):
+                proxy.options.pop(other, None)
+                proxy.option_args.pop(other, None)
+        if name == "httplog" and args and args[0] != "clf":
+            self.d.error(line.at(at + 1), f"'option httplog' only supports 'clf' (got '{args[0]}')")
+            return
+        if name == "forwardfor":
+            j = 0
+            while j < len(args):
+                if args[j] in ("except", "header") and j + 1 < len(args):
+                    j += 2
+                elif args[j] == "if-none":
+                    j += 1
+                else:
+                    self.d.error(line.at(at + 1 + j), "'option forwardfor' only supports optional "
+                                 "values: 'except', 'header' and 'if-none'")
+                    return
+        proxy.options[name] = value
+        if args:
+            proxy.option_args[name] = tuple(args)
+        info.spans[key] = line.span
+
+    def p_acl(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 3:
+            self.d.error(line.at(0), "'acl' expects an ACL name and a criterion")
+            return
+        name, criterion = line.words[1], line.words[2]
+        if invalid_char(name) is not None:
+            self.d.error(line.at(1), f"'acl' : invalid characters in ACL name '{name}'")
+            return
+        rest = list(line.words[3:])
+        flags: list[str] = []
+        while rest and rest[0].startswith("-") and not _is_int(rest[0]):
+            flag = rest.pop(0)
+            flags.append(flag)
+            if flag == "--":
+                break
+            if flag in ("-m", "-f", "-M") and rest:
+                flags.append(rest.pop(0))
+        if criterion in ("src", "dst") and "-f" not in flags and "-M" not in flags:
+            for k, value in enumerate(rest):
+                try:
+                    ipaddress.ip_network(value, strict=False)
+                except ValueError:
+                    self.d.error(line.at(len(line) - len(rest) + k), "error detected while "
+                                 f"parsing ACL '{name}' : '{value}' is not a valid IPv4 or IPv6 "
+                                 "address")
+                    return
+        proxy.acls.append(Acl(name, criterion, tuple(flags), tuple(rest), line.span))
+        info.acl_names.add(name)
+
+    def _condition(self, line: Line, words: list[str],
+                   offset: int) -> tuple[bool, Condition | None]:
+        """Parse and check a rule's condition: (valid, condition); errors are reported."""
+        if not words:
+            return True, None
+        cond, err = parse_condition(words)
+        if cond is None:
+            self.d.error(line.at(offset), f"'{line.words[0]}' : {err}")
+            return False, None
+        info = self.info
+        assert info is not None
+        for term in cond.terms:
+            for acl in term:
+                ref = acl.lstrip("!")
+                if ref.startswith("{"):
+                    continue
+                if ref not in info.acl_names and ref not in PREDEFINED_ACLS:
+                    self.d.error(line.at(offset), f"'{line.words[0]}' : no such ACL : '{ref}'")
+                    return False, None
+        return True, cond
+
+    def p_backlog(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.backlog = self._int_arg(line, "backlog")
+
+    def p_maxconn(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.maxconn = self._int_arg(line, "maxconn")
+
+    def p_fullconn(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.fullconn = self._int_arg(line, "fullconn")
+
+    def p_retries(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.retries = self._int_arg(line, "retries")
+
+    def p_id(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        value = self._int_arg(line, "id", lax=False)
+        if value is not None and value <= 0:
+            self.d.error(line.at(1), "'id' : custom id has to be > 0")
+
+    def p_description(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'description' expects a string argument")
+
+    def p_disabled(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if self._flag(line):
+            proxy.disabled = True
+
+    def p_enabled(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if self._flag(line):
+            proxy.disabled = False
+
+    def p_log_format(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'log-format' expects an argument")
+            return
+        if len(line) > 2:
+            self.d.error(line.at(2), "'log-format' expects only one argument, possibly quoted")
+            return
+        proxy.log_format = line.words[1]
+        info.spans["log-format"] = line.span
+
+    def p_mode(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'mode' expects 'tcp' or 'http'")
+            return
+        if self._too_many(line, 1):
+            return
+        value = line.words[1]
+        if value == "health":
+            self.d.error(line.at(1), "'mode health' doesn't exist anymore. Please use "
+                         "'http-request return status 200' instead")
+            return
+        if value not in ("tcp", "http"):
+            self.d.error(line.at(1), f"unknown proxy mode '{value}'",
+                         hint=did_you_mean(value, ("tcp", "http")))
+            return
+        proxy.mode = Mode(value)
+        info.spans["mode"] = line.span
+
+    def p_log(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) > 1 and line.words[1] == "global":
+            if not self._too_many(line, 1):
+                proxy.log_global = True
+            return
+        target = self.parse_log(line)
+        if target is not None:
+            proxy.logs.append(target)
+
+    def _timeout(self, line: Line, proxy: Proxy, name: str) -> None:
+        what = f"timeout {name}"
+        if len(line) < 3:
+            self.d.error(line.at(1), f"'{what}' expects an integer value (in milliseconds)")
+            return
+        if self._too_many(line, 2, what):
+            return
+        value, err = parse_time(line.words[2])
+        if value is None:
+            self.d.error(line.at(2), f"{err} in '{what}'")
+            return
+        proxy.timeouts[name] = value
+
+    def p_timeout_client(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "client")
+
+    def p_timeout_server(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "server")
+
+    def p_timeout_connect(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "connect")
+
+    def p_timeout_check(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "check")
+
+    def p_timeout_queue(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "queue")
+
+    def p_timeout_tunnel(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "tunnel")
+
+    def p_timeout_client_fin(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "client-fin")
+
+    def p_timeout_server_fin(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._timeout(line, proxy, "server-fin")
+
+    def p_balance(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'balance' expects an algorithm")
+            return
+        raw = line.words[1]
+        algo, _, arg = raw.partition("(")
+        arg = arg[:-1] if arg.endswith(")") else arg
+        if algo not in BALANCE_ALGORITHMS:
+            self.d.error(line.at(1), "balance only supports 'roundrobin', 'static-rr', 'leastconn', "
+                         "'first', 'source', 'uri', 'url_param', 'hdr(name)', 'random' and "
+                         "'rdp-cookie(name)' options", hint=did_you_mean(algo, BALANCE_ALGORITHMS))
+            return
+        # haproxy ignores extra words after the algorithms that take no argument
+        extra = line.words[2:]
+        if algo == "uri":
+            known = ("len", "depth", "path-only", "whole")
+            j = 0
+            while j < len(extra):
+                if extra[j] not in known:
+                    self.d.error(line.at(2 + j), "balance uri only accepts parameters 'len', "
+                                 f"'depth', 'path-only', and 'whole' (got '{extra[j]}')")
+                    return
+                j += 2 if extra[j] in ("len", "depth") else 1
+        if algo == "url_param":
+            if not extra:
+                self.d.error(line.at(1), "'balance url_param' requires an URL parameter name")
+                return
+            arg = extra[0]
+        if algo == "hdr" and not arg:
+            self.d.error(line.at(1), "'balance hdr(name)' requires a header name")
+            return
+        if algo not in BALANCE_SUPPORTED:
+            self.d.warning(line.at(1), f"balance algorithm '{algo}' is not supported by keeplb; "
+                           "roundrobin is used instead")
+        proxy.balance = replace(proxy.balance, algorithm=algo, argument=arg or None,
+                                span=line.span)
+
+    def p_hash_type(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        args = line.words[1:]
+        if not args or args[0] not in ("map-based", "consistent"):
+            self.d.error(line.at(1), "'hash-type' only supports 'consistent' and 'map-based'")
+            return
+        function: str | None = None
+        if len(args) > 1:
+            if args[1] not in ("sdbm", "djb2", "wt6", "crc32", "none"):
+                self.d.error(line.at(2), "'hash-type' only supports 'sdbm', 'djb2', 'crc32', "
+                             "'wt6' or 'none' hash functions")
+                return
+            function = args[1]
+        if len(args) > 2 and args[2] != "avalanche":
+            self.d.error(line.at(3), f"'hash-type' : unknown hash modifier '{args[2]}'")
+            return
+        proxy.balance = replace(proxy.balance, hash_type=args[0], hash_function=function)
+
+    def p_default_backend(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'default_backend' expects a backend name")
+            return
+        if self._too_many(line, 1):
+            return
+        proxy.default_backend = line.words[1]
+        info.spans["default_backend"] = line.at(1)
+
+    def p_use_backend(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'use_backend' requires a backend name")
+            return
+        args, cond_words = _split_condition(line.words[2:])
+        if args:
+            self.d.error(line.at(2), f"'use_backend' : expects 'if' or 'unless' followed by a "
+                         f"condition (got '{args[0]}')")
+            return
+        ok, cond = self._condition(line, cond_words, 2)
+        if ok:
+            proxy.use_backends.append(UseBackend(line.words[1], cond, line.at(1)))
+
+    def _rule(self, line: Line, proxy: Proxy, keyword: str, action_at: int,
+              actions: Sequence[str] | None) -> None:
+        words = line.words
+        if len(words) <= action_at:
+            self.d.error(line.at(0), f"'{keyword}' expects an action")
+            return
+        action = words[action_at]
+        if actions is not None and action.split("(", 1)[0] not in (*actions, "set-var-fmt"):
+            self.d.error(line.at(action_at), f"'{keyword}' : unknown action '{action}'; expects "
+                         f"{', '.join(repr(a) for a in actions)}", hint=did_you_mean(action, actions))
+            return
+        args, cond_words = _split_condition(words[action_at + 1 :])
+        if keyword in ("tcp-check", "http-check"):
+            bad = check_rule_args(keyword, action, args)
+            if bad is not None:
+                self.d.error(line.at(action_at + 1 + bad[0]), bad[1])
+                return
+        if keyword == "http-request" and not http_request_action_known(action):
+            self.d.error(line.at(action_at), f"'http-request' : unknown action '{action}'",
+                         hint=did_you_mean(action, HTTP_REQUEST_ACTIONS))
+            return
+        if keyword == "http-request":
+            arity = HTTP_REQUEST_ARITY.get(action.split("(", 1)[0], -1)
+            if action.startswith(("set-var", "set-var-fmt")):
+                arity = 1
+            if arity >= 0 and len(args) != arity:
+                if len(args) < arity:
+                    self.d.error(line.at(action_at), f"'{keyword} {action}' expects {arity} "
+                                 "argument(s)")
+                else:
+                    self.d.error(line.at(action_at + 1 + arity), f"'{keyword} {action}' expects "
+                                 "either 'if' or 'unless' followed by a condition but found "
+                                 f"'{args[arity]}'")
+                return
+        ok, cond = self._condition(line, cond_words, action_at + 1 + len(args))
+        if ok:
+            proxy.rules.append(Rule(keyword, action, tuple(args), cond, line.span))
+
+    def p_tcp_check(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._rule(line, proxy, "tcp-check", 1, TCP_CHECK_ACTIONS)
+
+    def p_http_check(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._rule(line, proxy, "http-check", 1, HTTP_CHECK_ACTIONS)
+
+    def p_http_request(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        words = line.words
+        if len(words) >= 3 and words[1] == "use-service" and words[2] != "prometheus-exporter":
+            self.d.warning(line.at(2), f"service '{words[2]}' is not supported by keeplb")
+        elif (len(words) >= 2 and words[1] not in ("use-service", "deny", "allow", "return")
+              and http_request_action_known(words[1])):
+            self.d.warning(line.at(1), f"'http-request {words[1]}' is not supported by keeplb")
+        self._rule(line, proxy, "http-request", 1, None)
+
+    def _tcp_request(self, line: Line, proxy: Proxy) -> None:
+        words = line.words
+        if words[1] == "inspect-delay":
+            if len(words) < 3:
+                self.d.error(line.at(1), "'tcp-request inspect-delay' expects a delay")
+                return
+            value, err = parse_time(words[2])
+            if value is None:
+                self.d.error(line.at(2), f"{err} in 'tcp-request inspect-delay'")
+                return
+            proxy.timeouts["inspect-delay"] = value
+            return
+        self._rule(line, proxy, "tcp-request", 1, None)
+
+    def p_tcp_request_connection(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 3:
+            self.d.error(line.at(1), "'tcp-request connection' expects an action")
+            return
+        self._tcp_request(line, proxy)
+
+    p_tcp_request_content = p_tcp_request_connection
+    p_tcp_request_session = p_tcp_request_connection
+
+    def p_tcp_request_inspect_delay(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        self._tcp_request(line, proxy)
+
+    # ---------------------------------------------------------------- stats
+
+    def p_stats_enable(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.stats = replace(proxy.stats, enabled=True, span=line.span)
+
+    def p_stats_hide_version(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        proxy.stats = replace(proxy.stats, enabled=True, hide_version=True)
+
+    def p_stats_uri(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 3:
+            self.d.error(line.at(1), "'uri' needs an URI prefix")
+            return
+        proxy.stats = replace(proxy.stats, enabled=True, uri=line.words[2])
+
+    def p_stats_realm(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 3:
+            self.d.error(line.at(1), "'realm' needs an realm name")
+            return
+        proxy.stats = replace(proxy.stats, enabled=True, realm=line.words[2])
+
+    def p_stats_refresh(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        value, err = parse_time(line.words[2] if len(line) > 2 else "")
+        if value is None:
+            self.d.error(line.at(2 if len(line) > 2 else 1), f"'stats refresh' : {err}")
+            return
+        proxy.stats = replace(proxy.stats, enabled=True, refresh=value)
+
+    def p_stats_auth(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 3:
+            self.d.error(line.at(1), "'auth' needs a user:password account")
+            return
+        if ":" not in line.words[2]:
+            self.d.warning(line.at(2), "'stats auth' expects user:password; this account "
+                           "can never log in")
+        user, _, password = line.words[2].partition(":")
+        proxy.stats = replace(proxy.stats, enabled=True,
+                              auth=(*proxy.stats.auth, (user, password)))
+
+    def p_stats_admin(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        words = list(line.words[2:])
+        if not words or words[0] not in ("if", "unless"):
+            self.d.error(line.at(1), "'stats admin' requires either 'if' or 'unless' followed "
+                         "by a condition")
+            return
+        ok, cond = self._condition(line, words, 2)
+        if ok:
+            proxy.stats = replace(proxy.stats, admin=cond)
+
+    # ----------------------------------------------------------------- bind
+
+    def parse_bind_options(self, line: Line, start: int, what: str,
+                           section: str) -> list[tuple[str, str | None]] | None:
+        """Bind options from word `start`; None after an error (reported)."""
+        out: list[tuple[str, str | None]] = []
+        words = line.words
+        i = start
+        while i < len(words):
+            kw = words[i]
+            if kw not in BIND_OPTIONS:
+                self.d.error(line.at(i), f"'{what}' in section '{section}': unknown keyword '{kw}'",
+                             hint=did_you_mean(kw, BIND_OPTIONS))
+                return None
+            nargs = BIND_OPTIONS[kw]
+            if i + nargs >= len(words) and nargs:
+                self.d.error(line.at(i), f"'{what}' : missing value for '{kw}' option")
+                return None
+            value = words[i + 1] if nargs else None
+            if kw == "expose-fd" and value != "listeners":
+                self.d.error(line.at(i + 1), f"'{what}' : 'expose-fd' only supports 'listeners'")
+                return None
+            if kw in ("backlog", "maxconn", "id", "nice", "mss") and not _is_int(value or ""):
+                self.d.error(line.at(i + 1), f"'{what}' : '{kw}' expects an integer argument")
+                return None
+            if kw == "crt" and value and value.startswith("/") and not os.path.exists(value):
+                self.d.error(line.at(i + 1), f"'{what}' : unable to stat SSL certificate from file "
+                             f"'{value}' : No such file or directory")
+                return None
+            if kw not in BIND_SUPPORTED and section != "global":
+                self.d.warning(line.at(i), f"bind option '{kw}' is not supported by keeplb")
+            out.append((kw, value))
+            i += 1 + nargs
+        return out
+
+    def p_bind(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if len(line) < 2:
+            self.d.error(line.at(0), "'bind' expects {<path>|[addr1]:port1[-end1]}{,...} "
+                         "[ options ] as arguments")
+            return
+        addresses: list[Address] = []
+        for text in line.words[1].split(","):
+            addr, err = parse_address(text, port_required=True, port_range=True, port_offset=False)
+            if addr is None:
+                self.d.error(line.at(1), f"'bind' : {err}")
+                return
+            addresses.append(addr)
+        opts = self.parse_bind_options(line, 2, f"bind {line.words[1]}", proxy.kind.value)
+        if opts is None:
+            return
+        values = dict(opts)
+        flags = {k for k, _ in opts}
+        for addr in addresses:
+            proxy.binds.append(Bind(
+                address=addr,
+                name=values.get("name"),
+                backlog=int(values["backlog"] or 0) if "backlog" in values else None,
+                maxconn=int(values["maxconn"] or 0) if "maxconn" in values else None,
+                v4v6="v4v6" in flags,
+                v6only="v6only" in flags,
+                transparent="transparent" in flags,
+                interface=values.get("interface"),
+                ssl="ssl" in flags,
+                accept_proxy="accept-proxy" in flags,
+                options=tuple(opts),
+                span=line.at(1),
+            ))
+
+    # --------------------------------------------------------------- server
+
+    def p_server(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        words = line.words
+        if len(words) < 3:
+            self.d.error(line.at(0), "'server' expects <name> and <addr>[:<port>] as arguments")
+            return
+        name = words[1]
+        bad = invalid_char(name)
+        if bad is not None:
+            self.d.error(line.at(1), f"character '{bad}' is not permitted in server name '{name}'")
+            return
+        addr, err = parse_address(words[2], port_required=False, port_range=False,
+                                  port_offset=True)
+        if addr is None:
+            self.d.error(line.at(2), f"'server {proxy.name}/{name}' : {err}")
+            return
+        own = self.parse_server_options(line, 3, f"server {proxy.name}/{name}", default=False)
+        if own is None:
+            return
+        previous = info.server_spans.get(name)
+        if previous is not None:
+            self.d.error(line.at(1), f"{_proxy_word(proxy.kind)} '{proxy.name}', another server "
+                         f"named '{name}' was already defined at line {previous.line}, please "
+                         "use distinct names")
+            return
+        info.server_spans[name] = line.span
+        options = _merge_server_options(own, proxy.default_server, SERVER_DEFAULTS)
+        proxy.servers.append(Server(name, addr, options, line.at(1)))
+
+    def p_default_server(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        own = self.parse_server_options(line, 1, "default-server", default=True)
+        if own is not None:
+            proxy.default_server = _merge_server_options(own, proxy.default_server)
+
+    def parse_server_options(self, line: Line, start: int, what: str,
+                             default: bool) -> ServerOptions | None:
+        """Options of a server or default-server line; None after an error (reported)."""
+        values: dict[str, object] = {}
+        words = line.words
+        agent_port = False
+        agent = False
+        i = start
+        while i < len(words):
+            kw = words[i]
+            if kw not in SERVER_OPTIONS:
+                self.d.error(line.at(i), f"'{what}' : unknown keyword '{kw}'",
+                             hint=did_you_mean(kw, SERVER_OPTIONS))
+                return None
+            nargs = SERVER_OPTIONS[kw]
+            if default and kw in SERVER_ONLY:
+                self.d.error(line.at(i), f"'{kw}' is not supported for 'default-server'")
+                return None
+            value = words[i + 1] if nargs and i + 1 < len(words) else ""
+            if nargs and i + 1 >= len(words):
+                self.d.error(line.at(i), f"'{what}' : '{kw}' expects an argument")
+                return None
+            if kw not in SERVER_SUPPORTED:
+                self.d.warning(line.at(i), f"server option '{kw}' is not supported by keeplb")
+            err = self._server_option(kw, value, values)
+            if err:
+                self.d.error(line.at(i + 1 if nargs else i), f"'{what}' : {err}")
+                return None
+            if kw == "agent-port":
+                agent_port = True
+            if kw == "agent-check":
+                agent = True
+            i += 1 + nargs
+        if agent and not agent_port and not default:
+            self.d.error(line.at(0), f"'{what}' : server does not have agent port. Agent check "
+                         "has been disabled")
+            return None
+        return ServerOptions(**values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _server_option(kw: str, value: str, values: dict[str, object]) -> str | None:
+        """Store one server option in `values`; returns haproxy's reason on a bad value."""
+        flags = {
+            "check": ("check", True), "no-check": ("check", False),
+            "backup": ("backup", True), "no-backup": ("backup", False),
+            "disabled": ("disabled", True), "enabled": ("disabled", False),
+            "send-proxy": ("send_proxy", True), "no-send-proxy": ("send_proxy", False),
+            "agent-check": ("agent_check", True), "no-agent-check": ("agent_check", False),
+            "ssl": ("ssl", True), "no-ssl": ("ssl", False),
+            "check-ssl": ("check_ssl", True), "no-check-ssl": ("check_ssl", False),
+        }
+        if kw in flags:
+            field_name, flag = flags[kw]
+            values[field_name] = flag
+            return None
+        if kw in ("inter", "fastinter", "downinter", "slowstart", "agent-inter"):
+            ms, err = parse_time(value)
+            if ms is None:
+                if not value:
+                    return f"'{kw}' expects a delay as argument"
+                return f"{err} in '{kw}' argument"
+            if ms == 0 and kw != "slowstart":
+                return f"invalid value 0 for argument '{kw}'"
+            if kw != "agent-inter":
+                values[kw] = ms
+            return None
+        if kw in ("weight", "rise", "fall", "maxconn", "maxqueue", "minconn", "error-limit",
+                  "id", "port", "agent-port"):
+            if kw in ("rise", "fall", "weight", "id") and not _is_int(value):
+                return f"'{kw}' expects an integer argument"
+            n = _atoi(value)
+            if kw == "weight" and not 0 <= n <= 256:
+                return f"weight is not within 0 and 256 ({n})"
+            if kw in ("rise", "fall", "id", "error-limit") and n <= 0:
+                return f"'{kw}' has to be > 0"
+            if kw in ("port", "agent-port") and not 0 <= n <= 65535:
+                return f"invalid port '{value}' in '{kw}'"
+            target = {"port": "check_port", "error-limit": "error_limit"}.get(kw, kw)
+            if kw != "agent-port":
+                values[target] = n
+            return None
+        choices = {
+            "on-marked-down": ("shutdown-sessions",),
+            "on-marked-up": ("shutdown-backup-sessions",),
+            "on-error": ("fastinter", "fail-check", "sudden-death", "mark-down"),
+            "verify": ("none", "required"),
+        }
+        if kw in choices:
+            if value not in choices[kw]:
+                allowed = ", ".join(f"'{c}'" for c in choices[kw])
+                return f"'{kw}' expects {allowed} (got '{value}')"
+            values[kw.replace("-", "_")] = value
+            return None
+        if kw == "init-addr":
+            methods = tuple(value.split(","))
+            for m in methods:
+                if m not in ("last", "libc", "none"):
+                    try:
+                        ipaddress.ip_address(m)
+                    except ValueError:
+                        return f"'init-addr' : unknown method '{m}'"
+            values["init_addr"] = methods
+            return None
+        stored = {"addr": "check_addr", "sni": "sni", "check-sni": "check_sni",
+                  "ca-file": "ca_file", "resolvers": "resolvers", "cookie": "cookie",
+                  "track": "track"}
+        if kw in stored:
+            values[stored[kw]] = value
+        return None
+
+    # ---------------------------------------------------------------- after
+
+    def finish(self) -> HaproxyConfig:
+        """The checks haproxy makes once every file is read (check_config_validity)."""
+        cfg = self.cfg
+        global_logs = cfg.global_.logs
+        for info in self.infos:
+            proxy = info.proxy
+            if proxy.disabled:
+                continue
+            word = _proxy_word(proxy.kind)
+            if proxy.kind.has_frontend:
+                self._check_frontend(info, global_logs)
+            if proxy.kind.has_backend:
+                for server in proxy.servers:
+                    o = server.options
+                    if (o.check and server.address.family in ("ipv4", "ipv6", "any")
+                            and server.address.port_low is None and o.check_port is None):
+                        self.d.error(server.span, f"backend '{proxy.name}': server "
+                                     f"'{server.name}' has neither service port nor check port")
+            missing = []
+            if proxy.kind.has_frontend and not proxy.timeouts.get("client"):
+                missing.append("client")
+            if proxy.kind.has_backend:
+                missing += [t for t in ("connect", "server") if not proxy.timeouts.get(t)]
+            if missing:
+                self.d.warning(proxy.span, f"missing timeouts for {word} '{proxy.name}'",
+                               hint="while not properly invalid, you will certainly encounter "
+                               "various problems with such a configuration; set 'client', "
+                               "'connect' and 'server' timeouts to a non-zero value")
+        return cfg
+
+    def _check_frontend(self, info: _ProxyInfo, global_logs: list[LogTarget]) -> None:
+        proxy = info.proxy
+        word = _proxy_word(proxy.kind)
+        if not proxy.binds and proxy.kind is ProxyKind.FRONTEND:
+            self.d.warning(proxy.span, f"{word} '{proxy.name}' has no 'bind' directive. Please "
+                           "declare it as a backend if this was intended")
+        refs: list[tuple[str, Span | None, str]] = []
+        if proxy.default_backend is not None:
+            refs.append((proxy.default_backend, info.spans.get("default_backend"),
+                         "default_backend"))
+        refs += [(u.backend, u.span, "use_backend") for u in proxy.use_backends]
+        for name, span, what in refs:
+            if "%" in name:
+                continue  # dynamic name, resolved per request
+            target = self.cfg.backend(name)
+            if target is None:
+                self.d.error(span or proxy.span, f"proxy '{proxy.name}': unable to find required "
+                             f"{what}: '{name}'", hint=did_you_mean(
+                                 name, [b.name for b in self.cfg.backends]))
+                continue
+            if target is proxy:
+                self.d.error(span or proxy.span, f"proxy '{proxy.name}': loop detected for "
+                             f"{what}: '{name}'")
+                continue
+            if proxy.mode is Mode.HTTP and target.mode is Mode.TCP:
+                self.d.error(span or proxy.span, f"http {word} '{proxy.name}' ({proxy.span}) tries "
+                             f"to use incompatible tcp backend '{target.name}' ({target.span}) "
+                             f"as its {what} (see 'mode')")
+        if proxy.option("httplog") and proxy.mode is not Mode.HTTP:
+            span = info.spans.get("option httplog", proxy.span)
+            self.d.warning(span, f"'option httplog' not usable with {word} '{proxy.name}' (needs "
+                           "'mode http'). Falling back to 'option tcplog'")
+            proxy.options.pop("httplog", None)
+            proxy.options["tcplog"] = True
+        has_format = proxy.option("httplog") or proxy.option("tcplog") or proxy.log_format
+        has_log = bool(proxy.logs) or (proxy.log_global and bool(global_logs))
+        if has_format and not has_log:
+            self.d.warning(proxy.span, f"log format ignored for {word} '{proxy.name}' since it "
+                           "has no log address")
+
+
+def _expand_paths(paths: Sequence[str], diags: Diagnostics) -> list[str]:
+    """Files to read, in order: a directory stands for its *.cfg files in lexical order."""
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            try:
+                names = sorted(os.listdir(path))
+            except OSError as exc:
+                diags.error(None, f"cannot open configuration directory {path} : {exc.strerror}")
+                continue
+            for name in names:
+                full = os.path.join(path, name)
+                if name.endswith(".cfg") and os.path.isfile(full):
+                    files.append(full)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            diags.error(None, f"cannot open configuration file/directory {path} : "
+                        "No such file or directory")
+    return files
+
+
+def parse(
+    paths: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[HaproxyConfig, Diagnostics]:
+    """Read haproxy.cfg files as `haproxy -f P1 -f P2 ...` does.
+
+    `env` is the environment for "${VAR}" and `.if defined()`; None means the
+    process environment, as haproxy. Never raises on bad input and never prints;
+    errors and warnings come back located in the Diagnostics.
+    """
+    diags = Diagnostics()
+    parser = _Parser(dict(os.environ) if env is None else env, diags)
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        diags.error(None, "no configuration file given")
+    for path in _expand_paths(paths, diags):
+        parser.read_file(path)
+    return parser.finish(), diags
+
+
+def parse_text(text: str, file: str = "haproxy.cfg",
+               env: Mapping[str, str] | None = None) -> tuple[HaproxyConfig, Diagnostics]:
+    """Parse config text directly (tests, `keeplb check -` on stdin)."""
+    diags = Diagnostics()
+    parser = _Parser({} if env is None else env, diags)
+    parser.cfg.files.append(file)
+    lexer = Lexer(text, file, parser.env, diags)
+    for line in lexer.lines():
+        parser.line(line)
+        lexer.section = parser._section_name()
+    return parser.finish(), diags
+
+
+__all__ = [
+    "KEYWORDS",
+    "keyword_table",
+    "parse",
+    "parse_address",
+    "parse_condition",
+    "parse_size",
+    "parse_text",
+    "parse_time",
+]

@@ -5,8 +5,8 @@ keepalived 2.2.7's reading rules, which this module follows:
 - A word is a run of non-blank characters; "double quotes" make one word of
   text with blanks in it (the quotes are dropped). `{` and `}` outside quotes
   are words of their own, so `virtual_ipaddress { 10.0.0.1 }` is one line.
-- `#` or `!` at the start of a word begins a comment; inside a word it is text
-  (`priority 100#x` keeps `100#x`).
+- `#` or `!` outside quotes begins a comment, also inside a word
+  (`priority 100#x` is `priority 100`).
 - `$NAME=value` on a line of its own defines NAME. Later `${NAME}` anywhere and
   `$NAME` up to the next blank are replaced by the value; an undefined name is
   left as it is.
@@ -16,7 +16,8 @@ keepalived 2.2.7's reading rules, which this module follows:
   directory of the including file, in sorted order. A pattern without glob
   characters that matches nothing is an error; a glob that matches nothing is
   not (keepalived says nothing either). An include of a file already being
-  read is a loop, reported and skipped.
+  read is a loop, reported and skipped. keepalived -t passes a config whose
+  includes are missing or loop, so these are warnings, not errors.
 
 The lexer never raises on bad input: problems become diagnostics and it keeps
 going, so that one run reports everything.
@@ -99,20 +100,30 @@ class _Reader:
         real = os.path.realpath(path)
         if real in self.stack:
             chain = " -> ".join([*self.stack[self.stack.index(real) :], real])
-            self.diags.error(where, f"include loop: {chain}; include skipped")
+            # keepalived only notices when it runs out of file descriptors, and then
+            # skips the file without failing -t: a warning keeps the same verdict.
+            self.diags.warning(where, f"include loop: {chain}; include skipped")
             return True
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
-            self.diags.error(where, f"includes nested deeper than {MAX_INCLUDE_DEPTH}; '{path}' skipped")
+            self.diags.error(
+                where, f"includes nested deeper than {MAX_INCLUDE_DEPTH}; '{path}' skipped"
+            )
             return True
         try:
             with open(path, "rb") as f:
                 data = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            self.diags.error(where, f"cannot open configuration file '{path}': {reason}")
+            if where is None:
+                self.diags.error(where, f"cannot open configuration file '{path}': {reason}")
+            else:
+                # keepalived -t reports "Config files missing" for an include and passes.
+                self.diags.warning(where, f"cannot open included file '{path}': {reason}; skipped")
             return False
         if len(data) > MAX_FILE_BYTES:
-            self.diags.error(where, f"configuration file '{path}' is larger than {MAX_FILE_BYTES} bytes")
+            self.diags.error(
+                where, f"configuration file '{path}' is larger than {MAX_FILE_BYTES} bytes"
+            )
             return False
         text = data.decode("utf-8", errors="replace")
         if "\0" in text:
@@ -192,16 +203,16 @@ class _Reader:
                 if end < 0:
                     self.diags.error(
                         Span(path, number, col0 + i + 1),
-                        f"unterminated quote in '{body}'",
+                        f"unterminated quote in '{body}'; line ignored",
                         hint='close the string with "',
                     )
-                    tokens.append(_Token(body[i + 1 :], col0 + i + 1, True))
-                    break
+                    # keepalived drops the whole line, and so does keeplb.
+                    return []
                 tokens.append(_Token(body[i + 1 : end], col0 + i + 1, True))
                 i = end + 1
                 continue
             start = i
-            while i < n and not body[i].isspace() and body[i] not in '{}"':
+            while i < n and not body[i].isspace() and body[i] not in '{}"#!':
                 i += 1
             tokens.append(_Token(body[start:i], col0 + start + 1, False))
         return tokens
@@ -222,62 +233,75 @@ class _Reader:
                 self.read_file(pattern, Span(path, number, token.col))
 
 
-def _build_tree(lines: list[_Line], diags: Diagnostics) -> list[Node]:
-    root = Node([], Span("", 0), children=[])
-    stack: list[Node] = [root]
-    pending: Node | None = None  # a statement that a `{` on the next line would open
-    for line in lines:
+class _TreeBuilder:
+    """Turns token lines into nested statements; `{`/`}` may sit anywhere on a line."""
+
+    def __init__(self, diags: Diagnostics) -> None:
+        self.diags = diags
+        self.root = Node([], Span("", 0), children=[])
+        self.stack: list[Node] = [self.root]
+        self.pending: Node | None = None  # a statement a `{` on the next line would open
+
+    def _flush(self, words: list[_Token], line: _Line) -> Node | None:
+        if not words:
+            return None
+        node = Node(
+            [t.text for t in words],
+            Span(line.file, line.line, words[0].col),
+            [t.col for t in words],
+        )
+        children = self.stack[-1].children
+        assert children is not None  # only blocks are ever pushed
+        children.append(node)
+        words.clear()
+        return node
+
+    def line(self, line: _Line) -> None:
         words: list[_Token] = []
-
-        def flush() -> Node | None:
-            if not words:
-                return None
-            first = words[0]
-            node = Node(
-                [t.text for t in words],
-                Span(line.file, line.line, first.col),
-                [t.col for t in words],
-            )
-            top = stack[-1]
-            assert top.children is not None
-            top.children.append(node)
-            words.clear()
-            return node
-
         for tok in line.tokens:
             if tok.quoted or tok.text not in "{}":
                 words.append(tok)
                 continue
             brace = Span(line.file, line.line, tok.col)
             if tok.text == "{":
-                owner = flush()
-                if owner is None and pending is not None and pending.children is None:
-                    owner = pending
+                owner = self._flush(words, line)
+                if owner is None and self.pending is not None and self.pending.children is None:
+                    owner = self.pending
                 if owner is None or owner.children is not None:
-                    diags.error(brace, "unexpected '{' (no keyword opens this block); block ignored")
+                    self.diags.error(
+                        brace, "unexpected '{' (no keyword opens this block); block ignored"
+                    )
                     owner = Node(["{"], brace, [tok.col])  # absorbs the block's lines
                 owner.children = []
                 owner.open_span = brace
-                stack.append(owner)
-                pending = None
+                self.stack.append(owner)
             else:
-                flush()
-                if len(stack) == 1:
-                    diags.error(brace, "extra '}' (no block is open here)")
+                self._flush(words, line)
+                if len(self.stack) == 1:
+                    self.diags.error(brace, "extra '}' (no block is open here)")
                 else:
-                    stack.pop()
-                pending = None
-        last = flush()
+                    self.stack.pop()
+            self.pending = None
+        last = self._flush(words, line)
         if last is not None:
-            pending = last
-    while len(stack) > 1:
-        node = stack.pop()
-        diags.error(
-            node.open_span or node.span,
-            f"missing '}}': block '{' '.join(node.words[:2])}' opened here is never closed",
-        )
-    assert root.children is not None
-    return root.children
+            self.pending = last
+
+    def finish(self) -> list[Node]:
+        while len(self.stack) > 1:
+            node = self.stack.pop()
+            self.diags.error(
+                node.open_span or node.span,
+                f"missing '}}': block '{' '.join(node.words[:2])}' opened here is never closed",
+            )
+        assert self.root.children is not None
+        return self.root.children
+
+
+def _build_tree(lines: list[_Line], diags: Diagnostics) -> list[Node]:
+    builder = _TreeBuilder(diags)
+    for line in lines:
+        builder.line(line)
+    return builder.finish()
 
 
 def read(

@@ -452,6 +452,13 @@ class Lexer:
             block.active = cond and not block.taken
             block.taken = block.taken or cond
             return True
+        if head in (".else", ".endif") and len(line.words) > 1:
+            self.diags.error(line.at(1), f"unexpected argument '{line.words[1]}' for '{head}'")
+            return True
+        if head in (".diag", ".notice", ".warning", ".alert") and len(line.words) > 2:
+            self.diags.error(line.at(2), f"unexpected argument '{line.words[2]}' for '{head}'; "
+                             "use quotes if the message should contain spaces")
+            return True
         if head == ".else":
             if not blocks or blocks[-1].seen_else:
                 what = "lone '.else' with no matching '.if'" if not blocks else "'.else' after '.else'"

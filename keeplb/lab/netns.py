@@ -260,6 +260,9 @@ class Lab:
         self.switch_ns = f"{prefix}{self.id}-sw"
         self._closed = False
         self._built = False
+        # pyroute2 forks short-lived helpers to enter namespaces; a signal
+        # can wake one up inside our code.  Only the creator may tear down.
+        self._owner_pid = os.getpid()
         self._isolated: list[str] = []
         self._moved: list[str] = []
         self.state_file = STATE_DIR / f"{prefix}{self.id}.json"
@@ -378,7 +381,7 @@ class Lab:
         """Stop every process, delete the hosts' and switch's namespaces and
         the state file.  Idempotent.  With ``keep=True`` only marks the lab as
         kept and leaves it running."""
-        if self._closed:
+        if self._closed or os.getpid() != self._owner_pid:
             return
         self._closed = True
         if self.keep and self._built:
@@ -427,7 +430,7 @@ class Lab:
     def __del__(self) -> None:
         # Last resort only: closing explicitly or with ``with`` is the contract.
         with contextlib.suppress(Exception):
-            if not self._closed and not self.keep:
+            if not self._closed and not self.keep and os.getpid() == self._owner_pid:
                 self.close()
 
 

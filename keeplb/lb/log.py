@@ -103,11 +103,10 @@ def format_tcplog(s: SessionLog) -> str:
 
 
 def should_log_session(s: SessionLog, dontlognull: bool) -> bool:
-    """`option dontlognull`: a session that carried nothing from the client and ended
-    without a server-side or internal error is not logged."""
-    if not dontlognull:
-        return True
-    return s.bytes_in > 0 or s.termination[0] not in "-Cc"
+    """`option dontlognull`: a session that read nothing from the client is not
+    logged, whatever its termination state (haproxy 2.6 checks `req->total` only;
+    verified against it on loopback)."""
+    return not dontlognull or s.bytes_in > 0
 
 
 class _Sink:

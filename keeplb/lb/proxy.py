@@ -24,15 +24,24 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, cast
 
 from keeplb.config.model import Acl, Condition, Proxy
-from keeplb.lb.log import LOG_ALERT, LOG_EMERG, LOG_INFO, LOG_NOTICE, ProxyLog, SessionLog
-from keeplb.lb.log import format_tcplog, should_log_session
+from keeplb.lb.balance import Balancer
+from keeplb.lb.health import BE_WEIGHT_SCALE, slowstart_weight
+from keeplb.lb.log import (
+    LOG_ALERT,
+    LOG_EMERG,
+    LOG_INFO,
+    LOG_NOTICE,
+    ProxyLog,
+    SessionLog,
+    format_tcplog,
+    should_log_session,
+)
 from keeplb.lb.server import (
-    AdminState,
     BackendRuntime,
     FrontendRuntime,
     OpState,
@@ -52,18 +61,6 @@ PRECONNECT_BUFFER = 64 * 1024
 MAXACCEPT = 64
 DEFAULT_TIMEOUT_CONNECT_MS = 5000  # what `keeplb check` warns about, as haproxy does
 ACCEPT_ERROR_PAUSE_S = 0.1
-
-
-class Balancer(Protocol):
-    """The interface of keeplb.lb.balance (haproxy's struct lb_ops)."""
-
-    def set_up(self, name: str) -> None: ...
-    def set_down(self, name: str) -> None: ...
-    def update_weight(self, name: str, weight: int) -> None: ...
-    def take_conn(self, name: str) -> None: ...
-    def drop_conn(self, name: str) -> None: ...
-    def pick(self, key: bytes | str | None = None,
-             avoid: Iterable[str] | None = None) -> str | None: ...
 
 
 # Algorithms whose pick depends on the request only: a full server keeps the
@@ -178,6 +175,14 @@ class Route:
         return hit != self.negate
 
 
+def _always(value: bool) -> Matcher:
+    return lambda s, d: value
+
+
+def _any_of(matchers: Sequence[Matcher]) -> Matcher:
+    return lambda s, d: any(m(s, d) for m in matchers)
+
+
 def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
         tuple[tuple[tuple[bool, Matcher], ...], ...], bool] | None:
     """(terms, negate) for a condition, or None if it uses something not evaluable."""
@@ -204,13 +209,13 @@ def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
                     return None
                 items.append((neg, m))
             elif word in ("TRUE", "FALSE"):
-                items.append((neg, compile_acl("always_" + word.lower(), ()) or (lambda s, d: 0)))
+                items.append((neg, _always(word == "TRUE")))
             else:
                 ms = named.get(word)
                 if ms is None:
                     return None
                 # Several `acl` lines with one name are OR-ed (haproxy).
-                items.append((neg, (lambda ms: lambda s, d: any(m(s, d) for m in ms))(ms)))
+                items.append((neg, _any_of(ms)))
         out.append(tuple(items))
     return tuple(out), cond.negate
 
@@ -290,21 +295,36 @@ class Backend:
 
     # -- picking and queueing ------------------------------------------------
 
-    def pick(self, key: str | None, avoid: set[str] | None) -> tuple[Slot | None, bool]:
-        """A server with a free slot, or (full server or None, must_queue)."""
+    def pick(self, key: bytes | None, avoid: str | None) -> tuple[Slot | None, bool]:
+        """(server with a free slot, False), (full server or None, True) to queue, or
+        (None, False) when no server is usable.
+
+        haproxy skips saturated servers for the dynamic algorithms and queues in
+        the backend when all are saturated; a hash-based pick stays with its
+        server and waits in that server's queue.
+        """
+        bal = self.balancer
+        name = bal.pick(key, avoid)
+        if name is None:
+            return None, bool(self.full and bal.usable())
+        slot = self.slots[name]
+        if not slot.full and not slot.queue_len:
+            return slot, False
         if self.deterministic:
-            name = self.balancer.pick(key=key, avoid=avoid or None)
+            return slot, True
+        pool = bal.usable()
+        for _ in range(2 * len(pool)):
+            name = bal.pick(key, name)
             if name is None:
-                return None, False
+                break
             slot = self.slots[name]
-            return slot, slot.full or bool(slot.queue_len)
-        skip = self.full | avoid if avoid else self.full
-        name = self.balancer.pick(key=key, avoid=skip or None)
-        if name is not None:
-            return self.slots[name], False
-        if self.full and self.balancer.pick(key=key, avoid=avoid or None) is not None:
-            return None, True  # every usable server is full: backend queue
-        return None, False
+            if not slot.full:
+                return slot, False
+        for name in pool:
+            slot = self.slots[name]
+            if not slot.full and name != avoid:
+                return slot, False
+        return None, True
 
     def take(self, slot: Slot, session: Session) -> None:
         """`session` now counts against `slot` (haproxy: srv->served++)."""
@@ -428,7 +448,7 @@ class Backend:
         if slowstart > 0:
             self._ramp(slot, time.monotonic(), slowstart)
         else:
-            self.balancer.update_weight(rt.name, rt.uweight)
+            self.balancer.update_weight(rt.name, rt.uweight * BE_WEIGHT_SCALE)
         msg = server_up_message(self.name, rt.name, rt.backup, desc, info, duration_ms, code,
                                 self.rt.active_up, self.rt.backup_up, 0, self.queue_len)
         self.log.send(LOG_NOTICE, msg)
@@ -443,22 +463,23 @@ class Backend:
         return msg
 
     def _ramp(self, slot: Slot, since: float, slowstart_ms: int) -> None:
-        """Raise the weight along the slowstart ramp, in 1/20 steps (at least 100 ms)."""
+        """Raise the weight along the slowstart ramp (health.slowstart_weight), in
+        haproxy's 1/16 steps, re-armed until the full weight is reached."""
         rt = slot.rt
-        elapsed = (time.monotonic() - since) * 1000
-        if elapsed >= slowstart_ms or rt.op is OpState.STOPPED:
+        if rt.op is OpState.STOPPED:
             slot.ramp = None
-            if rt.op is not OpState.STOPPED:
-                rt.eweight = rt.uweight
-                if rt.op is OpState.STARTING:
-                    rt.op = OpState.RUNNING
-                self.balancer.update_weight(rt.name, rt.uweight)
             return
-        weight = max(1, (rt.uweight * int(elapsed) + slowstart_ms - 1) // slowstart_ms)
-        rt.eweight = weight
+        elapsed = int((time.monotonic() - since) * 1000)
+        weight = slowstart_weight(rt.uweight, elapsed, slowstart_ms, scale=BE_WEIGHT_SCALE)
+        rt.eweight = max(1, -(-weight // BE_WEIGHT_SCALE)) if weight else 0
         self.balancer.update_weight(rt.name, weight)
         self.serve_queue(slot)
-        step = max(0.1, slowstart_ms / 20000)
+        if elapsed >= slowstart_ms:
+            slot.ramp = None
+            if rt.op is OpState.STARTING:
+                rt.op = OpState.RUNNING
+            return
+        step = max(0.05, slowstart_ms / BE_WEIGHT_SCALE / 1000)
         slot.ramp = asyncio.get_running_loop().call_later(
             step, self._ramp, slot, since, slowstart_ms)
 
@@ -498,6 +519,7 @@ class Limits:
         self.frontends: list[Frontend] = []
         self.seq = itertools.count()
         self.stopping = False
+        self.sessions: set[Session] = set()
 
     @property
     def full(self) -> bool:
@@ -622,6 +644,7 @@ class Frontend:
         process.cum_conns += 1
         self.rt.counters.session_started()
         sess = Session(self, conn, addr)
+        self.limits.sessions.add(sess)
         sess.task = asyncio.get_running_loop().create_task(sess.run(conn))
 
 
@@ -641,16 +664,19 @@ class ClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        # uvloop's transports do not subclass asyncio.Transport; same interface.
+        tr = self.transport = cast(asyncio.Transport, transport)
+        tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         s = self.s
         s.bytes_in += len(data)
         s.last = s.loop_time()
         if self.peer is not None:
-            self.peer.write(data)
+            try:
+                self.peer.write(data)
+            except RuntimeError:
+                pass  # the server side closed under us; connection_lost ends the session
         else:
             self.buf.append(data)
             self.buffered += len(data)
@@ -682,15 +708,18 @@ class ServerSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        # uvloop's transports do not subclass asyncio.Transport; same interface.
+        tr = self.transport = cast(asyncio.Transport, transport)
+        tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         s = self.s
         s.bytes_out += len(data)
         s.last = s.loop_time()
-        self.peer.write(data)
+        try:
+            self.peer.write(data)
+        except RuntimeError:
+            pass  # the client closed under us; connection_lost ends the session
 
     def eof_received(self) -> bool:
         self.s.on_eof(client=False)
@@ -745,6 +774,8 @@ class Session:
         self.srv_queue = 0
         self.be_queue = 0
         self.finished = False
+        self.server_name = "<NOSRV>"
+        self.t_connect_ms = -1
         self.pending: Pending | None = None
         self.idle_s = 0.0
         self.idle_side = "c"
@@ -785,42 +816,29 @@ class Session:
             return
 
     async def _establish(self, be: Backend) -> None:
+        """Assign a server (queueing if needed) and connect, with `retries` on failure.
+
+        A retry goes to the same server; with `option redispatch` the last
+        retry may go to another one (haproxy's default redispatch interval -1).
+        """
         loop = asyncio.get_running_loop()
-        tried: set[str] = set()
-        key = self.src[0]
+        avoid: str | None = None
+        sticky: Slot | None = None
+        try:
+            key: bytes | None = ipaddress.ip_address(self.src[0]).packed
+        except ValueError:
+            key = None  # a UNIX socket client: balancers fall back to round-robin
         attempt = 0
         while True:
-            self.phase = "Q"
-            avoid = tried if (self.redispatched and tried) else None
-            slot, must_queue = be.pick(key, avoid)
-            if slot is None and not must_queue:
-                be.rt.counters.errors_conn += 0
-                raise _NoServer()
-            if must_queue:
-                target = slot if (be.deterministic and slot is not None) else None
-                if target is not None and target.rt.maxqueue and \
-                        target.queue_len >= target.rt.maxqueue:
-                    if not be.redispatch:
-                        self.term = "s"
-                        raise _NoServer()
-                    target = None
-                self.srv_queue = target.queue_len if target is not None else 0
-                self.be_queue = be.queue_len if target is None else 0
-                self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
-                try:
-                    async with asyncio.timeout(be.timeout_queue):
-                        slot = await self.pending.future
-                except TimeoutError:
-                    be.dequeue(self.pending)
-                    self.pending = None
-                    self.term = "s"
-                    be.rt.counters.errors_conn += 0
-                    raise _NoServer() from None
-                self.pending = None
+            if sticky is not None and sticky.rt.usable:
+                slot: Slot | None = sticky
+                be.take(sticky, self)
             else:
-                assert slot is not None
-                be.take(slot, self)
+                self.phase = "Q"
+                slot = await self._assign(be, key, avoid)
+            assert slot is not None
             self.slot = slot
+            self.server_name = slot.name
             if self.t_assigned < 0:
                 self.t_assigned = loop.time()
             self.phase = "C"
@@ -829,14 +847,13 @@ class Session:
                 async with asyncio.timeout(be.timeout_connect):
                     transport, _ = await loop.create_connection(
                         lambda: ServerSide(self, self._client_transport()),
-                        slot.rt.host, slot.rt.port)
+                        slot.rt.host, self._server_port(slot))
             except (OSError, TimeoutError) as exc:
                 timed_out = isinstance(exc, TimeoutError)
                 slot.rt.counters.errors_conn += 1
                 be.rt.counters.errors_conn += 1
                 be.release(slot, self)
                 self.slot = None
-                tried.add(slot.name)
                 if attempt >= be.retries:
                     self.term = "s" if timed_out else "S"
                     raise _NoServer() from None
@@ -844,20 +861,60 @@ class Session:
                 self.retries = attempt
                 slot.rt.counters.retries += 1
                 be.rt.counters.retries += 1
-                # haproxy redispatches on the last retry (`option redispatch` -1).
+                sticky = slot
                 if be.redispatch and attempt == be.retries:
                     self.redispatched = True
                     slot.rt.counters.redispatches += 1
                     be.rt.counters.redispatches += 1
-                if not timed_out:
+                    sticky, avoid = None, slot.name
+                elif not timed_out:
                     # haproxy's turn-around timer before retrying a refused connection.
-                    await asyncio.sleep(min(be.timeout_connect, 1.0) if not self.redispatched
-                                        else 0)
+                    await asyncio.sleep(min(be.timeout_connect, 1.0))
                 continue
             self.t_connected = loop.time()
             self.t_connect_ms = int((self.t_connected - t_start) * 1000)
             self._connected(transport)
             return
+
+    async def _assign(self, be: Backend, key: bytes | None, avoid: str | None) -> Slot:
+        """A server slot now, or after waiting in a queue; raises _NoServer."""
+        slot, must_queue = be.pick(key, avoid)
+        if slot is None and not must_queue:
+            self.phase = "C"
+            raise _NoServer()
+        if not must_queue:
+            assert slot is not None
+            be.take(slot, self)
+            return slot
+        target = slot if (be.deterministic and slot is not None) else None
+        if target is not None and target.rt.maxqueue and \
+                target.queue_len >= target.rt.maxqueue:
+            if not be.redispatch:
+                self.term = "s"
+                raise _NoServer()
+            target = None  # haproxy lets a redispatchable connection wait anywhere
+        self.srv_queue = target.queue_len if target is not None else 0
+        self.be_queue = be.queue_len if target is None else 0
+        self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
+        try:
+            async with asyncio.timeout(be.timeout_queue):
+                got = await self.pending.future
+        except TimeoutError:
+            be.dequeue(self.pending)
+            self.term = "s"
+            raise _NoServer() from None
+        finally:
+            self.pending = None
+        return got
+
+    def _server_port(self, slot: Slot) -> int:
+        """A server without a port, or with '+N'/'-N', follows the port the client hit."""
+        port = slot.rt.port
+        if port is None:
+            return self.dst[1]
+        if slot.rt.config.address.port_offset:
+            return self.dst[1] + port
+        return port
 
     def _client_transport(self) -> asyncio.Transport:
         tr = self.client.transport
@@ -865,8 +922,8 @@ class Session:
         return tr
 
     def _connected(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.phase = "D"
+        transport = cast(asyncio.Transport, transport)
         self.server_tr = transport
         if self.client_lost:
             transport.close()
@@ -1037,6 +1094,7 @@ class Session:
             if should_log_session(entry, fe.dontlognull):
                 fe.log.send(LOG_INFO, format_tcplog(entry))
         fe.rt.counters.session_ended()
+        fe.limits.sessions.discard(self)
         fe.limits.session_ended()
         if fe.paused and fe.can_accept() and not fe.limits.stopping:
             fe.resume()
@@ -1047,7 +1105,7 @@ class Session:
         tw = ms(self.t_assigned) if self.t_assigned >= 0 else -1
         if self.t_assigned < 0 and self.pending is None and self.term == "s":
             tw = ms(now)  # queue timeout: the whole wait
-        tc = getattr(self, "t_connect_ms", -1) if self.t_connected >= 0 else -1
+        tc = self.t_connect_ms
         phase = self.phase if self.term != "-" else "-"
         if self.term == "s" and self.phase == "Q":
             phase = "Q"
@@ -1055,7 +1113,7 @@ class Session:
         return SessionLog(
             client_ip=self.src[0], client_port=self.src[1], accept_wall=self.wall0,
             frontend=self.fe.name, backend=be.name if be is not None else self.fe.name,
-            server=slot.name if slot is not None and self.t_connected >= 0 else "<NOSRV>",
+            server=self.server_name,
             tw=tw, tc=tc, tt=ms(now), bytes_out=self.bytes_out, bytes_in=self.bytes_in,
             termination=self.term + phase,
             actconn=process.cur_conns, feconn=self.fe.rt.counters.cur_sess,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -279,7 +279,7 @@ class VrrpMachine:
             return []
         if self.state is State.BACKUP:
             # RFC 5798 §6.4.2: Master_Down_Timer fired -> transition to Master.
-            return self._become_master(now)
+            return [self._log("Receive advertisement timeout"), *self._become_master(now)]
         if self.state is State.MASTER:
             # RFC 5798 §6.4.3: Adver_Timer fired -> send an ADVERTISEMENT, reset the timer.
             self._deadline = now + self._adver_int_s()
@@ -298,6 +298,7 @@ class VrrpMachine:
         )
 
     def skew_time_cs(self) -> int:
+        """Skew_Time now, for this router's effective priority."""
         return timers.skew_time(
             self.effective_priority, self.master_adver_int_cs, version=self.params.version
         )
@@ -307,11 +308,16 @@ class VrrpMachine:
     def _adver_int_s(self) -> float:
         return timers.cs_to_seconds(self.params.advert_int_cs)
 
+    def _master_down_s(self) -> float:
+        return timers.master_down_seconds(
+            self.effective_priority, self.master_adver_int_cs, version=self.params.version
+        )
+
     def _log(self, text: str) -> LogLine:
         return LogLine(f"({self.params.name}) {text}")
 
     def _arm_master_down(self, now: float) -> None:
-        self._deadline = now + timers.cs_to_seconds(self.master_down_interval_cs())
+        self._deadline = now + self._master_down_s()
 
     def _enter(self, new: State, log: str) -> list[Action]:
         old, self.state = self.state, new
@@ -370,7 +376,7 @@ class VrrpMachine:
         actions: list[Action] = []
         if self.state is State.MASTER:
             # RFC 5798 §6.4.3 Shutdown: cancel Adver_Timer, send priority 0.
-            actions += [SendAdvertisement(PRIO_STOP), RemoveVips()]
+            actions += [SendAdvertisement(PRIO_STOP), self._log("sent 0 priority"), RemoveVips()]
         old, self.state = self.state, State.STOP
         actions += [Transition(old, State.STOP), Notify(State.STOP, self.effective_priority)]
         self._deadline = None
@@ -381,7 +387,9 @@ class VrrpMachine:
         adv = event.adv
         if adv.priority == PRIO_STOP:
             # RFC 5798 §6.4.2: priority 0 -> Master_Down_Timer = Skew_Time.
-            self._deadline = now + timers.cs_to_seconds(self.skew_time_cs())
+            self._deadline = now + timers.skew_time_seconds(
+                self.effective_priority, self.master_adver_int_cs, version=self.params.version
+            )
             return [self._log("Backup received priority 0 advertisement")]
         delaying = self.params.preempt_delay_cs > 0 and (
             self._preempt_until is None or self._preempt_until > now
@@ -472,12 +480,12 @@ class VrrpMachine:
         old = self.effective_priority
         if new == old:
             return []
-        old_down = self.master_down_interval_cs()
+        old_down = self._master_down_s()
         self.effective_priority = new
         if self.state is State.BACKUP and self._deadline is not None:
             # keepalived's vrrp_set_effective_priority: move the running
             # Master_Down_Timer by the change of the skew.
-            self._deadline += timers.cs_to_seconds(self.master_down_interval_cs() - old_down)
+            self._deadline += self._master_down_s() - old_down
         return [self._log(f"Changing effective priority from {old} to {new}")]
 
     def _on_fault_raised(self, event: FaultRaised, now: float) -> list[Action]:
@@ -536,8 +544,3 @@ _table(_ANY_STATE, PriorityChanged, VrrpMachine._on_priority)
 _table(_ANY_STATE, FaultRaised, VrrpMachine._on_fault_raised)
 _table(_ANY_STATE, FaultCleared, VrrpMachine._on_fault_cleared)
 _table(_ANY_STATE, Reload, VrrpMachine._on_reload)
-
-
-def with_priority(params: InstanceParams, priority: int) -> InstanceParams:
-    """A copy of `params` with another base priority (tests and reloads)."""
-    return replace(params, priority=priority)

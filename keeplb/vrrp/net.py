@@ -48,6 +48,8 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 RTMGRP_LINK = 0x1
@@ -332,6 +334,12 @@ class AddressManager:
                 addr = _attr(msg, "IFA_ADDRESS")
                 if addr is None:
                     continue
+                flags = _attr(msg, "IFA_FLAGS")
+                if flags is None:
+                    flags = msg.get("flags", 0)
+                if int(flags or 0) & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                    # Not usable as a source until DAD is over (sendmsg gives EINVAL).
+                    continue
                 out.append((ipaddress.ip_address(addr), int(msg["prefixlen"])))
         except NetlinkError as e:
             raise NetlinkOpError(e.code, f"cannot list addresses: {e}") from e
@@ -413,15 +421,13 @@ class LinkMonitor:
         assert self._ipr is not None
         while True:
             try:
-                msgs = await self._ipr.get()
+                async for msg in self._ipr.get():
+                    self._handle(msg)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - a netlink hiccup must not stop tracking
                 log.warning("link monitor: %s", e)
                 await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
         try:

@@ -129,26 +129,43 @@ def _check_family(family: int, src: IPAddress, dst: IPAddress) -> None:
 
 
 def decode(
-    buf: bytes, *, family: int, src: IPAddress, dst: IPAddress, ttl: int | None
+    buf: bytes | bytearray | memoryview,
+    *,
+    family: int,
+    src: IPAddress,
+    dst: IPAddress,
+    ttl: int | None,
 ) -> Advertisement:
     """Decode the VRRP message `buf` received from `src` to `dst`.
 
     Called by the shell for every packet read on a VRRP socket. `ttl` is the IP
     TTL / IPv6 hop limit; pass None where keepalived skips the check (unicast
     peers, whose packets may be routed). Raises MalformedPacket and nothing
-    else, whatever `buf` holds.
+    else, whatever `buf` holds; its `detail` has keepalived's wording, to be
+    logged after the instance name ("(haproxy-vip) Invalid VRRPv2 checksum").
+
+    keepalived 2.2 can also accept a unicast v3 packet whose checksum was
+    computed with 224.0.0.18 as destination (pre-2.0 peers); keeplb does not.
     """
+    buf = bytes(buf)  # recvmsg buffers may be views; slices below must be bytes
     _check_family(family, src, dst)
     if ttl is not None and ttl != VRRP_TTL:
-        raise MalformedPacket(DropReason.TTL, f"TTL/hop limit {ttl}, expected {VRRP_TTL}")
+        raise MalformedPacket(
+            DropReason.TTL, f"invalid TTL/HL. Received {ttl} and expect {VRRP_TTL}"
+        )
     if len(buf) < HEADER_LEN:
-        raise MalformedPacket(DropReason.TRUNCATED, f"{len(buf)} bytes, header needs {HEADER_LEN}")
+        raise MalformedPacket(
+            DropReason.TRUNCATED,
+            f"vrrp packet too short, length {len(buf)} and expect {HEADER_LEN}",
+        )
     version, ptype = buf[0] >> 4, buf[0] & 0x0F
     vrid, priority, count = buf[1], buf[2], buf[3]
     if version not in (2, 3):
-        raise MalformedPacket(DropReason.VERSION, f"version {version}")
+        raise MalformedPacket(DropReason.VERSION, f"wrong version. Received {version}")
     if ptype != TYPE_ADVERTISEMENT:
-        raise MalformedPacket(DropReason.TYPE, f"type {ptype}")
+        raise MalformedPacket(
+            DropReason.TYPE, f"Invalid packet type. {ptype} and expect {TYPE_ADVERTISEMENT}"
+        )
     if version == 2 and family != 4:
         # RFC 3768 is IPv4 only; keepalived forces version 3 on an IPv6 instance.
         raise MalformedPacket(DropReason.FAMILY, "VRRPv2 over IPv6")
@@ -157,11 +174,12 @@ def decode(
     addr_len = 4 if family == 4 else 16
     expected = HEADER_LEN + count * addr_len + (AUTH_DATA_LEN if version == 2 else 0)
     if len(buf) != expected:
+        size = "long" if len(buf) > expected else "short"
         raise MalformedPacket(
-            DropReason.LENGTH, f"{len(buf)} bytes, {count} address(es) need {expected}"
+            DropReason.LENGTH, f"vrrp packet too {size}, length {len(buf)} and expect {expected}"
         )
     if _checksum(version, family, src, dst, buf) != 0:
-        raise MalformedPacket(DropReason.CHECKSUM, "bad checksum")
+        raise MalformedPacket(DropReason.CHECKSUM, f"Invalid VRRPv{version} checksum")
     if version == 2:
         auth_type, interval_cs = buf[4], buf[5] * 100
         end = HEADER_LEN + count * addr_len
@@ -169,7 +187,7 @@ def decode(
         if auth_type == AUTH_NONE:
             auth_data = b""
         elif auth_type != AUTH_PASS:
-            raise MalformedPacket(DropReason.AUTH_TYPE, f"authentication type {auth_type}")
+            raise MalformedPacket(DropReason.AUTH_TYPE, f"Invalid auth type: {auth_type}")
     else:
         auth_type, auth_data = AUTH_NONE, b""
         interval_cs = int.from_bytes(buf[4:6], "big") & V3_MAX_ADVER_INT_CS
@@ -204,14 +222,16 @@ def validate(
     if adv.vrid != vrid:
         raise MalformedPacket(DropReason.VRID, f"VRID {adv.vrid}, ours {vrid}")
     if adv.version != version:
-        raise MalformedPacket(DropReason.VERSION, f"version {adv.version}, ours {version}")
+        raise MalformedPacket(
+            DropReason.VERSION, f"wrong version. Received {adv.version} and expect {version}"
+        )
     if version == 2:
         if adv.auth_type != auth_type:
             raise MalformedPacket(
-                DropReason.AUTH, f"received a {adv.auth_type} auth, expecting {auth_type}"
+                DropReason.AUTH, f"received a {adv.auth_type} auth, expecting {auth_type}!"
             )
         if auth_type == AUTH_PASS and pad_auth_pass(adv.auth_data) != pad_auth_pass(auth_pass):
-            raise MalformedPacket(DropReason.AUTH, "password mismatch")
+            raise MalformedPacket(DropReason.AUTH, "received an invalid passwd!")
         if adv.max_adver_int_cs != adver_int_cs:
             # RFC 3768 §7.1: v2 routers must agree on the interval; v3 learns it.
             raise MalformedPacket(
@@ -224,10 +244,15 @@ def validate(
     if len(adv.addresses) != len(addresses):
         raise MalformedPacket(
             DropReason.ADDR_COUNT,
-            f"received an invalid ip number count {len(adv.addresses)}, expected {len(addresses)}",
+            f"received an unexpected ip number count {len(adv.addresses)}, expected {len(addresses)}!",
         )
-    if set(adv.addresses) != set(addresses):
-        raise MalformedPacket(DropReason.ADDR_LIST, "ip address associated with VRID not present")
+    received = set(adv.addresses)
+    for address in addresses:
+        if address not in received:
+            raise MalformedPacket(
+                DropReason.ADDR_LIST,
+                f"ip address associated with VRID {vrid} not present in MASTER advert : {address}",
+            )
 
 
 def encode(adv: Advertisement, *, family: int, src: IPAddress, dst: IPAddress) -> bytes:

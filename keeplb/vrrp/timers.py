@@ -10,8 +10,11 @@ the advertisement interval is. That is the only place the versions differ,
 and `skew_time` is where it is handled. keepalived computes the skew from the
 effective priority (after trackers), and so does keeplb.
 
-keepalived keeps v3 intervals in centiseconds and rounds the skew down to a
-centisecond (VRRP_TIMER_SKEW); keeplb does the same for both versions.
+keepalived's VRRP_TIMER_SKEW computes the skew in microseconds. The cs
+functions floor it to a centisecond (for config checks, logs and tests); the
+machine arms its timers with the `*_seconds` variants, which keep the exact
+fraction, so two priorities whose skews floor to the same centisecond still
+time out in priority order, as they do with keepalived.
 """
 
 from __future__ import annotations
@@ -50,6 +53,19 @@ def skew_time(priority: int, master_adver_int_cs: int, *, version: int = 3) -> i
 def master_down_interval(priority: int, master_adver_int_cs: int, *, version: int = 3) -> int:
     """Master_Down_Interval in centiseconds: 3 * Master_Adver_Interval + Skew_Time."""
     return 3 * master_adver_int_cs + skew_time(priority, master_adver_int_cs, version=version)
+
+
+def skew_time_seconds(priority: int, master_adver_int_cs: int, *, version: int = 3) -> float:
+    """Skew_Time in seconds, unrounded (what the machine's timers use)."""
+    if version == 2:
+        return (256 - priority) / 256
+    return (256 - priority) * master_adver_int_cs / (256 * CS_PER_SECOND)
+
+
+def master_down_seconds(priority: int, master_adver_int_cs: int, *, version: int = 3) -> float:
+    """Master_Down_Interval in seconds, unrounded."""
+    skew = skew_time_seconds(priority, master_adver_int_cs, version=version)
+    return 3 * master_adver_int_cs / CS_PER_SECOND + skew
 
 
 def is_valid_interval(cs: int, *, version: int) -> bool:

@@ -146,3 +146,12 @@ def effective_priority(
     if owner:
         return PRIO_OWNER, fault
     return max(1, min(PRIO_OWNER - 1, total)), fault
+
+
+def holds_in_init(trackers: Iterable[Contributor]) -> bool:
+    """True while a weight-0 script or interface has not reported yet.
+
+    keepalived keeps such an instance in INIT (no Startup) until the first
+    result, so a failing check sends it to FAULT without a detour via BACKUP.
+    """
+    return any(isinstance(t, Tracker) and t.weight == 0 and t.ok is None for t in trackers)

@@ -1,0 +1,1336 @@
+"""keepalived.conf -> KeepalivedConfig, with keepalived 2.2.7's checks in keeplb's words.
+
+Pipeline: kalexer.read (files, includes, $definitions, @conditions, quotes,
+braces) -> keyword tables per block (GLOBAL_DEFS, VRRP_SCRIPT, VRRP_INSTANCE,
+...) -> the dataclasses of model.py -> whole-config checks (unknown
+track_script, duplicate names, VRID clashes, script security).
+
+Verdicts follow `keepalived -t`: whatever makes keepalived 2.2.7 -t exit
+non-zero is an error here, even when keepalived calls it a "Warning" (it
+still fails the test); warnings are kept for what keepalived accepts
+silently but keeplb does not do (LVS, VMACs, ...). Like keepalived, the
+parser falls back to the default for a bad value and drops an instance that
+cannot run, so the model returned is always usable; `exit_code()` on the
+returned diagnostics gives the code `keepalived -t` would exit with.
+
+Contract: parse() never raises on bad input and never prints.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import pwd
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from keeplb.config import kalexer
+from keeplb.config.diagnostics import Diagnostics, Span, did_you_mean
+from keeplb.config.kalexer import Node
+from keeplb.config.model import (
+    GlobalDefs,
+    IPAddress,
+    KeepalivedConfig,
+    TrackFileDef,
+    TrackRef,
+    VirtualAddress,
+    VirtualRoute,
+    VrrpInstance,
+    VrrpScript,
+    VrrpStateName,
+    VrrpSyncGroup,
+)
+
+__all__ = ["KeepalivedDiagnostics", "keyword_table", "parse"]
+
+SUPPORTED = "supported"
+UNSUPPORTED = "unsupported"
+
+# keepalived's exit codes for -t (core/main.c config_test_exit).
+EXIT_OK = 0
+EXIT_CONFIG = 4  # keepalived cannot run the config at all
+EXIT_CONFIG_TEST = 5  # errors, keepalived would still run
+EXIT_CONFIG_TEST_SECURITY = 6  # script security not enabled while scripts are used
+
+SECURITY_VIOLATION = (
+    "SECURITY VIOLATION - scripts are being executed but script_security not enabled"
+)
+DEFAULT_SCRIPT_USER = "keepalived_script"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class KeepalivedDiagnostics(Diagnostics):
+    """Diagnostics plus what `keepalived -t` would make of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False  # keepalived stops reading (missing parameter, missing main file)
+        self.security_violation = False
+
+    def exit_code(self) -> int:
+        """The exit code `keepalived -t` gives for the same file (0, 4, 5 or 6)."""
+        if self.aborted:
+            return EXIT_CONFIG
+        if self.security_violation:
+            return EXIT_CONFIG_TEST_SECURITY
+        return EXIT_CONFIG_TEST if self.has_errors else EXIT_OK
+
+
+# --------------------------------------------------------------------------
+# the parsing context and value readers
+# --------------------------------------------------------------------------
+
+
+class _Ctx:
+    def __init__(
+        self, diags: KeepalivedDiagnostics, env: Mapping[str, str], host_checks: bool
+    ) -> None:
+        self.diags = diags
+        self.env = env
+        self.host_checks = host_checks
+        self.cfg = KeepalivedConfig()
+        self.instance_spans: dict[str, Span] = {}
+        self.dropped_instances: set[str] = set()
+        self.scripts_in_use = False  # notify or track scripts configured
+        self.first_script: Span | None = None
+        self.has_vrrp = False  # a vrrp_instance block exists: keepalived's VRRP checks run
+
+    # --- diagnostics -------------------------------------------------------
+
+    def error(self, span: Span | None, message: str, hint: str | None = None) -> None:
+        self.diags.error(span, message, hint)
+
+    def warning(self, span: Span | None, message: str, hint: str | None = None) -> None:
+        self.diags.warning(span, message, hint)
+
+    # --- value readers -----------------------------------------------------
+
+    def arg(self, node: Node, index: int = 1) -> str | None:
+        """Word `index` of the line; a missing one is keepalived's fatal 'missing parameter'."""
+        if index < len(node.words):
+            return node.words[index]
+        self.error(node.span, f"'{node.keyword}' needs a value")
+        self.diags.aborted = True
+        return None
+
+    def integer(self, node: Node, lo: int, hi: int, index: int = 1) -> int | None:
+        text = self.arg(node, index)
+        if text is None:
+            return None
+        span = node.word_span(index)
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            self.error(span, f"{node.keyword}: invalid number '{text}'")
+            return None
+        if not lo <= value <= hi:
+            self.error(span, f"{node.keyword}: number '{text}' outside range [{lo}, {hi}]")
+            return None
+        return value
+
+    def number(self, node: Node, lo: float, hi: float, index: int = 1) -> float | None:
+        text = self.arg(node, index)
+        if text is None:
+            return None
+        span = node.word_span(index)
+        try:
+            value = float(text)
+        except ValueError:
+            self.error(span, f"{node.keyword}: invalid number '{text}'")
+            return None
+        if math.isnan(value) or math.isinf(value):
+            self.error(span, f"{node.keyword}: '{text}' is not a finite number")
+            return None
+        if not lo <= value <= hi:
+            self.error(span, f"{node.keyword}: number '{text}' outside range [{lo:g}, {hi:g}]")
+            return None
+        return value
+
+    def address(self, text: str, span: Span, what: str) -> IPAddress | None:
+        try:
+            return ipaddress.ip_address(text)
+        except ValueError:
+            self.error(span, f"{what}: invalid IP address '{text}'")
+            return None
+
+    def script_path(self, node: Node, index: int = 1) -> str | None:
+        text = self.arg(node, index)
+        if text is not None:
+            self.scripts_in_use = True
+            self.first_script = self.first_script or node.span
+        return text
+
+
+def _flag(node: Node) -> bool:
+    """keepalived's boolean keywords: bare means true; an argument may say otherwise."""
+    if len(node.words) < 2:
+        return True
+    return node.words[1].lower() not in ("false", "no", "off", "0")
+
+
+# --------------------------------------------------------------------------
+# keyword tables: (block, keyword) -> handler, status
+# --------------------------------------------------------------------------
+
+Handler = Callable[[_Ctx, Node, Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    handler: Handler | None  # None: valid for keepalived, accepted and ignored by keeplb
+    status: str = SUPPORTED
+    block: bool = False  # the keyword takes a `{ }` block
+    note: str = ""
+
+
+def _unsupported(note: str = "", block: bool = False) -> Keyword:
+    return Keyword(None, UNSUPPORTED, block, note)
+
+
+def _set(attr: str, reader: Callable[[_Ctx, Node], Any]) -> Handler:
+    def handler(ctx: _Ctx, node: Node, obj: Any) -> None:
+        value = reader(ctx, node)
+        if value is not None:
+            setattr(obj, attr, value)
+
+    return handler
+
+
+def _str(ctx: _Ctx, node: Node) -> str | None:
+    return ctx.arg(node)
+
+
+def _bool(ctx: _Ctx, node: Node) -> bool:
+    return _flag(node)
+
+
+def _uint(lo: int, hi: int) -> Callable[[_Ctx, Node], int | None]:
+    return lambda ctx, node: ctx.integer(node, lo, hi)
+
+
+def _float(lo: float, hi: float) -> Callable[[_Ctx, Node], float | None]:
+    return lambda ctx, node: ctx.number(node, lo, hi)
+
+
+def _script(ctx: _Ctx, node: Node) -> str | None:
+    return ctx.script_path(node)
+
+
+# keepalived's timer range for garp/gna intervals (read_decimal_unsigned_strvec,
+# microsecond resolution up to UINT_MAX us).
+_US_RANGE = (0.000001, 4294.967295)
+_UINT_MAX = 4294967295
+
+
+# --- global_defs -------------------------------------------------------------
+
+
+def _g_notification_email(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    if node.children is None:
+        ctx.error(node.span, "notification_email needs a { } block of addresses")
+        return
+    emails = [w for child in node.children for w in child.words]
+    if not emails:
+        ctx.error(
+            node.open_span or node.span,
+            "empty notification_email block",
+            hint="remove the block or list at least one address (keepalived -t fails on it too)",
+        )
+    g.notification_email = emails
+
+
+def _g_interval(attr: str) -> Handler:
+    def handler(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+        value = ctx.number(node, *_US_RANGE)
+        if value is None:
+            ctx.diags[-1:] = []  # replaced by one message naming the keyword and the fallback
+            text = node.words[1] if len(node.words) > 1 else ""
+            if len(node.words) > 1:
+                ctx.error(
+                    node.word_span(1),
+                    f"{node.keyword} '{text}' is invalid: it must be between "
+                    f"0.000001 and 4294.967295 seconds; the default "
+                    f"({getattr(GlobalDefs(), attr):g}, no delay) is used",
+                    hint=f"remove the {node.keyword} line to get the default",
+                )
+            return
+        setattr(g, attr, value)
+
+    return handler
+
+
+def _g_version(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    value = ctx.integer(node, 2, 3)
+    if value is not None:
+        g.vrrp_version = value
+
+
+def _g_other(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    g.other[node.keyword] = tuple(node.args)
+
+
+def _g_script_security(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    g.enable_script_security = True
+
+
+def _g_script_user(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    user = ctx.arg(node)
+    if user is None:
+        return
+    g.script_user = user
+    if len(node.words) > 2:
+        g.script_group = node.words[2]
+    if ctx.host_checks:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            ctx.error(node.word_span(1), f"script_user '{user}': no such user")
+
+
+def _g_mcast(attr: str, version: int) -> Handler:
+    def handler(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+        text = ctx.arg(node)
+        if text is None:
+            return
+        addr = ctx.address(text, node.word_span(1), node.keyword)
+        if addr is None:
+            return
+        if addr.version != version or not addr.is_multicast:
+            ctx.error(
+                node.word_span(1),
+                f"{node.keyword}: '{text}' is not an IPv{version} multicast address",
+            )
+            return
+        setattr(g, attr, str(addr))
+
+    return handler
+
+
+GLOBAL_DEFS: dict[str, Keyword] = {
+    "router_id": Keyword(_set("router_id", _str)),
+    "notification_email": Keyword(_g_notification_email, block=True),
+    "notification_email_from": Keyword(_set("notification_email_from", _str)),
+    "smtp_server": Keyword(_set("smtp_server", _str)),
+    "smtp_connect_timeout": Keyword(_set("smtp_connect_timeout", _uint(1, _UINT_MAX))),
+    "smtp_helo_name": Keyword(_g_other),
+    "vrrp_skip_check_adv_addr": Keyword(_set("vrrp_skip_check_adv_addr", _bool)),
+    "vrrp_strict": Keyword(_set("vrrp_strict", _bool)),
+    "vrrp_version": Keyword(_g_version),
+    "vrrp_garp_interval": Keyword(_g_interval("vrrp_garp_interval")),
+    "vrrp_gna_interval": Keyword(_g_interval("vrrp_gna_interval")),
+    "vrrp_garp_master_delay": Keyword(_set("vrrp_garp_master_delay", _float(0, _UINT_MAX))),
+    "vrrp_garp_master_repeat": Keyword(_set("vrrp_garp_master_repeat", _uint(0, _UINT_MAX))),
+    "vrrp_garp_master_refresh": Keyword(_set("vrrp_garp_master_refresh", _float(0, _UINT_MAX))),
+    "vrrp_garp_master_refresh_repeat": Keyword(
+        _set("vrrp_garp_master_refresh_repeat", _uint(0, _UINT_MAX))
+    ),
+    "vrrp_garp_lower_prio_delay": Keyword(_set("vrrp_garp_lower_prio_delay", _float(0, _UINT_MAX))),
+    "vrrp_garp_lower_prio_repeat": Keyword(
+        _set("vrrp_garp_lower_prio_repeat", _uint(0, _UINT_MAX))
+    ),
+    "vrrp_lower_prio_no_advert": Keyword(_set("vrrp_lower_prio_no_advert", _bool)),
+    "vrrp_higher_prio_send_advert": Keyword(_set("vrrp_higher_prio_send_advert", _bool)),
+    "vrrp_startup_delay": Keyword(_set("vrrp_startup_delay", _float(0, 3600))),
+    "vrrp_mcast_group4": Keyword(_g_mcast("vrrp_mcast_group4", 4)),
+    "vrrp_mcast_group6": Keyword(_g_mcast("vrrp_mcast_group6", 6)),
+    "vrrp_check_unicast_src": Keyword(_set("vrrp_check_unicast_src", _bool)),
+    "vrrp_no_swap": Keyword(_set("vrrp_no_swap", _bool)),
+    "vrrp_notify_fifo": Keyword(_set("vrrp_notify_fifo", _str)),
+    "enable_script_security": Keyword(_g_script_security),
+    "script_user": Keyword(_g_script_user),
+    "dynamic_interfaces": Keyword(_set("dynamic_interfaces", _bool)),
+    "max_auto_priority": Keyword(_set("max_auto_priority", _uint(0, 99))),
+}
+# Valid keepalived 2.2.7 global_defs keywords keeplb has no use for (probed
+# against the real binary). LVS, SNMP, D-Bus, nftables/iptables and
+# process-tuning settings: accepted with a warning, kept in GlobalDefs.other.
+_GLOBAL_UNSUPPORTED = """
+bfd_cpu_affinity bfd_no_swap bfd_priority bfd_process_name bfd_rlimit_rtime
+bfd_rlimit_rttime bfd_rt_priority checker_cpu_affinity checker_log_all_failures
+checker_no_swap checker_priority checker_process_name checker_rlimit_rtime
+checker_rlimit_rttime checker_rt_priority config_save_dir data_use_instance
+dbus_service_name default_interface disable_local_igmp enable_dbus
+enable_snmp_checker enable_snmp_keepalived enable_snmp_rfc enable_snmp_rfcv2
+enable_snmp_rfcv3 enable_snmp_vrrp enable_traps fifo_write_vrrp_states_on_reload
+include_check lvs_flush lvs_flush_on_stop lvs_flush_onstop
+lvs_netlink_cmd_rcv_bufs lvs_netlink_cmd_rcv_bufs_force lvs_netlink_monitor_rcv_bufs
+lvs_netlink_monitor_rcv_bufs_force lvs_notify_fifo lvs_notify_fifo_script
+lvs_process_name lvs_sync_daemon lvs_timeouts min_auto_priority_delay nftables
+nftables_counters nftables_ifindex nftables_ipvs nftables_ipvs_priority
+nftables_ipvs_start_fwmark nftables_priority no_checker_emails no_email_faults
+notify_fifo notify_fifo_script process_monitor_rcv_bufs process_monitor_rcv_bufs_force
+process_names random_seed reload_check_config reload_file reload_repeat
+reload_time_file rs_init_notifies shutdown_script shutdown_script_timeout
+smtp_alert smtp_alert_checker smtp_alert_vrrp snmp_socket startup_script
+startup_script_timeout tmp_config_directory umask vmac_addr_prefix vmac_prefix
+vrrp_cpu_affinity vrrp_down_timer_adverts vrrp_garp_extra_if vrrp_iptables
+vrrp_ipsets vrrp_min_garp vrrp_netlink_cmd_rcv_bufs vrrp_netlink_cmd_rcv_bufs_force
+vrrp_netlink_monitor_rcv_bufs vrrp_netlink_monitor_rcv_bufs_force
+vrrp_notify_fifo_script vrrp_notify_priority_changes vrrp_priority
+vrrp_process_name vrrp_rlimit_rtime vrrp_rlimit_rttime vrrp_rt_priority
+vrrp_rx_bufs_multiplier vrrp_rx_bufs_policy vrrp_vmac_garp_intvl process_name
+""".split()
+for _kw in _GLOBAL_UNSUPPORTED:
+    GLOBAL_DEFS.setdefault(_kw, Keyword(_g_other, UNSUPPORTED))
+
+
+# --- vrrp_script ------------------------------------------------------------
+
+
+def _s_weight(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
+    value = ctx.integer(node, -253, 253)
+    if value is None:
+        return
+    s.weight = value
+    if len(node.words) > 2 and node.words[2] == "reverse":
+        s.weight_reverse = True
+
+
+def _s_user(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
+    user = ctx.arg(node)
+    if user is None:
+        return
+    s.user = user
+    if len(node.words) > 2:
+        s.group = node.words[2]
+
+
+VRRP_SCRIPT: dict[str, Keyword] = {
+    "script": Keyword(_set("script", _script)),
+    "interval": Keyword(_set("interval", _float(0.000001, _UINT_MAX / 1_000_000))),
+    "timeout": Keyword(_set("timeout", _float(0.000001, _UINT_MAX / 1_000_000))),
+    "weight": Keyword(_s_weight),
+    "rise": Keyword(_set("rise", _uint(1, _UINT_MAX))),
+    "fall": Keyword(_set("fall", _uint(1, _UINT_MAX))),
+    "user": Keyword(_s_user),
+    "init_fail": Keyword(_set("init_fail", _bool)),
+}
+
+
+# --- track_file ---------------------------------------------------------------
+
+
+def _f_weight(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
+    value = ctx.integer(node, -254, 254)
+    if value is None:
+        return
+    f.weight = value
+    if len(node.words) > 2 and node.words[2] == "reverse":
+        f.weight_reverse = True
+
+
+def _f_init_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
+    if len(node.words) > 1 and node.words[1] != "overwrite":
+        value = ctx.integer(node, -2147483648, 2147483647)
+        f.init_file = value if value is not None else 0
+    else:
+        f.init_file = 0
+    f.init_file_overwrite = "overwrite" in node.words[1:]
+
+
+TRACK_FILE: dict[str, Keyword] = {
+    "file": Keyword(_set("file", _str)),
+    "weight": Keyword(_f_weight),
+    "init_file": Keyword(_f_init_file),
+}
+
+
+# --- vrrp_instance --------------------------------------------------------------
+
+
+def _i_state(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    text = ctx.arg(node)
+    if text is None:
+        return
+    try:
+        inst.state = VrrpStateName(text.upper())
+    except ValueError:
+        ctx.error(node.word_span(1), f"state '{text}' is not MASTER or BACKUP; BACKUP is used")
+        inst.state = VrrpStateName.BACKUP
+
+
+def _i_interface(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    name = ctx.arg(node)
+    if name is None:
+        return
+    inst.interface = name
+    if name == "lo":
+        ctx.error(node.word_span(1), f"({inst.name}) cannot use a loopback interface (lo) for VRRP")
+        inst.interface = None
+        return
+    if ctx.host_checks and not _interface_exists(name):
+        ctx.error(
+            node.word_span(1),
+            f"interface '{name}' of vrrp_instance {inst.name} does not exist on this host",
+        )
+
+
+def _interface_exists(name: str) -> bool:
+    return "/" not in name and name not in (".", "..") and os.path.exists(f"/sys/class/net/{name}")
+
+
+def _i_vrid(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    value = ctx.integer(node, 1, 255)
+    if value is None:
+        if ctx.diags and len(node.words) > 1:
+            ctx.diags[-1:] = []
+            ctx.error(
+                node.word_span(1),
+                f"({inst.name}) virtual_router_id '{node.words[1]}' is not valid: it must be between 1 and 255",
+            )
+        return
+    inst.virtual_router_id = value
+
+
+def _i_priority(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    value = ctx.integer(node, 1, 255)
+    if value is None and len(node.words) > 1:
+        ctx.diags[-1:] = []
+        ctx.error(
+            node.word_span(1),
+            f"({inst.name}) priority '{node.words[1]}' is not valid: it must be between 1 and 255; "
+            "the default 100 is used",
+            hint="255 is only for the router that owns the virtual addresses",
+        )
+        return
+    if value is not None:
+        inst.priority = value
+
+
+def _i_advert_int(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    value = ctx.number(node, 0.01, 255)
+    if value is None and len(node.words) > 1:
+        ctx.diags[-1:] = []
+        ctx.error(
+            node.word_span(1),
+            f"({inst.name}) advert_int '{node.words[1]}' is not valid: it must be between 0.01 and 255 "
+            "seconds; the default 1 is used",
+        )
+        return
+    if value is not None:
+        inst.advert_int = value
+        inst_spans(ctx, inst)["advert_int"] = node.word_span(1)
+
+
+def _i_version(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    value = ctx.integer(node, 2, 3)
+    if value is not None:
+        inst.version = value
+
+
+def _i_preempt_delay(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    value = ctx.number(node, 0, 1000)
+    if value is not None:
+        inst.preempt_delay = value
+
+
+def _i_authentication(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    if node.children is None:
+        ctx.error(node.span, "authentication needs a { } block with auth_type and auth_pass")
+        return
+    inst_spans(ctx, inst)["authentication"] = node.span
+    for child in node.children:
+        if child.keyword == "auth_type":
+            kind = ctx.arg(child)
+            if kind is None:
+                continue
+            if kind.upper() not in ("PASS", "AH"):
+                ctx.error(
+                    child.word_span(1), f"({inst.name}) unknown auth_type '{kind}'; use PASS or AH"
+                )
+                continue
+            inst.auth_type = kind.upper()
+            if inst.auth_type == "AH":
+                ctx.warning(
+                    child.word_span(1),
+                    "auth_type AH is not supported by keeplb (RFC 3768 removed it); "
+                    "use PASS or none",
+                )
+        elif child.keyword == "auth_pass":
+            password = ctx.arg(child)
+            if password is None:
+                continue
+            if len(password) > 8:
+                ctx.error(
+                    child.word_span(1),
+                    f"({inst.name}) auth_pass is longer than 8 characters; it is truncated to "
+                    f"'{password[:8]}'",
+                    hint="VRRPv2 carries at most 8 characters of password",
+                )
+                password = password[:8]
+            inst.auth_pass = password
+        else:
+            _unknown(ctx, child, "authentication", ("auth_type", "auth_pass"))
+    if inst.auth_type and inst.auth_pass is None:
+        ctx.error(node.span, f"({inst.name}) authentication without auth_pass")
+
+
+def _vip_list(attr: str) -> Handler:
+    def handler(ctx: _Ctx, node: Node, inst: Any) -> None:
+        if node.children is None:
+            ctx.error(node.span, f"{node.keyword} needs a {{ }} block of addresses")
+            return
+        out: list[VirtualAddress] = getattr(inst, attr)
+        for child in node.children:
+            vip = _virtual_address(ctx, child)
+            if vip is not None:
+                out.append(vip)
+
+    return handler
+
+
+_VIP_OPTIONS = (
+    "brd",
+    "broadcast",
+    "dev",
+    "scope",
+    "label",
+    "no_track",
+    "preferred_lft",
+    "home",
+    "nodad",
+    "noprefixroute",
+    "autojoin",
+    "-",
+    "peer",
+    "track_group",
+)
+
+
+def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
+    text = node.words[0]
+    try:
+        if "/" in text:
+            iface = ipaddress.ip_interface(text)
+        else:
+            addr = ipaddress.ip_address(text)
+            iface = ipaddress.ip_interface(f"{addr}/{addr.max_prefixlen}")
+    except ValueError:
+        ctx.error(node.word_span(0), f"invalid IP address '{text}'; address skipped")
+        return None
+    opts: dict[str, str] = {}
+    no_track = False
+    words = node.words[1:]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "no_track":
+            no_track = True
+            i += 1
+            continue
+        if word in ("home", "nodad", "noprefixroute", "autojoin", "-"):
+            i += 1
+            continue
+        if word not in _VIP_OPTIONS:
+            ctx.error(
+                node.word_span(i + 1),
+                f"unknown option '{word}' for address {text}",
+                hint=did_you_mean(word, _VIP_OPTIONS),
+            )
+            i += 1
+            continue
+        if i + 1 >= len(words):
+            ctx.error(node.word_span(i + 1), f"'{word}' needs a value (address {text})")
+            break
+        opts[word] = words[i + 1]
+        i += 2
+    if "brd" in opts or "broadcast" in opts:
+        brd = opts.get("brd", opts.get("broadcast", ""))
+        if brd not in ("+", "-"):
+            try:
+                ipaddress.ip_address(brd)
+            except ValueError:
+                ctx.error(node.span, f"invalid broadcast address '{brd}' for {text}")
+    return VirtualAddress(
+        address=iface,
+        brd=opts.get("brd", opts.get("broadcast")),
+        dev=opts.get("dev"),
+        scope=opts.get("scope"),
+        label=opts.get("label"),
+        no_track=no_track,
+        span=node.span,
+    )
+
+
+def _routes(attr: str) -> Handler:
+    def handler(ctx: _Ctx, node: Node, obj: Any) -> None:
+        if node.children is None:
+            ctx.error(node.span, f"{node.keyword} needs a {{ }} block of routes")
+            return
+        out: list[VirtualRoute] = getattr(obj, attr)
+        for child in node.children:
+            out.append(VirtualRoute(tuple(child.words), child.span))
+
+    return handler
+
+
+def _i_unicast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    text = ctx.arg(node)
+    if text is not None:
+        inst.unicast_src_ip = ctx.address(text, node.word_span(1), "unicast_src_ip")
+        if inst.unicast_src_ip is not None:
+            inst_spans(ctx, inst)["unicast_src_ip"] = node.word_span(1)
+
+
+def _i_mcast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    text = ctx.arg(node)
+    if text is not None:
+        inst.mcast_src_ip = ctx.address(text, node.word_span(1), "mcast_src_ip")
+
+
+def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    if node.children is None:
+        ctx.error(node.span, "unicast_peer needs a { } block of addresses")
+        return
+    inst_spans(ctx, inst)["unicast_peer"] = node.span
+    peer_spans = inst_spans(ctx, inst)
+    for child in node.children:
+        addr = ctx.address(child.words[0], child.word_span(0), "unicast_peer")
+        if addr is None:
+            continue
+        rest = child.words[1:]
+        if rest and rest[0] not in ("min_ttl", "max_ttl"):
+            ctx.error(child.word_span(1), f"unknown option '{rest[0]}' for unicast peer {addr}")
+        if addr in inst.unicast_peers:
+            ctx.warning(child.span, f"unicast peer {addr} listed twice")
+            continue
+        inst.unicast_peers.append(addr)
+        peer_spans[f"peer:{addr}"] = child.span
+
+
+def _track_refs(attr: str, kind: str) -> Handler:
+    def handler(ctx: _Ctx, node: Node, obj: Any) -> None:
+        if node.children is None:
+            ctx.error(node.span, f"{node.keyword} needs a {{ }} block of {kind} names")
+            return
+        out: list[TrackRef] = getattr(obj, attr)
+        for child in node.children:
+            name = child.words[0]
+            weight: int | None = None
+            reverse = False
+            rest = child.words[1:]
+            if rest and rest[0] == "weight":
+                if len(rest) < 2:
+                    ctx.error(child.word_span(1), f"'weight' needs a value ({kind} {name})")
+                else:
+                    weight = ctx.integer(child, -254, 254, index=2)
+                    if len(rest) > 2 and rest[2] == "reverse":
+                        reverse = True
+            elif rest:
+                ctx.error(
+                    child.word_span(1),
+                    f"unknown option '{rest[0]}' for {kind} {name}; expected 'weight N'",
+                )
+            out.append(TrackRef(name, weight, reverse, child.span))
+
+    return handler
+
+
+def _i_track_lb(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    """keeplb's `track_lb [backend...]`: bare means every backend, `track_lb off` none."""
+    names = list(node.args)
+    if node.children is not None:
+        names += [w for child in node.children for w in child.words]
+    if names == ["off"]:
+        inst.track_lb = []
+    else:
+        inst.track_lb = names or None
+
+
+def _i_use_vmac(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    inst.use_vmac = True
+    ctx.warning(
+        node.span,
+        f"keyword '{node.keyword}' is not supported by keeplb; the instance uses "
+        "the interface's own MAC address",
+    )
+
+
+def _i_accept(value: bool) -> Handler:
+    def handler(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+        inst.accept = value
+
+    return handler
+
+
+def _i_debug(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    inst.debug = ctx.integer(node, 0, 4) if len(node.words) > 1 else 0
+
+
+VRRP_INSTANCE: dict[str, Keyword] = {
+    "state": Keyword(_i_state),
+    "interface": Keyword(_i_interface),
+    "virtual_router_id": Keyword(_i_vrid),
+    "priority": Keyword(_i_priority),
+    "advert_int": Keyword(_i_advert_int),
+    "version": Keyword(_i_version),
+    "nopreempt": Keyword(_set("nopreempt", _bool)),
+    "preempt": Keyword(lambda ctx, node, inst: setattr(inst, "nopreempt", False)),
+    "preempt_delay": Keyword(_i_preempt_delay),
+    "authentication": Keyword(_i_authentication, block=True),
+    "unicast_src_ip": Keyword(_i_unicast_src),
+    "unicast_peer": Keyword(_i_unicast_peer, block=True),
+    "mcast_src_ip": Keyword(_i_mcast_src),
+    "virtual_ipaddress": Keyword(_vip_list("virtual_ipaddresses"), block=True),
+    "virtual_ipaddress_excluded": Keyword(_vip_list("virtual_ipaddresses_excluded"), block=True),
+    "virtual_routes": Keyword(_routes("virtual_routes"), block=True),
+    "track_script": Keyword(_track_refs("track_scripts", "vrrp_script"), block=True),
+    "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
+    "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
+    "track_lb": Keyword(_i_track_lb, note="keeplb extension"),
+    "notify": Keyword(_set("notify", _script)),
+    "notify_master": Keyword(_set("notify_master", _script)),
+    "notify_backup": Keyword(_set("notify_backup", _script)),
+    "notify_fault": Keyword(_set("notify_fault", _script)),
+    "notify_stop": Keyword(_set("notify_stop", _script)),
+    "garp_master_delay": Keyword(_set("garp_master_delay", _float(0, 255))),
+    "garp_master_repeat": Keyword(_set("garp_master_repeat", _uint(1, 255))),
+    "garp_master_refresh": Keyword(_set("garp_master_refresh", _float(0, _UINT_MAX))),
+    "garp_master_refresh_repeat": Keyword(_set("garp_master_refresh_repeat", _uint(1, 255))),
+    "dont_track_primary": Keyword(_set("dont_track_primary", _bool)),
+    "accept": Keyword(_i_accept(True)),
+    "no_accept": Keyword(_i_accept(False)),
+    "strict_mode": Keyword(_set("strict_mode", _bool)),
+    "smtp_alert": Keyword(_set("smtp_alert", _bool)),
+    "native_ipv6": Keyword(_set("native_ipv6", _bool)),
+    "use_vmac": Keyword(_i_use_vmac, UNSUPPORTED),
+    "debug": Keyword(_i_debug),
+}
+_INSTANCE_UNSUPPORTED = """
+garp_lower_prio_delay garp_lower_prio_repeat higher_prio_send_advert
+lower_prio_no_advert kernel_rx_buf_size linkbeat_use_polling lvs_sync_daemon_interface
+mcast_dst_ip notify_deleted notify_master_rx_lower_pri old_unicast_checksum
+promote_secondaries track_bfd track_src_ip unicast_fault_no_peer unicast_ttl
+use_ipvlan use_vmac_addr virtual_rules vmac_xmit_base vrf check_unicast_src
+skip_check_adv_addr track_process down_timer_adverts garp_extra_if
+notify_priority_changes vmac_garp_intvl
+""".split()
+for _kw in _INSTANCE_UNSUPPORTED:
+    VRRP_INSTANCE.setdefault(
+        _kw, _unsupported(block=_kw in ("virtual_rules", "track_bfd", "track_process"))
+    )
+
+
+# --- vrrp_sync_group -------------------------------------------------------------
+
+
+def _sg_group(ctx: _Ctx, node: Node, sg: VrrpSyncGroup) -> None:
+    if node.children is None:
+        ctx.error(node.span, "group needs a { } block of vrrp_instance names")
+        return
+    sg.group.extend(w for child in node.children for w in child.words)
+
+
+SYNC_GROUP: dict[str, Keyword] = {
+    "group": Keyword(_sg_group, block=True),
+    "notify": Keyword(_set("notify", _script)),
+    "notify_master": Keyword(_set("notify_master", _script)),
+    "notify_backup": Keyword(_set("notify_backup", _script)),
+    "notify_fault": Keyword(_set("notify_fault", _script)),
+    "notify_stop": Keyword(_set("notify_stop", _script)),
+    "track_script": Keyword(_track_refs("track_scripts", "vrrp_script"), block=True),
+    "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
+    "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
+    "smtp_alert": Keyword(_set("smtp_alert", _bool)),
+    "global_tracking": _unsupported("deprecated in keepalived"),
+    "sync_group_tracking_weight": _unsupported(),
+    "track_bfd": _unsupported(block=True),
+    "track_process": _unsupported(block=True),
+    "notify_priority_changes": _unsupported(),
+}
+
+
+# --- per-block tables for keyword_table() ------------------------------------------
+
+BLOCK_TABLES: dict[str, dict[str, Keyword]] = {
+    "global_defs": GLOBAL_DEFS,
+    "vrrp_script": VRRP_SCRIPT,
+    "track_file": TRACK_FILE,
+    "vrrp_instance": VRRP_INSTANCE,
+    "vrrp_sync_group": SYNC_GROUP,
+}
+
+# Top-level blocks keepalived knows and keeplb does not run.
+ROOT_UNSUPPORTED: dict[str, str] = {
+    "virtual_server": "LVS (IPVS) virtual servers are not supported by keeplb; use `keeplb lb`",
+    "virtual_server_group": "LVS (IPVS) virtual servers are not supported by keeplb",
+    "bfd_instance": "BFD is not supported by keeplb",
+    "linkbeat_interfaces": "linkbeat is not supported by keeplb",
+    "linkbeat_use_polling": "linkbeat is not supported by keeplb",
+    "vrrp_track_process": "process tracking is not supported by keeplb; use a vrrp_script",
+    "track_process": "process tracking is not supported by keeplb; use a vrrp_script",
+    "garp_group": "garp_group is not supported by keeplb",
+    "track_group": "track_group is not supported by keeplb",
+    "net_namespace": "net_namespace is not supported by keeplb; run keeplb inside the namespace",
+    "net_namespace_ipvs": "net_namespace_ipvs is not supported by keeplb",
+    "namespace_with_ipsets": "namespace_with_ipsets is not supported by keeplb",
+    "use_pid_dir": "use_pid_dir is not supported by keeplb; use -p",
+    "child_wait_time": "child_wait_time is not supported by keeplb",
+    "interface_up_down_delays": "interface_up_down_delays is not supported by keeplb",
+    "static_rules": "static_rules (policy routing) are not supported by keeplb",
+    "instance": "instance is not supported by keeplb",
+}
+ROOT_SUPPORTED = (
+    "global_defs",
+    "vrrp_script",
+    "vrrp_instance",
+    "vrrp_sync_group",
+    "track_file",
+    "vrrp_track_file",
+    "static_ipaddress",
+    "static_routes",
+)
+
+
+def keyword_table() -> list[tuple[str, str, str]]:
+    """Every keyword keeplb knows, as (block, keyword, 'supported'|'unsupported'), for docs."""
+    rows: list[tuple[str, str, str]] = []
+    for name in ROOT_SUPPORTED:
+        rows.append(("(top level)", name, SUPPORTED))
+    for name in ROOT_UNSUPPORTED:
+        rows.append(("(top level)", name, UNSUPPORTED))
+    for block, table in BLOCK_TABLES.items():
+        for keyword, kw in table.items():
+            rows.append((block, keyword, kw.status))
+    rows.append(("authentication", "auth_type", SUPPORTED))
+    rows.append(("authentication", "auth_pass", SUPPORTED))
+    return rows
+
+
+# --------------------------------------------------------------------------
+# walking the tree
+# --------------------------------------------------------------------------
+
+
+def inst_spans(ctx: _Ctx, obj: Any) -> dict[str, Span]:
+    """Spans of particular settings of an object, for the whole-config checks."""
+    key = id(obj)
+    store: dict[int, dict[str, Span]] = ctx.__dict__.setdefault("_spans", {})
+    return store.setdefault(key, {})
+
+
+def _unknown(ctx: _Ctx, node: Node, block: str, choices: Sequence[str]) -> None:
+    ctx.error(
+        node.word_span(0),
+        f"unknown keyword '{node.keyword}' in '{block}'",
+        hint=did_you_mean(node.keyword, choices),
+    )
+
+
+def _apply(ctx: _Ctx, node: Node, block: str, table: Mapping[str, Keyword], obj: Any) -> None:
+    if node.children is None:
+        ctx.error(node.span, f"'{block}' needs a {{ }} block")
+        return
+    for child in node.children:
+        kw = table.get(child.keyword)
+        if kw is None:
+            _unknown(ctx, child, block, list(table))
+            continue
+        if kw.block and child.children is None:
+            ctx.error(child.span, f"'{child.keyword}' needs a {{ }} block")
+            continue
+        if not kw.block and child.children is not None and kw.handler is not None:
+            ctx.error(
+                child.open_span or child.span,
+                f"unexpected '{{' after '{child.keyword}'; block ignored",
+            )
+            continue
+        if kw.status == UNSUPPORTED and kw.handler is None:
+            ctx.warning(child.word_span(0), f"keyword '{child.keyword}' is not supported by keeplb")
+            continue
+        if kw.status == UNSUPPORTED and block == "global_defs":
+            ctx.warning(child.word_span(0), f"keyword '{child.keyword}' is not supported by keeplb")
+        if kw.handler is not None:
+            kw.handler(ctx, child, obj)
+
+
+def _name(ctx: _Ctx, node: Node) -> str | None:
+    if len(node.words) < 2:
+        ctx.error(node.span, f"'{node.keyword}' needs a name")
+        return None
+    return node.words[1]
+
+
+def _root(ctx: _Ctx, nodes: list[Node]) -> None:
+    cfg = ctx.cfg
+    for node in nodes:
+        kw = node.keyword
+        if kw == "global_defs":
+            if node.children is None:
+                ctx.error(node.span, "'global_defs' needs a { } block")
+                continue
+            if cfg.global_defs.span is None:
+                cfg.global_defs.span = node.span
+            _apply(ctx, node, kw, GLOBAL_DEFS, cfg.global_defs)
+        elif kw == "vrrp_script":
+            name = _name(ctx, node)
+            if name is None:
+                continue
+            script = VrrpScript(name, span=node.span)
+            _apply(ctx, node, kw, VRRP_SCRIPT, script)
+            if name in cfg.scripts:
+                ctx.error(
+                    node.span,
+                    f"vrrp_script {name} already defined",
+                    hint=_first(cfg.scripts[name].span),
+                )
+                continue
+            if not script.script:
+                ctx.error(node.span, f"vrrp_script {name} has no 'script'; it is ignored")
+                continue
+            ctx.scripts_in_use = True
+            cfg.scripts[name] = script
+        elif kw in ("track_file", "vrrp_track_file"):
+            name = _name(ctx, node)
+            if name is None:
+                continue
+            tf = TrackFileDef(name, span=node.span)
+            _apply(ctx, node, kw, TRACK_FILE, tf)
+            if not tf.file:
+                ctx.error(node.span, f"{kw} {name} has no 'file'; it is ignored")
+                continue
+            cfg.track_files[name] = tf
+        elif kw == "vrrp_instance":
+            _vrrp_instance(ctx, node)
+        elif kw == "vrrp_sync_group":
+            name = _name(ctx, node)
+            if name is None:
+                continue
+            sg = VrrpSyncGroup(name, span=node.span)
+            _apply(ctx, node, kw, SYNC_GROUP, sg)
+            if any(g.name == name for g in cfg.sync_groups):
+                ctx.error(node.span, f"vrrp_sync_group {name} already defined")
+                continue
+            cfg.sync_groups.append(sg)
+        elif kw == "static_ipaddress":
+            _vip_list("static_ipaddresses")(ctx, node, cfg)
+        elif kw == "static_routes":
+            _routes("static_routes")(ctx, node, cfg)
+        elif kw in ROOT_UNSUPPORTED:
+            ctx.warning(
+                node.word_span(0),
+                f"keyword '{kw}' is not supported by keeplb",
+                hint=ROOT_UNSUPPORTED[kw],
+            )
+            if kw == "virtual_server":
+                _check_virtual_server(ctx, node)
+        else:
+            ctx.error(
+                node.word_span(0),
+                f"unknown keyword '{kw}'"
+                + (" (with a block, ignored)" if node.children is not None else ""),
+                hint=did_you_mean(kw, [*ROOT_SUPPORTED, *ROOT_UNSUPPORTED]),
+            )
+
+
+def _first(span: Span | None) -> str | None:
+    return f"first defined at {span}" if span else None
+
+
+def _check_virtual_server(ctx: _Ctx, node: Node) -> None:
+    """The two checks keepalived -t makes on every LVS virtual_server, kept for the verdict."""
+    children = node.children or []
+    if not any(c.keyword == "real_server" for c in children):
+        ctx.error(node.span, f"virtual server {' '.join(node.args)} has no real servers")
+    if not any(c.keyword in ("lb_kind", "lvs_method") for c in children):
+        ctx.error(
+            node.span,
+            f"virtual server {' '.join(node.args)}: no forwarding method set "
+            "(lb_kind); keepalived defaults to NAT",
+        )
+
+
+def _vrrp_instance(ctx: _Ctx, node: Node) -> None:
+    ctx.has_vrrp = True
+    name = _name(ctx, node)
+    if name is None:
+        return
+    inst = VrrpInstance(name, span=node.span)
+    _apply(ctx, node, "vrrp_instance", VRRP_INSTANCE, inst)
+    if name in ctx.instance_spans:
+        ctx.error(
+            node.word_span(1),
+            f"vrrp instance {name} already defined; this one is ignored",
+            hint=_first(ctx.instance_spans[name]),
+        )
+        return
+    ctx.instance_spans[name] = node.span
+    if _validate_instance(ctx, inst):
+        ctx.cfg.instances.append(inst)
+    else:
+        ctx.dropped_instances.add(name)
+
+
+def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
+    """keepalived's vrrp_complete_instance checks; False when keepalived drops the instance."""
+    where = inst.span
+    spans = inst_spans(ctx, inst)
+    keep = True
+    g = ctx.cfg.global_defs
+    version = inst.version or g.vrrp_version
+    if inst.virtual_router_id is None:
+        ctx.error(
+            where,
+            f"({inst.name}) the virtual router id must be set",
+            hint="add 'virtual_router_id N' (1-255)",
+        )
+        keep = False
+    if inst.interface is None and not inst.unicast_peers:
+        ctx.error(where, f"({inst.name}) no interface set", hint="add 'interface NAME'")
+        keep = False
+    if inst.nopreempt and inst.state is VrrpStateName.MASTER:
+        ctx.error(
+            where,
+            f"({inst.name}) nopreempt will not work with initial state MASTER; nopreempt is cleared",
+            hint="use 'state BACKUP' with nopreempt",
+        )
+        inst.nopreempt = False
+    family = inst.family
+    if not inst.virtual_ipaddresses:
+        ctx.error(where, f"({inst.name}) no virtual_ipaddress specified; at least one is sensible")
+    else:
+        for vip in inst.virtual_ipaddresses[1:]:
+            if vip.address.version != family:
+                ctx.error(
+                    vip.span,
+                    f"({inst.name}) address {vip.address} is not IPv{family} like the "
+                    "first virtual address; use virtual_ipaddress_excluded for the other family",
+                )
+    if family == 6 and version == 2:
+        if inst.version == 2:
+            ctx.error(
+                where, f"({inst.name}) VRRP version 2 does not support IPv6; version 3 is used"
+            )
+        inst.version = 3
+        version = 3
+    if version == 2 and inst.advert_int != int(inst.advert_int):
+        rounded = max(1, round(inst.advert_int))
+        ctx.error(
+            spans.get("advert_int", where),
+            f"({inst.name}) VRRPv2 advertisement interval {inst.advert_int:g}s must be an integer; "
+            f"{rounded}s is used",
+            hint="VRRP version 2 counts in whole seconds; use 'version 3' for sub-second adverts",
+        )
+        inst.advert_int = float(rounded)
+    if version == 3 and inst.advert_int > 40.95:
+        ctx.error(
+            spans.get("advert_int", where),
+            f"({inst.name}) VRRPv3 advert_int must be at most 40.95s",
+        )
+        inst.advert_int = 40.95
+    if inst.auth_type is not None and version == 3:
+        ctx.error(
+            spans.get("authentication", where),
+            f"({inst.name}) VRRP version 3 does not support authentication; it is ignored",
+        )
+        inst.auth_type = None
+        inst.auth_pass = None
+    if inst.auth_type is not None and g.vrrp_strict:
+        ctx.error(
+            spans.get("authentication", where),
+            f"({inst.name}) vrrp_strict forbids authentication; it is ignored",
+        )
+        inst.auth_type = None
+        inst.auth_pass = None
+    if inst.unicast_src_ip is not None and inst.unicast_src_ip.version != family:
+        ctx.error(
+            spans.get("unicast_src_ip", where),
+            f"({inst.name}) unicast_src_ip {inst.unicast_src_ip} is not IPv{family} like the instance",
+        )
+        inst.unicast_src_ip = None
+    peers = []
+    for peer in inst.unicast_peers:
+        if peer.version != family:
+            ctx.error(
+                spans.get(f"peer:{peer}", where),
+                f"({inst.name}) unicast peer {peer} is not IPv{family} like the instance; peer skipped",
+            )
+            continue
+        peers.append(peer)
+    inst.unicast_peers = peers
+    if not peers and ("unicast_peer" in spans or "unicast_src_ip" in spans):
+        ctx.error(
+            spans.get("unicast_peer", spans.get("unicast_src_ip", where)),
+            f"({inst.name}) a unicast keyword is given without any unicast peer; multicast is used",
+        )
+    if g.vrrp_strict and inst.unicast_peers:
+        ctx.error(
+            spans.get("unicast_peer", where), f"({inst.name}) vrrp_strict forbids unicast peers"
+        )
+    return keep
+
+
+def _check_scripts(ctx: _Ctx) -> None:
+    """keepalived's script checks: does each script exist, and is script security on."""
+    g = ctx.cfg.global_defs
+    cfg = ctx.cfg
+    path = ctx.env.get("PATH", DEFAULT_PATH)
+    if (
+        g.enable_script_security
+        and g.script_user is None
+        and ctx.host_checks
+        and ctx.scripts_in_use
+    ):
+        try:
+            pwd.getpwnam(DEFAULT_SCRIPT_USER)
+        except KeyError:
+            ctx.error(
+                g.span,
+                f"enable_script_security is set without script_user, and the default user "
+                f"'{DEFAULT_SCRIPT_USER}' does not exist; scripts cannot run",
+                hint="add 'script_user root' (or another user) to global_defs",
+            )
+            cfg.scripts.clear()
+    if not ctx.host_checks:
+        return
+    for name, script in list(cfg.scripts.items()):
+        program = script.script.split()[0] if script.script.split() else ""
+        if program and not _find_program(program, path):
+            ctx.error(
+                script.span,
+                f"vrrp_script {name}: '{program}' not found or not executable; the script is disabled",
+            )
+            if g.enable_script_security:
+                del cfg.scripts[name]
+
+
+def _find_program(program: str, path: str) -> bool:
+    if "/" in program:
+        return os.path.isfile(program) and os.access(program, os.X_OK)
+    for folder in path.split(":"):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return True
+    return False
+
+
+def _check_references(ctx: _Ctx) -> None:
+    cfg = ctx.cfg
+    for inst in cfg.instances:
+        refs = []
+        for ref in inst.track_scripts:
+            if ref.name in cfg.scripts:
+                refs.append(ref)
+            else:
+                ctx.error(
+                    ref.span,
+                    f"({inst.name}) track script {ref.name} not found; ignored",
+                    hint=did_you_mean(ref.name, cfg.scripts) or "define it in a vrrp_script block",
+                )
+        inst.track_scripts = refs
+        files = []
+        for ref in inst.track_files:
+            if ref.name in cfg.track_files:
+                files.append(ref)
+            else:
+                ctx.error(ref.span, f"({inst.name}) track file {ref.name} not found; ignored")
+        inst.track_files = files
+        for ref in inst.track_interfaces:
+            if ref.name == inst.interface:
+                ctx.error(
+                    ref.span,
+                    f"({inst.name}) track_interface {ref.name} is the instance's own "
+                    "interface, which is always tracked; ignored",
+                )
+            elif ctx.host_checks:
+                if not _interface_exists(ref.name):
+                    ctx.error(
+                        ref.span,
+                        f"({inst.name}) track_interface {ref.name} does not exist on this host",
+                    )
+    seen: dict[tuple[int, int, str], VrrpInstance] = {}
+    for inst in cfg.instances:
+        if inst.virtual_router_id is None:
+            continue
+        key = (inst.virtual_router_id, inst.family, inst.interface or "")
+        other = seen.get(key)
+        if other is not None:
+            ctx.error(
+                inst.span,
+                f"{other.name} and {inst.name} both use VRID {inst.virtual_router_id} with "
+                f"IPv{inst.family} on interface {inst.interface}",
+                hint="each instance on an interface needs its own virtual_router_id",
+            )
+        else:
+            seen[key] = inst
+    names = {i.name for i in cfg.instances}
+    in_group: dict[str, str] = {}
+    for sg in cfg.sync_groups:
+        members = []
+        for member in sg.group:
+            if member not in names:
+                if member not in ctx.dropped_instances:
+                    ctx.error(
+                        sg.span, f"vrrp_sync_group {sg.name}: vrrp_instance {member} does not exist"
+                    )
+                continue
+            if member in in_group:
+                ctx.error(
+                    sg.span,
+                    f"vrrp_instance {member} is in both sync groups {in_group[member]} and {sg.name}",
+                )
+                continue
+            in_group[member] = sg.name
+            members.append(member)
+        sg.group = members
+        for ref in sg.track_scripts:
+            if ref.name not in cfg.scripts:
+                ctx.error(
+                    ref.span,
+                    f"vrrp_sync_group {sg.name}: track script {ref.name} not found; ignored",
+                )
+
+
+def _check_security(ctx: _Ctx) -> None:
+    g = ctx.cfg.global_defs
+    if ctx.scripts_in_use and not g.enable_script_security:
+        ctx.diags.security_violation = True
+        ctx.error(
+            ctx.first_script,
+            SECURITY_VIOLATION,
+            hint="scripts run as root; add 'enable_script_security' and 'script_user USER' to global_defs",
+        )
+
+
+# --------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------
+
+
+def parse(
+    path: str,
+    defines: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    host_checks: bool = True,
+) -> tuple[KeepalivedConfig, KeepalivedDiagnostics]:
+    """Parse a keepalived.conf and its includes.
+
+    `defines` are the config ids (keepalived -i) that `@id` lines select.
+    `env` is the environment scripts are looked up in (PATH); os.environ by default.
+    `host_checks` compares the config with this host as keepalived -t does
+    (interfaces, script programs, script_user); turn it off to check a file
+    meant for another machine or network namespace.
+
+    Never raises on bad input and never prints: everything is in the diagnostics.
+    """
+    diags = KeepalivedDiagnostics()
+    ctx = _Ctx(diags, os.environ if env is None else env, host_checks)
+    try:
+        nodes, files, opened = kalexer.read(path, defines, diags, env)
+        ctx.cfg.files = files
+        if not opened:
+            diags.aborted = True
+            return ctx.cfg, diags
+        _root(ctx, nodes)
+        _check_references(ctx)
+        # keepalived validates scripts in its VRRP process, which only starts
+        # when there is a vrrp_instance.
+        if ctx.has_vrrp:
+            _check_scripts(ctx)
+            _check_security(ctx)
+    except RecursionError:
+        diags.error(Span(path, 0), "configuration nested too deeply")
+    return ctx.cfg, diags

@@ -1,0 +1,469 @@
+"""The `keeplb lb` worker: HaproxyConfig -> runtime objects -> listening sockets,
+relay, health checks and logs, until asked to stop.
+
+Entry points:
+- `build_runtime(cfg)`: the ProcessRuntime (counters and states) for a config.
+- `open_listeners(cfg)`: bind every `bind` line; a master binds once and passes
+  the sockets to each new worker on reload (`listen_sockets`, keyed by `bind_key`).
+- `serve(cfg, stop=...)`: run until `stop` is set, then stop accepting and
+  drain the sessions for at most the drain timeout (`hard-stop-after`, or 10 s).
+- `main(paths)`: what `keeplb lb -f FILE` runs in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from keeplb.config.model import Address, Bind, HaproxyConfig, Proxy
+from keeplb.errors import ConfigError, KeeplbError
+from keeplb.lb.balance import BalancedServer, Balancer, make_balancer
+from keeplb.lb.checks import HealthChecker
+from keeplb.lb.health import BE_WEIGHT_SCALE
+from keeplb.lb.log import LogHub
+from keeplb.lb.proxy import Backend, Frontend, Limits, Listener, Session
+from keeplb.lb.server import (
+    AdminState,
+    BackendRuntime,
+    FrontendRuntime,
+    OpState,
+    ProcessRuntime,
+    ServerRuntime,
+)
+
+_log = logging.getLogger("keeplb.lb")
+
+DEFAULT_DRAIN_S = 10.0
+HealthCallback = Callable[[dict[str, tuple[int, int]]], None]
+
+
+# --------------------------------------------------------------------------
+# runtime objects
+# --------------------------------------------------------------------------
+
+
+def default_maxconn() -> int:
+    """haproxy derives the global maxconn from RLIMIT_NOFILE when none is set:
+    two descriptors per session plus a reserve for listeners, checks and logs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(100, (soft - 100) // 2)
+
+
+def _resolve(host: str) -> str:
+    """A numeric address for a server's host, resolved once at start as haproxy's
+    `init-addr libc` does; raises KeeplbError when it cannot be resolved."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise KeeplbError(f"could not resolve address '{host}': {exc}") from None
+    for family, _, _, _, sa in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            return str(sa[0])
+    raise KeeplbError(f"could not resolve address '{host}'")
+
+
+def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True) -> ProcessRuntime:
+    """Counters and states for every frontend, backend and server of `cfg`,
+    all servers UP (haproxy starts checked servers UP) unless `disabled`."""
+    g = cfg.global_
+    proc = ProcessRuntime(pid=os.getpid(), started=time.time(),
+                          maxconn=g.maxconn or default_maxconn(), nbthread=g.nbthread or 1)
+    now = time.monotonic()
+    for iid, p in enumerate(cfg.proxies, start=1):
+        if p.disabled:
+            continue
+        if p.kind.has_frontend:
+            proc.frontends.append(FrontendRuntime(config=p, iid=iid, maxconn=p.maxconn or 0))
+        if p.kind.has_backend:
+            be = BackendRuntime(config=p, iid=iid, last_change=now)
+            for sid, s in enumerate(p.servers, start=1):
+                host = s.address.host
+                if resolve and s.address.family not in ("unix", "abns") and host:
+                    host = _resolve(host)
+                weight = s.weight
+                rt = ServerRuntime(
+                    config=s, backend=p.name, sid=s.options.id or sid, host=host,
+                    port=s.address.port_low, uweight=weight, eweight=weight,
+                    check_enabled=bool(s.options.check), last_change=now,
+                    maxconn=s.options.maxconn or 0, maxqueue=s.options.maxqueue or 0)
+                if s.options.disabled:
+                    rt.admin = AdminState.MAINT
+                if rt.check_enabled:
+                    rise = s.options.rise or 2
+                    rt.health = rise  # haproxy 2.6: UP 1/fall until the first check passes
+                be.servers.append(rt)
+            proc.backends.append(be)
+    return proc
+
+
+def make_backend_balancer(p: Proxy, servers: Sequence[ServerRuntime]) -> Balancer:
+    """The backend's balancer with its usable servers set up; unsupported
+    algorithms fall back to roundrobin (the config checker warns about them)."""
+    bs = [BalancedServer(s.name, s.uweight * BE_WEIGHT_SCALE, s.backup, s.maxconn)
+          for s in servers]
+    allb = p.option("allbackups")
+    try:
+        bal = make_balancer(p.balance, bs, allbackups=allb)
+    except ValueError as exc:
+        _log.warning("backend %s: %s; using roundrobin", p.name, exc)
+        from keeplb.config.model import Balance
+        bal = make_balancer(Balance(), bs, allbackups=allb)
+    for s in servers:
+        if s.admin is AdminState.READY and s.op is not OpState.STOPPED:
+            bal.set_up(s.name)
+    return bal
+
+
+# --------------------------------------------------------------------------
+# listening sockets
+# --------------------------------------------------------------------------
+
+
+def bind_key(addr: Address, port: int | None) -> str:
+    """How a bound socket is named when a master passes it to a new worker."""
+    if addr.family == "unix":
+        return f"unix@{addr.host}"
+    host = addr.host or "*"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def _bind_one(addr: Address, port: int | None, bind: Bind, backlog: int) -> socket.socket:
+    if addr.family == "unix":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(addr.host)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: Any = addr.host
+    else:
+        host = addr.host if addr.host not in ("", "*") else "0.0.0.0"
+        family = socket.AF_INET6 if addr.family == "ipv6" or ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        target = (host, port or 0)
+    try:
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Lets an old and a new worker (reload) or N workers (nbthread) share a port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                1 if bind.v6only else 0)
+            if bind.transparent:
+                sock.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+            if bind.interface:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                bind.interface.encode())
+        sock.bind(target)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_listeners(cfg: HaproxyConfig,
+                   existing: dict[str, socket.socket] | None = None) -> dict[str, socket.socket]:
+    """Bind every `bind` line of every enabled frontend (each port of a range).
+
+    Sockets in `existing` with the same key are reused as they are. On any
+    failure the sockets opened here are closed and KeeplbError says which
+    address, in haproxy's words.
+    """
+    existing = existing or {}
+    out: dict[str, socket.socket] = {}
+    opened: list[socket.socket] = []
+    try:
+        for p in cfg.frontends:
+            if p.disabled:
+                continue
+            for b in p.binds:
+                ports: Sequence[int | None] = list(b.address.ports()) or [None]
+                for port in ports:
+                    key = bind_key(b.address, port)
+                    if key in out:
+                        continue
+                    if key in existing:
+                        out[key] = existing[key]
+                        continue
+                    backlog = b.backlog or p.backlog or min(
+                        65535, max(1024, b.maxconn or p.maxconn or 1024))
+                    try:
+                        sock = _bind_one(b.address, port, b, backlog)
+                    except OSError as exc:
+                        where = f" ({b.span})" if b.span else ""
+                        raise KeeplbError(
+                            f"Starting frontend {p.name}: cannot bind socket "
+                            f"({exc.strerror}) [{key}]{where}") from None
+                    opened.append(sock)
+                    out[key] = sock
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------
+# the worker
+# --------------------------------------------------------------------------
+
+
+class LoadBalancer:
+    """Everything one worker runs for one config."""
+
+    def __init__(self, cfg: HaproxyConfig, runtime: ProcessRuntime | None = None,
+                 on_health: HealthCallback | None = None) -> None:
+        self.cfg = cfg
+        self.runtime = runtime or build_runtime(cfg)
+        g = cfg.global_
+        self.logs = LogHub(g.logs, tag=g.log_tag, pid=self.runtime.pid)
+        self.limits = Limits(self.runtime)
+        self.backends: dict[str, Backend] = {}
+        self.frontends: list[Frontend] = []
+        self.on_health = on_health
+        self.checker: HealthChecker | None = None
+        for brt in self.runtime.backends:
+            bal = make_backend_balancer(brt.config, brt.servers)
+            be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
+            be.on_health = self._health_changed
+            self.backends[brt.name] = be
+        for frt in self.runtime.frontends:
+            fe = Frontend(frt, self.limits, self.backends, self.logs.for_proxy(frt.config))
+            self.frontends.append(fe)
+            self.limits.frontends.append(fe)
+
+    def health(self) -> dict[str, tuple[int, int]]:
+        """{backend: (active servers up, backup servers up)}."""
+        return {name: (be.rt.active_up, be.rt.backup_up) for name, be in self.backends.items()}
+
+    def _health_changed(self) -> None:
+        if self.on_health is not None:
+            self.on_health(self.health())
+
+    def backend(self, name: str) -> Backend | None:
+        return self.backends.get(name)
+
+    # -- state changes from checks or operators ----------------------------
+
+    def on_transition(self, server: ServerRuntime, went_up: bool, result: Any = None) -> None:
+        """HealthChecker callback: `server` just went UP or DOWN after `result`.
+
+        `result` is a CheckResult (status, info, duration, code); any object with
+        those attributes, or None for an operator's action, is accepted.
+        """
+        be = self.backends.get(server.backend)
+        if be is None:
+            return
+        desc, info, duration, code = _result_fields(result, went_up)
+        now = time.monotonic()
+        if went_up:
+            if server.op is OpState.STOPPED and server.last_change:
+                server.downtime_s += now - server.last_change
+            slowstart = server.config.options.slowstart or 0
+            server.op = OpState.STARTING if slowstart > 0 else OpState.RUNNING
+            server.eweight = server.uweight
+            server.last_change = now
+            be.server_up(server, desc, info, duration, code)
+        else:
+            server.op = OpState.STOPPED
+            server.check_downs += 1
+            server.last_change = now
+            be.server_down(server, desc, info, duration, code)
+
+    # -- listening ---------------------------------------------------------
+
+    def start_listeners(self, socks: dict[str, socket.socket]) -> None:
+        for fe in self.frontends:
+            for b in fe.cfg.binds:
+                ports: list[int | None] = list(b.address.ports()) or [None]
+                for port in ports:
+                    key = bind_key(b.address, port)
+                    sock = socks.get(key)
+                    if sock is None or any(li.key == key for li in fe.listeners):
+                        continue
+                    fe.listeners.append(Listener(sock, fe, key))
+            if fe.can_accept():
+                fe.resume()
+
+    def stop_listeners(self, close: bool = True) -> None:
+        self.limits.stopping = True
+        self.runtime.stopping = True
+        for fe in self.frontends:
+            for li in fe.listeners:
+                if close:
+                    li.close()
+                else:
+                    li.pause()
+
+    def sessions(self) -> list[Session]:
+        return list(self.limits.sessions)
+
+    async def close(self) -> None:
+        if self.checker is not None:
+            await self.checker.stop()
+            self.checker = None
+        self.logs.close()
+
+
+def _result_fields(result: Any, went_up: bool) -> tuple[str, str, int | None, int | None]:
+    if result is None:
+        return ("Layer4 check passed" if went_up else "Layer4 connection problem", "", None,
+                None)
+    status = getattr(result, "status", None)
+    desc = getattr(status, "description", None) or str(status or "")
+    info = getattr(result, "info", "") or ""
+    duration = getattr(result, "duration_ms", None)
+    if duration is None:
+        d = getattr(result, "duration", None)
+        duration = int(d * 1000) if isinstance(d, float) else d
+    code = getattr(result, "code", None)
+    return desc, str(info), duration, code
+
+
+def _start_checks(lb: LoadBalancer) -> HealthChecker | None:
+    """Start the active health checks of servers with `check`; None when there are none."""
+    if not any(s.check_enabled for be in lb.runtime.backends for s in be.servers):
+        return None
+    spread = lb.cfg.global_.tune.get("spread-checks", "0")
+    checker = HealthChecker(lb.runtime, on_transition=lb.on_transition,
+                            spread_checks=int(spread) if spread.isdigit() else 0)
+    for w in checker.warnings:
+        _log.warning("%s", w)
+    lb.checker = checker
+    checker.start()
+    return checker
+
+
+async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
+                on_ready: Callable[[], None] | None = None,
+                on_health: HealthCallback | None = None,
+                listen_sockets: dict[str, socket.socket] | None = None,
+                force: asyncio.Event | None = None,
+                drain_timeout: float | None = None,
+                runtime: ProcessRuntime | None = None,
+                checks: bool = True) -> int:
+    """Run the load balancer for `cfg` until `stop` is set; returns 0.
+
+    listen_sockets: sockets bound beforehand (by a master, for a seamless
+    reload), keyed by `bind_key`; the missing ones are bound here. On stop
+    the listeners close, sessions drain for at most `drain_timeout` seconds
+    (default: `hard-stop-after`, else 10 s; `force` cuts it short) and the
+    ones left are killed (termination state 'K').
+    """
+    lb = LoadBalancer(cfg, runtime, on_health)
+    socks = open_listeners(cfg, listen_sockets)
+    try:
+        lb.start_listeners(socks)
+        if checks:
+            _start_checks(lb)
+        if on_health is not None:
+            on_health(lb.health())
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+        lb.stop_listeners(close=True)
+        if drain_timeout is None:
+            hs = cfg.global_.hard_stop_after
+            drain_timeout = hs / 1000 if hs else DEFAULT_DRAIN_S
+        await _drain(lb, drain_timeout, force)
+    finally:
+        lb.stop_listeners(close=True)
+        for sock in socks.values():
+            sock.close()
+        for sess in lb.sessions():
+            sess.kill("K")
+        await lb.close()
+    return 0
+
+
+async def _drain(lb: LoadBalancer, timeout: float, force: asyncio.Event | None) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while lb.limits.sessions and loop.time() < deadline:
+        if force is not None and force.is_set():
+            break
+        await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+    for sess in lb.sessions():
+        sess.kill("K")
+    # Let the aborted transports deliver connection_lost so every session logs.
+    for _ in range(10):
+        if not lb.limits.sessions:
+            break
+        await asyncio.sleep(0.01)
+
+
+def raise_nofile(target: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit towards `target` (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def load(paths: Sequence[str]) -> HaproxyConfig:
+    """Parse haproxy.cfg files; raises ConfigError when they hold errors and logs
+    the warnings."""
+    from keeplb.config import haproxy
+
+    cfg, diags = haproxy.parse(list(paths))
+    for d in diags:
+        if not d.is_error:
+            _log.warning("%s", d)
+    if diags.has_errors:
+        raise ConfigError(diags.errors)
+    return cfg
+
+
+def main(paths: Sequence[str], *, drain_timeout: float | None = None,
+         on_ready: Callable[[], None] | None = None) -> int:
+    """`keeplb lb -f FILE...` in the foreground: parse, bind, serve until SIGTERM or
+    SIGINT (a second one forces the stop). Raises ConfigError / KeeplbError for
+    cli.py to report; returns 0 after a clean stop."""
+    cfg = load(paths)
+    g = cfg.global_
+    raise_nofile(g.ulimit_n or 2 * (g.maxconn or 0) + 200)
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        force = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                force.set()
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await serve(cfg, stop=stop, force=force, on_ready=on_ready,
+                               drain_timeout=drain_timeout)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    return run_loop(run)
+
+
+def run_loop(fn: Callable[[], Any]) -> int:
+    """Run the coroutine function `fn` on uvloop (asyncio's loop if uvloop is absent)."""
+    try:
+        import uvloop
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return int(runner.run(fn()))

@@ -1,0 +1,813 @@
+"""HAProxy's runtime API (the stats socket), as haproxy 2.6 speaks it.
+
+`stats socket /run/haproxy.sock mode 660 level admin` or
+`stats socket ipv4@127.0.0.1:9999 level operator` in the global section; tools
+such as socat, hatop or a Prometheus exporter talk to it unchanged.
+
+Two layers (the h11 shape):
+
+- `CliSession`: sans-IO. `session.execute_line(line) -> str` runs one input
+  line (several commands separated by ';'), returns the exact bytes haproxy
+  would write, and sets `session.closed` when the connection must end. It
+  reads and changes the runtime only through `RuntimeControl`.
+- `start_stats_socket(sock, runtime, control)`: the asyncio shell, one
+  `CliSession` per connection.
+
+The RuntimeControl contract (app.py implements it)
+--------------------------------------------------
+
+Every state change an operator asks for goes through these methods, so the
+balancer and the health checker learn about it; the CLI never edits a
+ServerRuntime itself. Each method is called on the event loop, with a server
+of `runtime`, after the CLI validated the arguments, and must not raise for a
+valid input:
+
+    set_admin_state(server, state: AdminState)   # ready / drain / maint
+    set_weight(server, weight: int)              # new uweight, 0..256
+    set_addr(server, host: str, port: int|None)  # host is an IP literal
+    enable_health(server) / disable_health(server)
+    set_health(server, op: OpState)              # `set server B/S health up|stopping|down`
+    set_maxconn(server, maxconn: int)            # 0: no limit
+
+`DirectControl` is the reference implementation: it only updates the
+ServerRuntime fields the stats read. app.py's control can subclass it and
+add the balancer / checker calls (Balancer.set_down on MAINT and DRAIN,
+set_up on READY when the server is up, update_weight on a weight change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import ipaddress
+import logging
+import os
+import pwd
+import re
+import stat as stat_mod
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol, runtime_checkable
+
+from keeplb.config.model import StatsSocket
+from keeplb.errors import KeeplbError
+from keeplb.lb import stats
+from keeplb.lb.server import (
+    AdminState,
+    BackendRuntime,
+    OpState,
+    ProcessRuntime,
+    ServerRuntime,
+)
+
+_log = logging.getLogger("keeplb.runtime")
+
+MAX_WEIGHT = 256  # haproxy's SRV_UWGHT_MAX
+MAX_LINE = 16384  # haproxy's default tune.bufsize: longer lines end the session
+DEFAULT_TIMEOUT = 10.0  # `stats timeout` default (seconds)
+
+
+class AccessLevel(IntEnum):
+    """`level user|operator|admin` of a stats socket (haproxy's ACCESS_LVL_*)."""
+
+    USER = 1
+    OPER = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: str) -> AccessLevel:
+        return {"user": cls.USER, "operator": cls.OPER, "admin": cls.ADMIN}.get(
+            text.lower(), cls.ADMIN)
+
+    @property
+    def word(self) -> str:
+        return {AccessLevel.USER: "user", AccessLevel.OPER: "operator",
+                AccessLevel.ADMIN: "admin"}[self]
+
+
+@runtime_checkable
+class RuntimeControl(Protocol):
+    """What the runtime API may change; see the module docstring for the contract."""
+
+    def set_admin_state(self, server: ServerRuntime, state: AdminState) -> None: ...
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None: ...
+
+    def set_addr(self, server: ServerRuntime, host: str, port: int | None) -> None: ...
+
+    def enable_health(self, server: ServerRuntime) -> None: ...
+
+    def disable_health(self, server: ServerRuntime) -> None: ...
+
+    def set_health(self, server: ServerRuntime, op: OpState) -> None: ...
+
+    def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None: ...
+
+
+class DirectControl:
+    """RuntimeControl that only updates the ServerRuntime objects.
+
+    Good for tests and as a base class: app.py overrides the methods, calls
+    super() and then tells its balancer and checker.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+
+    def set_admin_state(self, server: ServerRuntime, state: AdminState) -> None:
+        if server.admin is not state:
+            server.admin = state
+            server.last_change = self.clock()
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        server.uweight = weight
+        if server.op is not OpState.STARTING:
+            server.eweight = weight
+
+    def set_addr(self, server: ServerRuntime, host: str, port: int | None) -> None:
+        server.host = host
+        if port is not None:
+            server.port = port
+
+    def enable_health(self, server: ServerRuntime) -> None:
+        server.check_enabled = True
+
+    def disable_health(self, server: ServerRuntime) -> None:
+        server.check_enabled = False
+
+    def set_health(self, server: ServerRuntime, op: OpState) -> None:
+        if server.op is op:
+            return
+        now = self.clock()
+        if server.op is OpState.STOPPED and server.last_change > 0:
+            server.downtime_s += now - server.last_change
+        if op is OpState.STOPPED:
+            server.check_downs += 1
+            server.health = 0
+        else:
+            rise = server.config.options.rise or 2
+            fall = server.config.options.fall or 3
+            server.health = rise + fall - 1
+        server.op = op
+        server.last_change = now
+
+    def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:
+        server.maxconn = maxconn
+
+
+# --------------------------------------------------------------------------
+# command table
+# --------------------------------------------------------------------------
+
+CommandResult = str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One CLI keyword: its words, haproxy's usage line, the level it needs,
+    and the handler `(session, args) -> output text` (args include the words)."""
+
+    words: tuple[str, ...]
+    usage: str | None
+    level: AccessLevel
+    handler: Callable[[CliSession, list[str]], str]
+
+
+PERMISSION_DENIED = "Permission denied\n"
+NO_BACKEND = "No such backend.\n"
+NO_SERVER = "No such server.\n"
+REQUIRE_BS = "Require 'backend/server'.\n"
+
+# Commands haproxy 2.6 has and keeplb does not: they get a clear answer
+# instead of 'Unknown command'.
+HAPROXY_ONLY = tuple(tuple(w.split()) for w in (
+    "abort ssl ca-file", "abort ssl cert", "abort ssl crl-file", "add acl", "add map",
+    "add server", "add ssl crt-list", "clear acl", "clear map", "clear table",
+    "commit acl", "commit map", "commit ssl ca-file", "commit ssl cert",
+    "commit ssl crl-file", "del acl", "del map", "del server", "del ssl ca-file",
+    "del ssl cert", "del ssl crl-file", "del ssl crt-list", "disable agent",
+    "disable dynamic-cookie backend", "disable frontend", "enable agent",
+    "enable dynamic-cookie backend", "enable frontend", "get acl", "get map", "get var",
+    "new ssl ca-file", "new ssl cert", "new ssl crlfile", "prepare acl", "prepare map",
+    "set dynamic-cookie-key backend", "set map", "set maxconn frontend",
+    "set maxconn global", "set profiling", "set rate-limit", "set severity-output",
+    "set ssl ca-file", "set ssl cert", "set ssl crl-file", "set ssl ocsp-response",
+    "set ssl tls-key", "set table", "show acl", "show activity", "show cache",
+    "show cli sockets", "show env", "show errors", "show events", "show fd", "show libs",
+    "show map", "show peers", "show pools", "show profiling", "show resolvers",
+    "show schema json", "show servers conn", "show sess", "show ssl ca-file",
+    "show ssl cert", "show ssl crl-file", "show ssl crt-list", "show ssl ocsp-response",
+    "show ssl providers", "show startup-logs", "show table", "show tasks", "show threads",
+    "show tls-keys", "show trace", "shutdown frontend", "shutdown session",
+    "shutdown sessions server", "trace",
+))
+
+_ALWAYS_USAGE = (
+    "  help [<command>]                        : list matching or all commands\n"
+    "  prompt                                  : toggle interactive mode with prompt\n"
+    "  quit                                    : disconnect\n"
+)
+
+
+def _find_server(rt: ProcessRuntime, arg: str | None
+                 ) -> tuple[BackendRuntime | None, ServerRuntime | None, str | None]:
+    """haproxy's cli_find_server(): (backend, server, None) or an error text."""
+    if not arg or "/" not in arg:
+        return None, None, REQUIRE_BS
+    bname, _, sname = arg.partition("/")
+    be = rt.backend(bname)
+    if be is None and bname.startswith("#") and bname[1:].isdigit():
+        be = next((b for b in rt.backends if b.iid == int(bname[1:])), None)
+    if be is None:
+        return None, None, NO_BACKEND
+    srv = be.server(sname)
+    if srv is None and sname.startswith("#") and sname[1:].isdigit():
+        srv = next((s for s in be.servers if s.sid == int(sname[1:])), None)
+    if srv is None:
+        return be, None, NO_SERVER
+    return be, srv, None
+
+
+_STATIC_ALGOS = {"static-rr"}
+_HASH_ALGOS = {"source", "uri", "url_param", "hdr", "rdp-cookie", "hash"}
+
+
+def backend_is_static(be: BackendRuntime) -> bool:
+    """haproxy's !(lbprm.algo & BE_LB_PROP_DYN): static-rr and map-based hashing
+    only accept the weights 0 and the initial one."""
+    bal = be.config.balance
+    name = bal.algorithm.split("(")[0]
+    if name in _STATIC_ALGOS:
+        return True
+    return name in _HASH_ALGOS and bal.hash_type != "consistent"
+
+
+_INT_RE = re.compile(r"^-?[0-9]+$")
+
+
+def parse_weight(be: BackendRuntime, srv: ServerRuntime, text: str | None) -> int | str:
+    """haproxy's server_parse_weight_change_request(): the new weight, or the
+    error text to print (some of haproxy's texts have no final newline)."""
+    if not text:
+        return "Require <weight> or <weight%>.\n"
+    relative = text.endswith("%")
+    digits = text[:-1] if relative else text
+    if not _INT_RE.match(digits):
+        return "Empty weight string empty or preceded by garbage"
+    w = int(digits)
+    if relative:
+        if w < 0:
+            return "Relative weight must be positive.\n"
+        w = srv.config.weight * w // 100
+        w = min(w, MAX_WEIGHT)
+    elif w < 0 or w > MAX_WEIGHT:
+        return "Absolute weight can only be between 0 and 256 inclusive.\n"
+    if w and w != srv.config.weight and backend_is_static(be):
+        return ("Backend is using a static LB algorithm and only accepts weights "
+                "'0%' and '100%'.\n")
+    return w
+
+
+# --------------------------------------------------------------------------
+# handlers
+# --------------------------------------------------------------------------
+
+
+def _cmd_help(sess: CliSession, args: list[str]) -> str:
+    return sess.usage(args)
+
+
+def _cmd_prompt(sess: CliSession, args: list[str]) -> str:
+    sess.interactive = not sess.interactive
+    return ""
+
+
+def _cmd_quit(sess: CliSession, args: list[str]) -> str:
+    sess.closed = True
+    return ""
+
+
+def _cmd_lower_level(level: AccessLevel) -> Callable[[CliSession, list[str]], str]:
+    def handler(sess: CliSession, args: list[str]) -> str:
+        if sess.level < level:
+            return PERMISSION_DENIED
+        sess.level = level
+        return ""
+    return handler
+
+
+def _cmd_show_cli_level(sess: CliSession, args: list[str]) -> str:
+    return sess.level.word + "\n"
+
+
+def _cmd_show_version(sess: CliSession, args: list[str]) -> str:
+    return str(dict(stats.info_fields(sess.runtime, sess.wall()))["Version"]) + "\n"
+
+
+def _cmd_show_info(sess: CliSession, args: list[str]) -> str:
+    if any(a in ("json", "typed") for a in args[2:]):
+        return f"'show info {' '.join(args[2:])}' is not supported by keeplb.\n"
+    return stats.render_show_info(sess.runtime, sess.wall())
+
+
+def _cmd_show_stat(sess: CliSession, args: list[str]) -> str:
+    rest = args[2:]
+    opts = {a for a in rest if a in ("typed", "json", "desc", "up", "no-maint")}
+    if "typed" in opts or "json" in opts:
+        return f"'show stat {' '.join(sorted(opts & {'typed', 'json'}))}' is not supported by keeplb.\n"
+    pos = [a for a in rest if a not in opts]
+    if pos[:2] == ["domain", "proxy"]:
+        pos = pos[2:]
+    flt = stats.StatFilter(up_only="up" in opts, no_maint="no-maint" in opts)
+    if len(pos) >= 3:
+        proxy: int | str
+        if _INT_RE.match(pos[0]):
+            proxy = int(pos[0])
+        else:
+            proxy = pos[0]
+            if sess.runtime.backend(proxy) is None and sess.runtime.frontend(proxy) is None:
+                return "No such proxy.\n"
+        if not (_INT_RE.match(pos[1]) and _INT_RE.match(pos[2])):
+            return "No such proxy.\n"
+        mask = int(pos[1])
+        types = stats.StatType.ALL if mask == -1 else stats.StatType(mask & 7)
+        flt = stats.StatFilter(proxy=proxy, types=types, sid=int(pos[2]),
+                               up_only=flt.up_only, no_maint=flt.no_maint)
+    return stats.render_show_stat(sess.runtime, sess.now(), flt,
+                                  show_legends=sess.level >= AccessLevel.OPER)
+
+
+def _cmd_show_servers_state(sess: CliSession, args: list[str]) -> str:
+    name = args[3] if len(args) > 3 else None
+    if name is not None and sess.runtime.backend(name) is None:
+        return "Can't find backend.\n"
+    return stats.render_servers_state(sess.runtime, name, sess.now())
+
+
+def _cmd_show_backend(sess: CliSession, args: list[str]) -> str:
+    return stats.render_show_backend(sess.runtime)
+
+
+def _cmd_get_weight(sess: CliSession, args: list[str]) -> str:
+    _, srv, err = _find_server(sess.runtime, args[2] if len(args) > 2 else None)
+    if err or srv is None:
+        return err or NO_SERVER
+    return f"{srv.uweight} (initial {srv.config.weight})\n"
+
+
+def _apply_weight(sess: CliSession, arg: str | None, text: str | None) -> str:
+    be, srv, err = _find_server(sess.runtime, arg)
+    if err or be is None or srv is None:
+        return err or NO_SERVER
+    w = parse_weight(be, srv, text)
+    if isinstance(w, str):
+        return w
+    sess.control.set_weight(srv, w)
+    return ""
+
+
+def _cmd_set_weight(sess: CliSession, args: list[str]) -> str:
+    return _apply_weight(sess, _arg(args, 2), _arg(args, 3))
+
+
+def _arg(args: list[str], i: int) -> str | None:
+    return args[i] if len(args) > i and args[i] != "" else None
+
+
+def _cmd_set_server(sess: CliSession, args: list[str]) -> str:
+    be, srv, err = _find_server(sess.runtime, _arg(args, 2))
+    if err or be is None or srv is None:
+        return err or NO_SERVER
+    what = _arg(args, 3)
+    value = _arg(args, 4)
+    if what == "weight":
+        return _apply_weight(sess, args[2], value)
+    if what == "state":
+        if value not in ("ready", "drain", "maint"):
+            return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
+        sess.control.set_admin_state(srv, AdminState(value))
+        return ""
+    if what == "health":
+        ops = {"up": OpState.RUNNING, "stopping": OpState.STOPPING, "down": OpState.STOPPED}
+        if value not in ops:
+            return "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n"
+        sess.control.set_health(srv, ops[value])
+        return ""
+    if what == "addr":
+        return _set_addr(sess, srv, args)
+    if what in ("agent", "agent-addr", "agent-port", "agent-send", "check-addr",
+                "check-port", "fqdn", "ssl"):
+        if what.startswith("check") and not srv.check_enabled:
+            return "health checks are not enabled on this server"
+        return f"'set server <srv> {what}' is not supported by keeplb.\n"
+    return ("usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | "
+            "agent-send | check-addr | check-port | fqdn | health | ssl | state | weight\n")
+
+
+def _set_addr(sess: CliSession, srv: ServerRuntime, args: list[str]) -> str:
+    """haproxy's srv_update_addr_port() wording, 'by stats socket command'."""
+    addr = _arg(args, 4)
+    if addr is None:
+        return "set server <b>/<s> addr requires an address and optionally a port.\n"
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return f"Invalid addr '{addr}' by 'stats socket command'\n"
+    host = str(ip)
+    parts: list[str] = []
+    if host != srv.host:
+        parts.append(f"IP changed from '{srv.host}' to '{host}'")
+    else:
+        parts.append("no need to change the addr")
+    new_port: int | None = None
+    if len(args) > 5 and args[5] == "port":
+        ptext = args[6] if len(args) > 6 else ""
+        if not ptext.isdigit() or not 0 < int(ptext) < 65536:
+            parts.append(f"problem converting port '{ptext}' to an int")
+        elif int(ptext) == srv.port:
+            parts.append("no need to change the port")
+        else:
+            new_port = int(ptext)
+            parts.append(f"port changed from '{srv.port}' to '{new_port}'")
+    if host != srv.host or new_port is not None:
+        sess.control.set_addr(srv, host, new_port)
+    return ", ".join(parts) + " by 'stats socket command'\n"
+
+
+def _server_command(action: Callable[[CliSession, ServerRuntime], str]
+                    ) -> Callable[[CliSession, list[str]], str]:
+    def handler(sess: CliSession, args: list[str]) -> str:
+        _, srv, err = _find_server(sess.runtime, _arg(args, 2))
+        if err or srv is None:
+            return err or NO_SERVER
+        return action(sess, srv)
+    return handler
+
+
+def _enable_server(sess: CliSession, srv: ServerRuntime) -> str:
+    if srv.admin is AdminState.MAINT:
+        sess.control.set_admin_state(srv, AdminState.READY)
+    return ""
+
+
+def _disable_server(sess: CliSession, srv: ServerRuntime) -> str:
+    sess.control.set_admin_state(srv, AdminState.MAINT)
+    return ""
+
+
+def _enable_health(sess: CliSession, srv: ServerRuntime) -> str:
+    if not srv.config.options.check:
+        return "Health check was not configured on this server, cannot enable.\n"
+    sess.control.enable_health(srv)
+    return ""
+
+
+def _disable_health(sess: CliSession, srv: ServerRuntime) -> str:
+    sess.control.disable_health(srv)
+    return ""
+
+
+def _cmd_set_maxconn_server(sess: CliSession, args: list[str]) -> str:
+    _, srv, err = _find_server(sess.runtime, _arg(args, 3))
+    if err or srv is None:
+        return err or NO_SERVER
+    text = _arg(args, 4)
+    if text is None:
+        return "Require <maxconn>.\n"
+    if not _INT_RE.match(text):
+        return "maxconn string empty or preceded by garbage"
+    sess.control.set_maxconn(srv, max(0, int(text)))
+    return ""
+
+
+def _cmd_set_timeout(sess: CliSession, args: list[str]) -> str:
+    if _arg(args, 2) != "cli":
+        return "'set timeout' only supports 'cli'.\n"
+    text = _arg(args, 3)
+    if text is None or not text.isdigit():
+        return "Expects an integer value.\n"
+    sess.timeout = float(int(text))
+    return ""
+
+
+def _cmd_clear_counters(sess: CliSession, args: list[str]) -> str:
+    clear_all = _arg(args, 2) == "all"
+    if clear_all and sess.level < AccessLevel.ADMIN:
+        return PERMISSION_DENIED
+    rt = sess.runtime
+    objs = [fe.counters for fe in rt.frontends] + [be.counters for be in rt.backends]
+    objs += [s.counters for be in rt.backends for s in be.servers]
+    for c in objs:
+        c.max_sess = c.cur_sess
+        c.conn_rate_max = 0
+        if clear_all:
+            cur = c.cur_sess
+            for f in type(c).__dataclass_fields__:
+                setattr(c, f, 0)
+            c.cur_sess = c.max_sess = cur
+    for be in rt.backends:
+        be.queue_max = be.queue_cur
+        for s in be.servers:
+            s.queue_max = s.queue_cur
+    return ""
+
+
+A = AccessLevel
+COMMANDS: tuple[Command, ...] = (
+    Command(("clear", "counters"), "clear counters [all]                    : clear max statistics counters (or all counters)", A.OPER, _cmd_clear_counters),
+    Command(("disable", "health"), "disable health                          : disable health checks", A.ADMIN, _server_command(_disable_health)),
+    Command(("disable", "server"), "disable server (DEPRECATED)             : disable a server for maintenance (use 'set server' instead)", A.ADMIN, _server_command(_disable_server)),
+    Command(("enable", "health"), "enable health                           : enable health checks", A.ADMIN, _server_command(_enable_health)),
+    Command(("enable", "server"), "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)", A.ADMIN, _server_command(_enable_server)),
+    Command(("get", "weight"), "get weight <bk>/<srv>                   : report a server's current weight", A.USER, _cmd_get_weight),
+    Command(("operator",), "operator                                : lower the level of the current CLI session to operator", A.USER, _cmd_lower_level(A.OPER)),
+    Command(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>           : change a server's maxconn setting", A.ADMIN, _cmd_set_maxconn_server),
+    Command(("set", "server"), "set server <bk>/<srv> [opts]            : change a server's state, weight, address or ssl", A.ADMIN, _cmd_set_server),
+    Command(("set", "timeout"), "set timeout [cli] <delay>               : change a timeout setting", A.USER, _cmd_set_timeout),
+    Command(("set", "weight"), "set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use 'set server' instead)", A.ADMIN, _cmd_set_weight),
+    Command(("show", "backend"), "show backend                            : list backends in the current running config", A.USER, _cmd_show_backend),
+    Command(("show", "cli", "level"), "show cli level                          : display the level of the current CLI session", A.USER, _cmd_show_cli_level),
+    Command(("show", "info"), "show info [desc|json|typed|float]*      : report information about the running process", A.USER, _cmd_show_info),
+    Command(("show", "servers", "state"), "show servers state [<backend>]          : dump volatile server information (all or for a single backend)", A.USER, _cmd_show_servers_state),
+    Command(("show", "stat"), "show stat [desc|json|no-maint|typed|up]*: report counters for each proxy and server", A.USER, _cmd_show_stat),
+    Command(("show", "version"), "show version                            : show version of the current process", A.USER, _cmd_show_version),
+    Command(("user",), "user                                    : lower the level of the current CLI session to user", A.USER, _cmd_lower_level(A.USER)),
+    Command(("help",), None, A.USER, _cmd_help),
+    Command(("prompt",), None, A.USER, _cmd_prompt),
+    Command(("quit",), None, A.USER, _cmd_quit),
+)
+
+
+# --------------------------------------------------------------------------
+# haproxy's fuzzy matching for 'Unknown command' (cli_gen_usage_msg)
+# --------------------------------------------------------------------------
+
+
+def word_fingerprint(words: list[str] | tuple[str, ...]) -> list[int]:
+    """haproxy's update_word_fingerprint() over several words: counts of the
+    transitions between character classes (a-z, digit, other/begin/end)."""
+    fp = [0] * 1024
+    for word in words:
+        prev = 28
+        for ch in word.lower():
+            if "a" <= ch <= "z":
+                cur = ord(ch) - ord("a") + 1
+            elif ch.isdigit():
+                cur = 27
+            else:
+                cur = 28
+            fp[cur] = 1
+            fp[32 * prev + cur] += 1
+            prev = cur
+        fp[32 * prev + 28] += 1
+    return fp
+
+
+def fingerprint_distance(a: list[int], b: list[int]) -> int:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+MAX_MATCHES = 5  # haproxy's CLI_MAX_MATCHES
+
+
+def usage_message(args: list[str], commands: tuple[Command, ...] = COMMANDS) -> str:
+    """The text haproxy 2.6 prints for `help [words]` or an unknown command."""
+    is_help = bool(args) and args[0] == "help"
+    if is_help:
+        args = args[1:]
+    args = [a for a in args if a != ""]
+    listed = [c for c in commands if c.usage]
+    length = 0
+    for c in listed:
+        for i, w in enumerate(c.words):
+            if i >= len(args) or w != args[i]:
+                break
+            length = max(length, i + 1)
+    if is_help:
+        head = "The following commands are valid at this level:\n"
+    elif not length and not args:
+        head = "Unknown command. Please enter one of the following commands only:\n"
+    else:
+        head = "Unknown command, but maybe one of the following ones is a better match:\n"
+
+    def prefix_ok(c: Command) -> bool:
+        return len(c.words) >= length and list(c.words[:length]) == args[:length]
+
+    best: list[tuple[int, Command]] = []
+    if length < len(args):
+        rest = args[length:]
+        rest_fp = word_fingerprint(rest)
+        for c in listed:
+            if not prefix_ok(c):
+                continue
+            kw_rest = c.words[length:]
+            total = sum(map(len, rest)) + sum(map(len, kw_rest))
+            dist = fingerprint_distance(rest_fp, word_fingerprint(kw_rest))
+            if dist < 5 * total // 2 and (len(best) < MAX_MATCHES or dist < best[-1][0]):
+                if len(best) == MAX_MATCHES:
+                    best.pop()
+                pos = len(best)
+                while pos > 0 and best[pos - 1][0] > dist:
+                    pos -= 1
+                best.insert(pos, (dist, c))
+    entries: list[Command] = []
+    if best:
+        entries = [c for d, c in best if d <= 5 * best[0][0] // 2]
+    else:
+        entries = [c for c in listed if prefix_ok(c)]
+    usages = sorted(c.usage for c in entries if c.usage)
+    return head + "".join(f"  {u}\n" for u in usages) + _ALWAYS_USAGE
+
+
+# --------------------------------------------------------------------------
+# the session (sans-IO)
+# --------------------------------------------------------------------------
+
+
+def split_commands(line: str) -> list[str]:
+    """Splits an input line on unescaped ';' (a '\\;' stays in the command)."""
+    out: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            cur.append(line[i:i + 2])
+            i += 2
+            continue
+        if ch == ";":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def split_args(cmd: str) -> list[str]:
+    """Words of one command: blanks separate, a backslash escapes the next character."""
+    args: list[str] = []
+    cur: list[str] = []
+    in_word = False
+    i = 0
+    while i < len(cmd):
+        ch = cmd[i]
+        if ch == "\\" and i + 1 < len(cmd):
+            cur.append(cmd[i + 1])
+            in_word = True
+            i += 2
+            continue
+        if ch in " \t":
+            if in_word:
+                args.append("".join(cur))
+                cur = []
+                in_word = False
+        else:
+            cur.append(ch)
+            in_word = True
+        i += 1
+    if in_word:
+        args.append("".join(cur))
+    return args
+
+
+def find_command(args: list[str], commands: tuple[Command, ...] = COMMANDS) -> Command | None:
+    """The command whose words all match the first args (haproxy's cli_find_kw)."""
+    for c in commands:
+        if len(args) >= len(c.words) and tuple(args[:len(c.words)]) == c.words:
+            return c
+    return None
+
+
+@dataclass(eq=False)
+class CliSession:
+    """One connection to the stats socket, without IO.
+
+    `execute_line(line)` returns what haproxy writes back for that line: each
+    command's output, then "\\n" (or "\\n> " in interactive mode). After a
+    line in non-interactive mode, or after `quit`, `closed` is True.
+    """
+
+    runtime: ProcessRuntime
+    control: RuntimeControl
+    level: AccessLevel = AccessLevel.ADMIN
+    interactive: bool = False
+    closed: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+    now: Callable[[], float] = field(default=time.monotonic)
+    wall: Callable[[], float] = field(default=time.time)
+
+    def usage(self, args: list[str]) -> str:
+        return usage_message(args)
+
+    def execute(self, cmd: str) -> str:
+        """Runs one command (no ';') and returns its output, without the
+        trailing newline/prompt. Never raises."""
+        args = split_args(cmd)
+        if not args:
+            return usage_message([])
+        command = find_command(args)
+        if command is None:
+            if any(tuple(args[:len(w)]) == w for w in HAPROXY_ONLY):
+                return f"'{' '.join(args)}' is not supported by keeplb.\n"
+            return usage_message(args)
+        if self.level < command.level:
+            return PERMISSION_DENIED
+        try:
+            return command.handler(self, args)
+        except (KeeplbError, ValueError, LookupError, TypeError) as exc:
+            # a handler bug or a control that refused: keep the session alive
+            _log.warning("runtime command %r failed: %s", cmd, exc)
+            return f"Internal error: {exc}\n"
+
+    def execute_line(self, line: str) -> str:
+        out: list[str] = []
+        for cmd in split_commands(line.rstrip("\r\n")):
+            text = self.execute(cmd)
+            if self.closed:
+                break
+            out.append(text)
+            out.append("\n> " if self.interactive else "\n")
+        if not self.interactive:
+            self.closed = True
+        return "".join(out)
+
+
+# --------------------------------------------------------------------------
+# the asyncio shell
+# --------------------------------------------------------------------------
+
+
+async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        runtime: ProcessRuntime, control: RuntimeControl,
+                        level: AccessLevel, timeout: float) -> None:
+    sess = CliSession(runtime, control, level=level, timeout=timeout)
+    try:
+        while not sess.closed:
+            try:
+                line = await asyncio.wait_for(reader.readline(), sess.timeout or None)
+            except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+                break  # idle for `stats timeout`, or a line over tune.bufsize
+            if not line:
+                break
+            out = sess.execute_line(line.decode("utf-8", "replace"))
+            if out:
+                writer.write(out.encode())
+                await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+            await writer.wait_closed()
+
+
+def _prepare_unix_path(path: str) -> None:
+    """Removes a stale socket left by a previous run (haproxy replaces it too)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat_mod.S_ISSOCK(st.st_mode):
+        os.unlink(path)
+    else:
+        raise KeeplbError(f"stats socket '{path}' exists and is not a socket")
+
+
+async def start_stats_socket(sock: StatsSocket, runtime: ProcessRuntime,
+                             control: RuntimeControl, *,
+                             timeout: float = DEFAULT_TIMEOUT) -> asyncio.AbstractServer:
+    """Listens on `stats socket ...` and serves the runtime API until the
+    returned server is closed. Called once per socket at worker start, on the
+    running loop. Raises KeeplbError when the address cannot be used.
+
+    `timeout` is the global `stats timeout` in seconds (haproxy: 10s)."""
+    level = AccessLevel.parse(sock.level)
+    addr = sock.address
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_client(reader, writer, runtime, control, level, timeout)
+
+    try:
+        if addr.family == "unix":
+            path = addr.host
+            _prepare_unix_path(path)
+            server = await asyncio.start_unix_server(client, path=path, limit=MAX_LINE)
+            if sock.mode is not None:
+                os.chmod(path, sock.mode)
+            if sock.user is not None or sock.group is not None:
+                uid = pwd.getpwnam(sock.user).pw_uid if sock.user else -1
+                gid = grp.getgrnam(sock.group).gr_gid if sock.group else -1
+                os.chown(path, uid, gid)
+            return server
+        if addr.family in ("ipv4", "ipv6", "any") and addr.port_low is not None:
+            host = addr.host or ("::" if addr.family == "ipv6" else "0.0.0.0")
+            return await asyncio.start_server(client, host=host, port=addr.port_low,
+                                              limit=MAX_LINE, reuse_address=True)
+    except (OSError, KeyError) as exc:
+        raise KeeplbError(f"cannot listen on stats socket {addr.host}: {exc}") from exc
+    raise KeeplbError(f"stats socket address family '{addr.family}' is not supported by keeplb")

@@ -1,0 +1,777 @@
+"""What haproxy 2.6 shows about its proxies: `show stat` CSV, `show info`,
+`show servers state`, `show backend`, and the stats web page.
+
+Everything here is a pure function of a ProcessRuntime and the time given by
+the caller (`now`: time.monotonic(), `wall`: time.time()); the stats socket
+(runtime.py) and the relay's HTTP frontend do the IO.
+
+The CSV is built from one row dict per object (field name -> value, None for
+an empty cell), in haproxy's column order (STAT_FIELDS). metrics.py reads the
+same rows, so the CSV, the page and /metrics never disagree.
+
+Formats were taken from a running haproxy 2.6.12 (Debian 12) on a loopback
+config; tests/integration/test_stats_haproxy.py compares the header with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntFlag
+from urllib.parse import parse_qs, unquote
+
+from keeplb.config.model import Mode, StatsPage
+from keeplb.lb.server import (
+    AdminState,
+    BackendRuntime,
+    FrontendRuntime,
+    OpState,
+    ProcessRuntime,
+    ServerRuntime,
+)
+
+# haproxy 2.6 `show stat` columns, in order. After the '-' column come the
+# per-module counters (ssl, h2, h1) that 2.6 appends; a real 2.6 prints them
+# too, so the header matches it byte for byte.
+STAT_FIELDS: tuple[str, ...] = (
+    "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout",
+    "dreq", "dresp", "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight",
+    "act", "bck", "chkfail", "chkdown", "lastchg", "downtime", "qlimit", "pid", "iid",
+    "sid", "throttle", "lbtot", "tracked", "type", "rate", "rate_lim", "rate_max",
+    "check_status", "check_code", "check_duration", "hrsp_1xx", "hrsp_2xx", "hrsp_3xx",
+    "hrsp_4xx", "hrsp_5xx", "hrsp_other", "hanafail", "req_rate", "req_rate_max",
+    "req_tot", "cli_abrt", "srv_abrt", "comp_in", "comp_out", "comp_byp", "comp_rsp",
+    "lastsess", "last_chk", "last_agt", "qtime", "ctime", "rtime", "ttime",
+    "agent_status", "agent_code", "agent_duration", "check_desc", "agent_desc",
+    "check_rise", "check_fall", "check_health", "agent_rise", "agent_fall",
+    "agent_health", "addr", "cookie", "mode", "algo", "conn_rate", "conn_rate_max",
+    "conn_tot", "intercepted", "dcon", "dses", "wrew", "connect", "reuse",
+    "cache_lookups", "cache_hits", "srv_icur", "src_ilim", "qtime_max", "ctime_max",
+    "rtime_max", "ttime_max", "eint", "idle_conn_cur", "safe_conn_cur",
+    "used_conn_cur", "need_conn_est", "uweight", "agg_server_status",
+    "agg_server_check_status", "agg_check_status", "-",
+    "ssl_sess", "ssl_reused_sess", "ssl_failed_handshake",
+    "h2_headers_rcvd", "h2_data_rcvd", "h2_settings_rcvd", "h2_rst_stream_rcvd",
+    "h2_goaway_rcvd", "h2_detected_conn_protocol_errors",
+    "h2_detected_strm_protocol_errors", "h2_rst_stream_resp", "h2_goaway_resp",
+    "h2_open_connections", "h2_backend_open_streams", "h2_total_connections",
+    "h2_backend_total_streams", "h1_open_connections", "h1_open_streams",
+    "h1_total_connections", "h1_total_streams", "h1_bytes_in", "h1_bytes_out",
+    "h1_spliced_bytes_in", "h1_spliced_bytes_out",
+)
+
+STAT_HEADER = "# " + ",".join(STAT_FIELDS) + ",\n"
+
+_SSL_FIELDS = ("ssl_sess", "ssl_reused_sess", "ssl_failed_handshake")
+_H2H1_FIELDS = STAT_FIELDS[STAT_FIELDS.index("h2_headers_rcvd"):]
+_HRSP = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+
+class StatType(IntFlag):
+    """The <type> filter of `show stat <iid> <type> <sid>` (haproxy's bit values)."""
+
+    FRONTEND = 1
+    BACKEND = 2
+    SERVER = 4
+    ALL = 7
+
+
+Value = str | int | None
+Row = dict[str, Value]
+
+
+@dataclass(frozen=True, slots=True)
+class StatFilter:
+    """Arguments of `show stat`: proxy (iid or name, None for all), type mask,
+    server id (-1 for all), and the `up` / `no-maint` keywords."""
+
+    proxy: int | str | None = None
+    types: StatType = StatType.ALL
+    sid: int = -1
+    up_only: bool = False
+    no_maint: bool = False
+
+
+# --------------------------------------------------------------------------
+# row builders
+# --------------------------------------------------------------------------
+
+
+def _age(now: float, since: float) -> int:
+    """Whole seconds since a monotonic instant; 0 when the instant was never set."""
+    if since <= 0:
+        return 0
+    return max(0, int(now - since))
+
+
+def server_weight(s: ServerRuntime) -> int:
+    """The 'weight' column: haproxy shows the effective weight, which only
+    slowstart ramps; DOWN, MAINT and DRAIN do not change it."""
+    if s.op is OpState.STARTING:
+        return s.eweight
+    return s.uweight
+
+
+def server_counts(s: ServerRuntime) -> bool:
+    """Whether the server takes part in its backend's act/bck/weight sums
+    (haproxy's srv_currently_usable: up, not drained, not in maintenance)."""
+    return (
+        s.admin is AdminState.READY
+        and s.op in (OpState.RUNNING, OpState.STARTING)
+        and server_weight(s) > 0
+    )
+
+
+def backend_weights(be: BackendRuntime) -> tuple[int, int, int, int]:
+    """(act, bck, weight, uweight) of a backend as haproxy computes them:
+    backup servers only weigh in when no active server is usable."""
+    act = [s for s in be.servers if not s.backup and server_counts(s)]
+    bck = [s for s in be.servers if s.backup and server_counts(s)]
+    pool = act or bck
+    if pool is bck and bck and not be.config.option("allbackups"):
+        pool = bck[:1]
+    return (len(act), len(bck), sum(server_weight(s) for s in pool),
+            sum(s.uweight for s in pool))
+
+
+def backend_status(be: BackendRuntime) -> str:
+    """'UP' while some server can take traffic (or when it has no server at all)."""
+    if not be.servers:
+        return "UP"
+    return "UP" if backend_weights(be)[2] > 0 else "DOWN"
+
+
+def frontend_status(fe: FrontendRuntime) -> str:
+    if fe.config.disabled:
+        return "STOP"
+    return "PAUSED" if fe.paused else "OPEN"
+
+
+def frontend_maxconn(rt: ProcessRuntime, fe: FrontendRuntime) -> int:
+    return fe.maxconn or rt.maxconn
+
+
+def backend_fullconn(rt: ProcessRuntime, be: BackendRuntime) -> int:
+    """`fullconn`, or haproxy's default: 10% of the maxconn of every frontend
+    that can route to this backend, rounded up."""
+    if be.config.fullconn:
+        return be.config.fullconn
+    total = 0
+    for fe in rt.frontends:
+        cfg = fe.config
+        targets = {cfg.default_backend} | {u.backend for u in cfg.use_backends}
+        if cfg.kind.has_backend:
+            targets.add(cfg.name)
+        if be.name in targets:
+            total += frontend_maxconn(rt, fe)
+    return (total + 9) // 10
+
+
+def _module_counters(row: Row, *, h2h1: bool) -> None:
+    row["-"] = "-"
+    for name in _SSL_FIELDS:
+        row[name] = 0
+    if h2h1:
+        for name in _H2H1_FIELDS:
+            row[name] = 0
+
+
+def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
+    c = fe.counters
+    http = fe.config.mode is Mode.HTTP
+    row: Row = {
+        "pxname": fe.name, "svname": "FRONTEND",
+        "scur": c.cur_sess, "smax": c.max_sess, "slim": frontend_maxconn(rt, fe),
+        "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
+        "dreq": c.denied_req, "dresp": 0, "ereq": c.errors_req,
+        "status": frontend_status(fe), "pid": 1, "iid": fe.iid, "sid": 0, "type": 0,
+        "rate": 0, "rate_lim": 0, "rate_max": c.conn_rate_max,
+        "req_rate": 0, "req_rate_max": 0, "req_tot": 0,
+        "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
+        "mode": fe.config.mode.value,
+        "conn_rate": 0, "conn_rate_max": c.conn_rate_max, "conn_tot": c.total_sess,
+        "dcon": 0, "dses": 0, "wrew": 0, "eint": 0,
+    }
+    if http:
+        for name in _HRSP:
+            row[name] = 0
+        row.update(intercepted=0, cache_lookups=0, cache_hits=0)
+    _module_counters(row, h2h1=True)
+    return row
+
+
+def server_row(rt: ProcessRuntime, be: BackendRuntime, s: ServerRuntime, now: float,
+               *, show_legends: bool = True) -> Row:
+    c = s.counters
+    checked = s.check_enabled
+    rise = s.config.options.rise or 2
+    fall = s.config.options.fall or 3
+    row: Row = {
+        "pxname": be.name, "svname": s.name,
+        "qcur": s.queue_cur, "qmax": s.queue_max,
+        "scur": c.cur_sess, "smax": c.max_sess, "slim": s.maxconn or None,
+        "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
+        "dresp": 0, "econ": c.errors_conn, "eresp": c.errors_resp,
+        "wretr": c.retries, "wredis": c.redispatches,
+        "status": s.status_text(), "weight": server_weight(s),
+        "act": 0 if s.backup else 1, "bck": 1 if s.backup else 0,
+        "lastchg": _age(now, s.last_change),
+        "qlimit": s.maxqueue or None, "pid": 1, "iid": be.iid, "sid": s.sid,
+        "lbtot": c.lbtot, "type": 2, "rate": 0, "rate_max": c.conn_rate_max,
+        "cli_abrt": c.cli_aborts, "srv_abrt": c.srv_aborts, "lastsess": -1,
+        "qtime": 0, "ctime": 0, "rtime": 0, "ttime": 0,
+        "mode": be.config.mode.value, "wrew": 0, "connect": c.total_sess, "reuse": 0,
+        "srv_icur": 0, "qtime_max": 0, "ctime_max": 0, "rtime_max": 0, "ttime_max": 0,
+        "eint": 0, "idle_conn_cur": 0, "safe_conn_cur": 0, "used_conn_cur": c.cur_sess,
+        "need_conn_est": 0, "uweight": s.uweight,
+    }
+    if s.op is OpState.STARTING and s.uweight > 0:
+        row["throttle"] = s.eweight * 100 // s.uweight
+    if checked:
+        down_for = now - s.last_change if s.op is OpState.STOPPED and s.last_change > 0 else 0.0
+        row.update(
+            chkfail=s.check_fails, chkdown=s.check_downs,
+            downtime=int(s.downtime_s + down_for),
+            check_rise=rise, check_fall=fall, check_health=s.health,
+        )
+        if s.check_status:
+            row.update(
+                check_status=s.check_status,
+                check_code=s.check_code,
+                check_duration=s.check_duration_ms if s.check_duration_ms is not None else 0,
+                check_desc=s.check_desc,
+                last_chk=s.check_info or None,
+            )
+    if be.config.mode is Mode.HTTP:
+        for name in _HRSP:
+            row[name] = 0
+    if show_legends:
+        row["addr"] = _addr(s)
+    _module_counters(row, h2h1=False)
+    return row
+
+
+def _addr(s: ServerRuntime) -> str:
+    if s.port is None:
+        return s.host
+    if ":" in s.host:
+        return f"[{s.host}]:{s.port}"
+    return f"{s.host}:{s.port}"
+
+
+def backend_row(rt: ProcessRuntime, be: BackendRuntime, now: float,
+                *, show_legends: bool = True) -> Row:
+    c = be.counters
+    act, bck, weight, uweight = backend_weights(be)
+    http = be.config.mode is Mode.HTTP
+    row: Row = {
+        "pxname": be.name, "svname": "BACKEND",
+        "qcur": be.queue_cur, "qmax": be.queue_max,
+        "scur": c.cur_sess, "smax": c.max_sess, "slim": backend_fullconn(rt, be),
+        "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
+        "dreq": c.denied_req, "dresp": 0, "econ": c.errors_conn, "eresp": c.errors_resp,
+        "wretr": c.retries, "wredis": c.redispatches,
+        "status": backend_status(be), "weight": weight, "act": act, "bck": bck,
+        "chkdown": 0, "lastchg": _age(now, be.last_change),
+        "pid": 1, "iid": be.iid, "sid": 0, "lbtot": c.lbtot, "type": 1,
+        "rate": 0, "rate_max": c.conn_rate_max,
+        "cli_abrt": c.cli_aborts, "srv_abrt": c.srv_aborts,
+        "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0, "lastsess": -1,
+        "qtime": 0, "ctime": 0, "rtime": 0, "ttime": 0,
+        "mode": be.config.mode.value, "wrew": 0, "connect": c.total_sess, "reuse": 0,
+        "qtime_max": 0, "ctime_max": 0, "rtime_max": 0, "ttime_max": 0, "eint": 0,
+        "uweight": uweight,
+        "agg_server_status": 0, "agg_server_check_status": 0, "agg_check_status": 0,
+    }
+    if be.servers:
+        down = now - be.last_change if row["status"] == "DOWN" and be.last_change > 0 else 0.0
+        row["downtime"] = int(down)
+    if show_legends:
+        row["algo"] = be.config.balance.algorithm
+    if http:
+        for name in _HRSP:
+            row[name] = 0
+        row.update(req_tot=0, cache_lookups=0, cache_hits=0)
+    _module_counters(row, h2h1=True)
+    return row
+
+
+def _proxy_matches(flt: StatFilter, name: str, iid: int) -> bool:
+    if flt.proxy is None or flt.proxy == -1:
+        return True
+    if isinstance(flt.proxy, int):
+        return flt.proxy == iid
+    return flt.proxy == name
+
+
+def stat_rows(rt: ProcessRuntime, now: float | None = None, flt: StatFilter | None = None,
+              *, show_legends: bool = True) -> list[Row]:
+    """The rows of `show stat` in haproxy's order: per proxy (in config order),
+    FRONTEND, then each server, then BACKEND."""
+    now = time.monotonic() if now is None else now
+    flt = flt or StatFilter()
+    by_iid: dict[int, tuple[FrontendRuntime | None, BackendRuntime | None]] = {}
+    for fe in rt.frontends:
+        by_iid[fe.iid] = (fe, None)
+    for be in rt.backends:
+        by_iid[be.iid] = (by_iid.get(be.iid, (None, None))[0], be)
+    rows: list[Row] = []
+    for iid in sorted(by_iid):
+        fe, be = by_iid[iid]
+        name = fe.name if fe is not None else be.name if be is not None else ""
+        if not _proxy_matches(flt, name, iid):
+            continue
+        if fe is not None and flt.types & StatType.FRONTEND:
+            rows.append(frontend_row(rt, fe))
+        if be is None:
+            continue
+        if flt.types & StatType.SERVER:
+            for s in be.servers:
+                if flt.sid != -1 and s.sid != flt.sid:
+                    continue
+                if flt.up_only and s.op is OpState.STOPPED:
+                    continue
+                if (flt.up_only or flt.no_maint) and s.admin is AdminState.MAINT:
+                    continue
+                rows.append(server_row(rt, be, s, now, show_legends=show_legends))
+        if flt.types & StatType.BACKEND:
+            rows.append(backend_row(rt, be, now, show_legends=show_legends))
+    return rows
+
+
+def _cell(v: Value) -> str:
+    if v is None:
+        return ""
+    text = str(v)
+    # haproxy writes free text (check info) through csv_enc: quote when needed
+    if any(ch in text for ch in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def render_csv(rows: Iterable[Row], *, header: bool = True) -> str:
+    """`show stat` text: the header, one line per row, each line ending in ','."""
+    out = [STAT_HEADER] if header else []
+    for row in rows:
+        out.append(",".join(_cell(row.get(f)) for f in STAT_FIELDS) + ",\n")
+    return "".join(out)
+
+
+def render_show_stat(rt: ProcessRuntime, now: float | None = None,
+                     flt: StatFilter | None = None, *, show_legends: bool = True) -> str:
+    return render_csv(stat_rows(rt, now, flt, show_legends=show_legends))
+
+
+# --------------------------------------------------------------------------
+# show info
+# --------------------------------------------------------------------------
+
+INFO_VERSION = "2.6.0-keeplb"
+"""What `show info` reports as Version: tools that compare versions see 2.6's formats."""
+
+
+def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str, str | int]]:
+    """`show info` as (name, value) pairs, with haproxy 2.6's names and order."""
+    from keeplb import __version__
+
+    wall = time.time() if wall is None else wall
+    up = max(0, int(wall - rt.started))
+    uptime = f"{up // 86400}d {up % 86400 // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s"
+    listeners = sum(len(fe.config.binds) for fe in rt.frontends)
+    cum_req = 0
+    bytes_out = sum(fe.counters.bytes_out for fe in rt.frontends)
+    return [
+        ("Name", "HAProxy"), ("Version", f"{INFO_VERSION}-{__version__}"),
+        ("Release_date", "2026/01/01"), ("Nbthread", rt.nbthread), ("Nbproc", 1),
+        ("Process_num", 1), ("Pid", rt.pid), ("Uptime", uptime), ("Uptime_sec", up),
+        ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0), ("PoolFailed", 0),
+        ("Ulimit-n", 0), ("Maxsock", 0), ("Maxconn", rt.maxconn),
+        ("Hard_maxconn", rt.maxconn), ("CurrConns", rt.cur_conns),
+        ("CumConns", rt.cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
+        ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0), ("PipesUsed", 0),
+        ("PipesFree", 0), ("ConnRate", 0), ("ConnRateLimit", 0), ("MaxConnRate", 0),
+        ("SessRate", 0), ("SessRateLimit", 0), ("MaxSessRate", 0), ("SslRate", 0),
+        ("SslRateLimit", 0), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
+        ("SslFrontendMaxKeyRate", 0), ("SslFrontendSessionReuse_pct", 0),
+        ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),
+        ("SslCacheMisses", 0), ("CompressBpsIn", 0), ("CompressBpsOut", 0),
+        ("CompressBpsRateLim", 0), ("Tasks", 0), ("Run_queue", 0), ("Idle_pct", 100),
+        ("node", _node()), ("Stopping", int(rt.stopping)), ("Jobs", rt.cur_conns + listeners),
+        ("Unstoppable Jobs", 0), ("Listeners", listeners), ("ActivePeers", 0),
+        ("ConnectedPeers", 0), ("DroppedLogs", 0), ("BusyPolling", 0),
+        ("FailedResolutions", 0), ("TotalBytesOut", bytes_out),
+        ("TotalSplicdedBytesOut", 0), ("BytesOutRate", 0), ("DebugCommandsIssued", 0),
+        ("CumRecvLogs", 0), ("Build info", f"{INFO_VERSION}-{__version__}"),
+        ("Memmax_bytes", 0), ("PoolAlloc_bytes", 0), ("PoolUsed_bytes", 0),
+        ("Start_time_sec", int(rt.started)), ("Tainted", 0),
+    ]
+
+
+def _node() -> str:
+    import platform
+
+    return platform.node().split(".")[0]
+
+
+def render_show_info(rt: ProcessRuntime, wall: float | None = None) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in info_fields(rt, wall))
+
+
+# --------------------------------------------------------------------------
+# show servers state / show backend
+# --------------------------------------------------------------------------
+
+SERVERS_STATE_HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
+    "srv_agent_addr srv_agent_port\n"
+)
+
+# haproxy's enum srv_state (SRV_ST_*) and srv_admin bits (SRV_ADMF_*)
+_OP_CODE = {OpState.STOPPED: 0, OpState.STARTING: 1, OpState.RUNNING: 2, OpState.STOPPING: 3}
+_ADMIN_CODE = {AdminState.READY: 0, AdminState.MAINT: 0x01, AdminState.DRAIN: 0x08}
+# enum healthcheck_status ordinals (HCHK_STATUS_*), for srv_check_status
+_HCHK_CODE = {
+    "": 1, "INI": 1, "START": 2, "CHECKED": 3, "HANA": 4, "SOCKERR": 5, "L4OK": 6,
+    "L4TOUT": 7, "L4CON": 8, "L6OK": 9, "L6TOUT": 10, "L6RSP": 11, "L7TOUT": 12,
+    "L7RSP": 13, "L7OK": 14, "L7OKC": 15, "L7STS": 16, "PROCERR": 17, "PROCTOUT": 18,
+    "PROCOK": 19,
+}
+
+
+def server_admin_code(s: ServerRuntime) -> int:
+    code = _ADMIN_CODE[s.admin]
+    if s.config.options.disabled and s.admin is AdminState.MAINT:
+        code = 0x02  # SRV_ADMF_CMAINT: maintenance from the config
+    return code
+
+
+def server_check_state(s: ServerRuntime) -> int:
+    """srv_check_state: CHK_ST_CONFIGURED|ENABLED|PAUSED bits as haproxy prints them."""
+    if not s.check_enabled and not s.config.options.check:
+        return 0
+    state = 0x04 if s.config.options.check else 0  # CONFIGURED
+    if s.check_enabled:
+        state |= 0x02  # ENABLED
+    if s.admin is AdminState.MAINT:
+        state |= 0x08  # PAUSED
+    return state
+
+
+def servers_state_lines(be: BackendRuntime, now: float) -> list[str]:
+    out = []
+    for s in be.servers:
+        iweight = s.config.weight
+        rise = s.config.options.rise or 2
+        if s.check_status in ("", "INI"):
+            result = 0  # CHK_RES_UNKNOWN
+        elif s.op is OpState.STOPPED:
+            result = 2  # CHK_RES_FAILED
+        else:
+            result = 3  # CHK_RES_PASSED
+        health = s.health if s.check_enabled else rise
+        ssl = 1 if s.config.options.ssl else 0
+        check_port = s.config.options.check_port or 0
+        check_addr = s.config.options.check_addr or "-"
+        out.append(
+            f"{be.iid} {be.name} {s.sid} {s.name} {s.host} {_OP_CODE[s.op]} "
+            f"{server_admin_code(s)} {s.uweight} {iweight} {_age(now, s.last_change)} "
+            f"{_HCHK_CODE.get(s.check_status, 1)} {result} {health} "
+            f"{server_check_state(s)} 0 0 "
+            f"{1 if s.config.options.id else 0} - {s.port if s.port is not None else 0} - "
+            f"{ssl} {check_port} {check_addr} - 0\n"
+        )
+    return out
+
+
+def render_servers_state(rt: ProcessRuntime, backend: str | None = None,
+                         now: float | None = None) -> str:
+    """`show servers state [backend]`; the caller checks that `backend` exists."""
+    now = time.monotonic() if now is None else now
+    out = ["1\n", SERVERS_STATE_HEADER]
+    for be in rt.backends:
+        if backend is not None and be.name != backend:
+            continue
+        out.extend(servers_state_lines(be, now))
+    return "".join(out)
+
+
+def render_show_backend(rt: ProcessRuntime) -> str:
+    return "# name\n" + "".join(f"{be.name}\n" for be in rt.backends)
+
+
+# --------------------------------------------------------------------------
+# the stats page
+# --------------------------------------------------------------------------
+
+_STATUS_CLASS = {
+    "UP": "active", "OPEN": "active", "no check": "active", "DOWN": "down",
+    "MAINT": "maint", "DRAIN": "draining", "NOLB": "nolb", "STOP": "down",
+}
+
+_CSS = """
+body{font-family:arial,helvetica,sans-serif;font-size:12px;color:#000;background:#fff}
+table.tbl{border-collapse:collapse;border:1px solid #999;margin-bottom:1em}
+table.tbl th{background:#20a0ff;color:#fff;border:1px solid #999;padding:2px 4px}
+table.tbl td{border:1px solid #aaa;padding:2px 4px;text-align:right}
+td.pxname{background:#b00040;color:#ffff40;font-weight:bold;text-align:left}
+td.name{text-align:left}
+tr.active{background:#c0ffc0} tr.down{background:#ff9090} tr.maint{background:#c07820}
+tr.draining{background:#20a0ff} tr.nolb{background:#e8e8d0} tr.frontend{background:#e8e8d0}
+tr.backend{background:#e8e8d0}
+"""
+
+
+def _status_class(status: object) -> str:
+    text = str(status or "")
+    for key, cls in _STATUS_CLASS.items():
+        if text.startswith(key):
+            return cls
+    return "active"
+
+
+def render_stats_html(rt: ProcessRuntime, page: StatsPage | None = None,
+                      now: float | None = None, wall: float | None = None,
+                      *, admin: bool = False) -> str:
+    """The stats page: one table per proxy with haproxy's column groups
+    (Queue, Session rate, Sessions, Bytes, Denied, Errors, Warnings, Server).
+    With `admin`, each server row gets a form that posts haproxy's actions."""
+    now = time.monotonic() if now is None else now
+    page = page or StatsPage(enabled=True)
+    esc = html.escape
+    info = dict(info_fields(rt, wall))
+    head = ""
+    if page.refresh:
+        head = f'<meta http-equiv="refresh" content="{max(1, page.refresh // 1000)}">'
+    parts = [
+        "<!DOCTYPE html>\n<html><head><title>Statistics Report for keeplb"
+        f"</title>{head}<style>{_CSS}</style></head><body>\n",
+        "<h1>Statistics Report for pid " + esc(str(rt.pid)) + "</h1>\n",
+        "<p>" + ("" if page.hide_version else esc(str(info["Version"])) + " &mdash; ")
+        + f"uptime = {esc(str(info['Uptime']))}; maxconn = {rt.maxconn}; "
+        f"current conns = {rt.cur_conns}</p>\n",
+    ]
+    cols = ("Cur", "Max", "Limit", "Cur", "Max", "Limit", "Total", "LbTot", "In", "Out",
+            "Req", "Resp", "Req", "Conn", "Resp", "Retr", "Redis", "Status", "LastChk",
+            "Wght", "Act", "Bck", "Chk", "Dwn", "Dwntme", "Thrtle")
+    groups = (("Queue", 3), ("Sessions", 4), ("", 1), ("Bytes", 2), ("Denied", 2),
+              ("Errors", 3), ("Warnings", 2), ("Server", 9))
+    rows = stat_rows(rt, now)
+    by_proxy: dict[str, list[Row]] = {}
+    for row in rows:
+        by_proxy.setdefault(str(row["pxname"]), []).append(row)
+    for pxname, prow in by_proxy.items():
+        parts.append('<table class="tbl">\n<tr><td class="pxname" colspan="28">'
+                     f'<a name="{esc(pxname)}">{esc(pxname)}</a></td></tr>\n<tr><th></th>')
+        parts.extend(f'<th colspan="{n}">{g}</th>' for g, n in groups)
+        if admin:
+            parts.append("<th></th>")
+        parts.append("</tr>\n<tr><th></th>" + "".join(f"<th>{c}</th>" for c in cols))
+        if admin:
+            parts.append("<th>Action</th>")
+        parts.append("</tr>\n")
+        for row in prow:
+            parts.append(_html_row(row, admin=admin))
+        parts.append("</table>\n")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _html_row(row: Row, *, admin: bool) -> str:
+    def cell(name: str) -> str:
+        v = row.get(name)
+        return f"<td>{html.escape('' if v is None else str(v))}</td>"
+
+    sv = str(row["svname"])
+    kind = {"FRONTEND": "frontend", "BACKEND": "backend"}.get(sv)
+    cls = kind or _status_class(row.get("status"))
+    lastchk = row.get("check_status") or ""
+    cells = [f'<td class="name">{html.escape(sv)}</td>']
+    for name in ("qcur", "qmax", "qlimit", "scur", "smax", "slim", "stot", "lbtot",
+                 "bin", "bout", "dreq", "dresp", "ereq", "econ", "eresp", "wretr",
+                 "wredis", "status"):
+        cells.append(cell(name))
+    cells.append(f"<td>{html.escape(str(lastchk))}</td>")
+    for name in ("weight", "act", "bck", "chkfail", "chkdown", "downtime", "throttle"):
+        cells.append(cell(name))
+    if admin:
+        if kind is None:
+            px = html.escape(str(row["pxname"]))
+            s = html.escape(sv)
+            opts = "".join(f'<option value="{a}">{a}</option>' for a in _ADMIN_ACTIONS)
+            cells.append(
+                f'<td><form method="post" action=""><input type="hidden" name="b" '
+                f'value="{px}"><input type="hidden" name="s" value="{s}">'
+                f'<select name="action">{opts}</select><input type="submit" '
+                'value="Apply"></form></td>')
+        else:
+            cells.append("<td></td>")
+    return f'<tr class="{cls}">' + "".join(cells) + "</tr>\n"
+
+
+# actions of the page's admin form, as haproxy names them (st_adm_action)
+_ADMIN_ACTIONS = ("ready", "drain", "maint", "dhlth", "ehlth", "hrunn", "hnolb", "hdown")
+
+
+# --------------------------------------------------------------------------
+# a minimal HTTP/1.1 handler for `stats enable`
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def parse_http_request(data: bytes) -> HttpRequest | None:
+    """One complete HTTP/1.x request from `data`, or None when it is malformed
+    (the caller answers 400)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = data.partition(b"\n\n")
+    try:
+        text = head.decode("iso-8859-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        return None
+    lines = text.splitlines()
+    if not lines:
+        return None
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            return None
+        headers[name.strip().lower()] = value.strip()
+    return HttpRequest(parts[0].upper(), parts[1], parts[2], headers, body)
+
+
+def _response(status: int, reason: str, body: bytes, ctype: str = "text/plain",
+              extra: Sequence[tuple[str, str]] = ()) -> bytes:
+    head = [f"HTTP/1.1 {status} {reason}", "cache-control: no-cache",
+            f"content-type: {ctype}", f"content-length: {len(body)}", "connection: close"]
+    head.extend(f"{k}: {v}" for k, v in extra)
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def stats_uri_matches(page: StatsPage, target: str) -> bool:
+    """haproxy matches `stats uri` as a prefix of the request target."""
+    return target.startswith(page.uri)
+
+
+def _authorized(page: StatsPage, req: HttpRequest) -> bool:
+    if not page.auth:
+        return True
+    value = req.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return (user, password) in page.auth
+
+
+def admin_condition_true(page: StatsPage) -> bool:
+    """Whether `stats admin if ...` holds without request context: only the
+    constant conditions (TRUE, always_true) are decided here."""
+    cond = page.admin
+    if cond is None:
+        return False
+    always = any(all(t in ("TRUE", "{ always_true }") for t in conj) for conj in cond.terms)
+    return always != cond.negate
+
+
+def handle_stats_http(request_bytes: bytes, page: StatsPage, runtime: ProcessRuntime,
+                      control: object | None = None, *, admin: bool | None = None,
+                      now: float | None = None) -> bytes:
+    """The whole HTTP response for one request to a frontend with `stats enable`.
+
+    GET `uri` gives the page, `uri;csv` the CSV (as haproxy). Basic auth is
+    checked against `stats auth`. A POST with `b`, `s`, `action` applies an
+    admin action through `control` (a runtime.RuntimeControl) when `admin` is
+    true (default: the `stats admin` condition when it is constant).
+    Never raises on bad input: it answers 400, 401, 404 or 405.
+    """
+    req = parse_http_request(request_bytes)
+    if req is None:
+        return _response(400, "Bad request", b"<html><body><h1>400 Bad request</h1>\n"
+                         b"Your browser sent an invalid request.\n</body></html>\n", "text/html")
+    if not stats_uri_matches(page, req.target):
+        return _response(404, "Not Found", b"Not Found\n")
+    if not _authorized(page, req):
+        realm = page.realm or "HAProxy Statistics"
+        return _response(401, "Unauthorized",
+                         b"<html><body><h1>401 Unauthorized</h1>\nYou need a valid user "
+                         b"and password to access this content.\n</body></html>\n",
+                         "text/html", [("www-authenticate", f'Basic realm="{realm}"')])
+    if admin is None:
+        admin = admin_condition_true(page)
+    rest = unquote(req.target[len(page.uri):])
+    if req.method == "POST":
+        if not admin or control is None:
+            return _response(403, "Forbidden", b"Forbidden\n")
+        status = apply_page_action(runtime, control, req.body)
+        return _response(303, "See Other", b"", extra=[("location", page.uri + f";st={status}")])
+    if req.method not in ("GET", "HEAD"):
+        return _response(405, "Method Not Allowed", b"Method Not Allowed\n")
+    if ";csv" in rest:
+        body = render_show_stat(runtime, now).encode()
+        ctype = "text/plain"
+    else:
+        body = render_stats_html(runtime, page, now, admin=admin).encode()
+        ctype = "text/html"
+    if req.method == "HEAD":
+        return _response(200, "OK", b"", ctype)
+    return _response(200, "OK", body, ctype)
+
+
+def apply_page_action(runtime: ProcessRuntime, control: object, body: bytes) -> str:
+    """Applies the page's admin form (`b`, `s`, `action`); returns haproxy's
+    `st=` result code (DONE, NONE, DENY, ERRP)."""
+    from keeplb.lb.runtime import RuntimeControl
+
+    if not isinstance(control, RuntimeControl):
+        return "DENY"
+    try:
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64)
+    except ValueError:
+        return "ERRP"
+    bname = (form.get("b") or [""])[0].lstrip("#")
+    action = (form.get("action") or [""])[0]
+    be = runtime.backend(bname)
+    if be is None:
+        for b in runtime.backends:
+            if str(b.iid) == bname:
+                be = b
+    if be is None or action not in _ADMIN_ACTIONS:
+        return "ERRP"
+    done = False
+    for sname in form.get("s", []):
+        s = be.server(sname)
+        if s is None:
+            continue
+        if action in ("ready", "drain", "maint"):
+            control.set_admin_state(s, AdminState(action))
+        elif action == "dhlth":
+            control.disable_health(s)
+        elif action == "ehlth":
+            control.enable_health(s)
+        else:
+            control.set_health(s, {"hrunn": OpState.RUNNING, "hnolb": OpState.STOPPING,
+                                   "hdown": OpState.STOPPED}[action])
+        done = True
+    return "DONE" if done else "NONE"
