@@ -134,16 +134,21 @@ def cmd_lb(args: argparse.Namespace) -> int:
     if diags.has_errors:
         _err("Fatal errors found in configuration.")
         return EXIT_CONFIG
-    from keeplb.lb import app
+    if args.worker is None:
+        del cfg  # the process model parses again: a worker must see the file as it is now
+    from keeplb.proc import lbmain
 
-    return app.main(
+    return lbmain.main(
         list(args.file),
         daemon=args.daemon,
+        foreground=args.foreground,
         pidfile=args.pidfile,
         master_worker=args.master_worker,
         soft_stop_pids=[int(p) for p in args.sf or []],
         hard_stop_pids=[int(p) for p in args.st or []],
         health_fd=args.health_fd,
+        worker=args.worker,
+        ready_fd=args.ready_fd,
     )
 
 
@@ -245,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="configuration file or directory (repeatable)")
     lb.add_argument("-c", dest="check", action="store_true", help="check the configuration and exit")
     lb.add_argument("-D", dest="daemon", action="store_true", help="run in the background")
+    lb.add_argument("-db", dest="foreground", action="store_true",
+                    help="stay in the foreground even if the config says 'daemon'")
     lb.add_argument("-W", dest="master_worker", action="store_true", help="master-worker mode")
     lb.add_argument("-p", dest="pidfile", metavar="PIDFILE")
     lb.add_argument("-q", dest="quiet", action="store_true", help="quiet: errors only")

@@ -59,6 +59,13 @@ def _parse(paths: Sequence[str]) -> tuple[HaproxyConfig, Diagnostics]:
     return haproxy.parse(list(paths))
 
 
+def _open_listeners(cfg: HaproxyConfig, existing: dict[str, socket.socket] | None
+                    ) -> dict[str, socket.socket]:
+    from keeplb.lb import app
+
+    return app.open_listeners(cfg, existing)
+
+
 class Master:
     def __init__(self, paths: Sequence[str], cfg: HaproxyConfig, *,
                  extra_worker_args: Sequence[str] = (), python: str = sys.executable) -> None:
@@ -138,7 +145,7 @@ class Master:
             notify.ready("reload refused: configuration errors")
             return
         try:
-            new_sockets = listeners.bind_all(cfg, keep=self.sockets)
+            new_sockets = _open_listeners(cfg, self.sockets)
         except Exception as e:  # noqa: BLE001 - any bind failure refuses the reload
             self.reloads_failed += 1
             log.error("Reload failed: %s; the current workers keep serving", e)
@@ -177,7 +184,7 @@ class Master:
             self.stop.set()
 
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
-        self.sockets = listeners.bind_all(self.cfg)
+        self.sockets = _open_listeners(self.cfg, None)
         await self._start_generation()
         notify.ready(f"generation {self.generation}")
         while not self.stop.is_set():

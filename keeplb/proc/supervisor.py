@@ -106,7 +106,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
             rfd, wfd = os.pipe()
-            argv = [self.python, "-m", "keeplb", "lb", "--health-fd", str(wfd)]
+            argv = [self.python, "-m", "keeplb", "lb", "-db", "--health-fd", str(wfd)]
             for p in self.haproxy_paths:
                 argv += ["-f", p]
             child.argv = argv

@@ -1,0 +1,152 @@
+"""The process model around the load balancer: what `keeplb lb` does before and
+around `keeplb.lb.app.serve`.
+
+  single process   bind, drop privileges, serve; -D detaches; -sf/-st stop the
+                   old process once ready (the classic haproxy reload)
+  -W master        keeplb.proc.master: binds once, supervises workers
+  --worker N       a master's worker: inherited sockets, READY on a pipe,
+                   SIGUSR1 soft stop (finish sessions), SIGTERM hard stop
+  --health-fd FD   (`keeplb run`) one JSON line per health change on FD
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+
+from keeplb.config.model import HaproxyConfig
+from keeplb.proc import listeners, notify
+from keeplb.proc.pidfile import remove_pidfile, write_pidfile
+from keeplb.proc.privileges import drop_privileges
+from keeplb.proc.title import set_title
+
+log = logging.getLogger("keeplb.lb")
+
+
+def _health_writer(fd: int | None) -> Callable[[dict[str, tuple[int, int]]], None] | None:
+    if fd is None:
+        return None
+    os.set_blocking(fd, False)
+
+    def write(health: dict[str, tuple[int, int]]) -> None:
+        line = json.dumps({"backends": {k: list(v) for k, v in health.items()}}) + "\n"
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(fd, line.encode())
+
+    return write
+
+
+def _drop(cfg: HaproxyConfig) -> None:
+    g = cfg.global_
+    if os.geteuid() != 0:
+        return
+    drop_privileges(user=g.user, group=g.group, uid=g.uid, gid=g.gid, chroot=g.chroot)
+
+
+def _signal_pids(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | None = None,
+                  ready_fd: int | None = None, health_fd: int | None = None,
+                  soft_stop_pids: Sequence[int] = (), hard_stop_pids: Sequence[int] = (),
+                  systemd: bool = True) -> int:
+    """Binds what is not inherited, drops privileges, serves until a stop signal."""
+    from keeplb.lb import app
+
+    g = cfg.global_
+    app.raise_nofile(g.ulimit_n or 2 * (g.maxconn or 0) + 200)
+    socks = app.open_listeners(cfg, sockets)
+    _drop(cfg)
+    on_health = _health_writer(health_fd)
+
+    def on_ready() -> None:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"READY\n")
+                os.close(ready_fd)
+        _signal_pids(soft_stop_pids, signal.SIGUSR1)
+        _signal_pids(hard_stop_pids, signal.SIGTERM)
+        if systemd:
+            notify.ready("serving")
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        force = asyncio.Event()
+        soft = {"on": False}
+
+        def hard() -> None:
+            if stop.is_set():
+                force.set()
+            stop.set()
+            if not soft["on"]:
+                force.set()
+
+        def soft_stop() -> None:
+            # haproxy's SIGUSR1: stop accepting, let the sessions finish.
+            soft["on"] = True
+            stop.set()
+
+        loop.add_signal_handler(signal.SIGTERM, hard)
+        loop.add_signal_handler(signal.SIGINT, hard)
+        loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+        hs = g.hard_stop_after
+        rc = await app.serve(cfg, stop=stop, force=force, on_ready=on_ready, on_health=on_health,
+                             listen_sockets=socks,
+                             drain_timeout=hs / 1000 if hs else 24 * 3600.0)
+        if systemd:
+            notify.stopping()
+        return rc
+
+    return app.run_loop(run)
+
+
+def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False,
+         pidfile: str | None = None, master_worker: bool = False,
+         soft_stop_pids: Sequence[int] = (), hard_stop_pids: Sequence[int] = (),
+         health_fd: int | None = None, worker: int | None = None,
+         ready_fd: int | None = None) -> int:
+    """`keeplb lb`; the CLI has checked the config already (errors raise ConfigError)."""
+    from keeplb.lb import app
+
+    cfg = app.load(paths)
+    g = cfg.global_
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
+    if worker is not None:
+        set_title(f"lb worker {worker}")
+        inherited = listeners.import_fds(os.environ.pop(listeners.ENV_FDS, None))
+        return serve_process(cfg, sockets=inherited, ready_fd=ready_fd, health_fd=health_fd,
+                             systemd=False)
+    background = (daemon or g.daemon) and not foreground
+    if master_worker or g.master_worker:
+        from keeplb.proc import master
+
+        return master.main(paths, cfg, daemon=background, pidfile=pidfile or g.pidfile)
+    if background:
+        # Bind before detaching, so that a bind error reaches the terminal.
+        socks = app.open_listeners(cfg)
+        from keeplb.proc.daemonize import daemonize
+
+        daemonize()
+    else:
+        socks = None
+    set_title("lb")
+    pf = pidfile or (g.pidfile if background else None)
+    if pf:
+        write_pidfile(pf)
+    try:
+        return serve_process(cfg, sockets=socks, health_fd=health_fd,
+                             soft_stop_pids=soft_stop_pids, hard_stop_pids=hard_stop_pids)
+    finally:
+        if pf:
+            with contextlib.suppress(OSError):
+                remove_pidfile(pf)
