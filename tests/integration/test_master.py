@@ -106,9 +106,9 @@ def children_of(pid: int) -> list[int]:
 def master(tmp_path: Path) -> Iterator[dict[str, object]]:
     procs: list[subprocess.Popen[bytes]] = []
     holder: dict[str, object] = {"procs": procs, "log": tmp_path / "master.log"}
+    log = open(tmp_path / "master.log", "ab")
 
     def start(cfg: Path) -> subprocess.Popen[bytes]:
-        log = open(holder["log"], "ab")  # type: ignore[call-overload]
         p = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", "-W", "-f", str(cfg)],
                              stdout=log, stderr=log)
         procs.append(p)
@@ -123,6 +123,8 @@ def master(tmp_path: Path) -> Iterator[dict[str, object]]:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+    log.close()
 
 
 def test_killed_worker_is_restarted_and_service_resumes(tmp_path, echo, master):
