@@ -618,6 +618,17 @@ def parse_address(
     return Address(fam, host, low, high, offset), None
 
 
+def _is_ip_or_any(addr: Address) -> bool:
+    """True unless `addr` is a host name (places where haproxy resolves nothing)."""
+    if addr.family not in ("ipv4", "ipv6", "any"):
+        return True
+    try:
+        ipaddress.ip_address(addr.host)
+    except ValueError:
+        return False
+    return True
+
+
 def _merge_server_options(top: ServerOptions, *lower: ServerOptions) -> ServerOptions:
     """`top`'s set fields, then each of `lower` for the fields still unset."""
     values = {}
@@ -640,6 +651,97 @@ PREDEFINED_ACLS = frozenset(
     "HTTP_URL_STAR LOCALHOST METH_CONNECT METH_DELETE METH_GET METH_HEAD METH_OPTIONS "
     "METH_POST METH_PUT METH_TRACE RDP_COOKIE REQ_CONTENT TRUE WAIT_END".split()
 )
+
+
+# Sample fetches and ACL keywords haproxy 2.6 knows (Debian build), for a located
+# "unknown fetch method" on a typo in an ACL criterion, as haproxy reports it.
+SAMPLE_FETCHES = frozenset("""
+    always_false always_true avg_queue base base32 base_beg base_dir base_dom base_end
+    base_len base_reg base_sub baseq bc_dst bc_dst_port bc_err bc_err_str bc_http_major
+    bc_src bc_src_port be_conn be_conn_free be_id be_name be_server_timeout be_sess_rate
+    be_tunnel_timeout bin bool capture.req.hdr capture.req.method capture.req.uri
+    capture.req.ver capture.res.hdr capture.res.ver connslots cook cook_cnt cook_val cookie
+    cpu_calls cpu_ns_avg cpu_ns_tot cur_server_timeout cur_tunnel_timeout date date_us
+    distcc_body distcc_param dst dst_conn dst_is_local dst_port env fc_dst fc_dst_is_local
+    fc_dst_port fc_err fc_err_str fc_fackets fc_http_major fc_lost fc_pp_authority
+    fc_pp_unique_id fc_rcvd_proxy fc_reordering fc_retrans fc_rtt fc_rttvar fc_sacked fc_src
+    fc_src_is_local fc_src_port fc_unacked fcgi.docroot fcgi.index fe_client_timeout fe_conn
+    fe_defbe fe_id fe_name fe_req_rate fe_sess_rate hdr hdr_beg hdr_cnt hdr_dir hdr_dom
+    hdr_end hdr_ip hdr_len hdr_reg hdr_sub hdr_val hostname http_auth http_auth_bearer
+    http_auth_group http_auth_pass http_auth_type http_auth_user http_first_req int
+    internal.htx.data internal.htx.free internal.htx.free_data internal.htx.has_eom
+    internal.htx.nbblks internal.htx.size internal.htx.used internal.htx_blk.data
+    internal.htx_blk.hdrname internal.htx_blk.hdrval internal.htx_blk.size
+    internal.htx_blk.start_line internal.htx_blk.type internal.strm.is_htx ipv4 ipv6
+    last_rule_file last_rule_line lat_ns_avg lat_ns_tot meth method nbproc nbsrv path
+    path_beg path_dir path_dom path_end path_len path_reg path_sub pathq payload payload_lv
+    prio_class prio_offset proc query queue rand rdp_cookie rdp_cookie_cnt
+    rep_ssl_hello_type req.body req.body_len req.body_param req.body_size req.cook
+    req.cook_cnt req.cook_val req.fhdr req.fhdr_cnt req.hdr req.hdr_cnt req.hdr_ip
+    req.hdr_names req.hdr_val req.hdrs req.hdrs_bin req.len req.payload req.payload_lv
+    req.proto_http req.rdp_cookie req.rdp_cookie_cnt req.ssl_alpn req.ssl_ec_ext
+    req.ssl_hello_type req.ssl_sni req.ssl_st_ext req.ssl_ver req.ver req_len req_proto_http
+    req_rdp_cookie req_rdp_cookie_cnt req_ssl_hello_type req_ssl_sni req_ssl_ver req_ver
+    res.body res.body_len res.body_size res.cache_hit res.cache_name res.comp res.comp_algo
+    res.cook res.cook_cnt res.cook_val res.fhdr res.fhdr_cnt res.hdr res.hdr_cnt res.hdr_ip
+    res.hdr_names res.hdr_val res.hdrs res.hdrs_bin res.len res.payload res.payload_lv
+    res.ssl_hello_type res.ver resp_ver sc0_bytes_in_rate sc0_bytes_out_rate sc0_clr_gpc0
+    sc0_clr_gpc1 sc0_conn_cnt sc0_conn_cur sc0_conn_rate sc0_get_gpc0 sc0_get_gpc1
+    sc0_get_gpt0 sc0_gpc0_rate sc0_gpc1_rate sc0_http_err_cnt sc0_http_err_rate
+    sc0_http_fail_cnt sc0_http_fail_rate sc0_http_req_cnt sc0_http_req_rate sc0_inc_gpc0
+    sc0_inc_gpc1 sc0_kbytes_in sc0_kbytes_out sc0_sess_cnt sc0_sess_rate sc0_tracked
+    sc0_trackers sc1_bytes_in_rate sc1_bytes_out_rate sc1_clr_gpc sc1_clr_gpc0 sc1_clr_gpc1
+    sc1_conn_cnt sc1_conn_cur sc1_conn_rate sc1_get_gpc0 sc1_get_gpc1 sc1_get_gpt0
+    sc1_gpc0_rate sc1_gpc1_rate sc1_http_err_cnt sc1_http_err_rate sc1_http_fail_cnt
+    sc1_http_fail_rate sc1_http_req_cnt sc1_http_req_rate sc1_inc_gpc0 sc1_inc_gpc1
+    sc1_kbytes_in sc1_kbytes_out sc1_sess_cnt sc1_sess_rate sc1_tracked sc1_trackers
+    sc2_bytes_in_rate sc2_bytes_out_rate sc2_clr_gpc0 sc2_clr_gpc1 sc2_conn_cnt sc2_conn_cur
+    sc2_conn_rate sc2_get_gpc0 sc2_get_gpc1 sc2_get_gpt0 sc2_gpc0_rate sc2_gpc1_rate
+    sc2_http_err_cnt sc2_http_err_rate sc2_http_fail_cnt sc2_http_fail_rate sc2_http_req_cnt
+    sc2_http_req_rate sc2_inc_gpc0 sc2_inc_gpc1 sc2_kbytes_in sc2_kbytes_out sc2_sess_cnt
+    sc2_sess_rate sc2_tracked sc2_trackers sc_bytes_in_rate sc_bytes_out_rate sc_clr_gpc
+    sc_clr_gpc0 sc_clr_gpc1 sc_conn_cnt sc_conn_cur sc_conn_rate sc_get_gpc sc_get_gpc0
+    sc_get_gpc1 sc_get_gpt sc_get_gpt0 sc_gpc0_rate sc_gpc1_rate sc_gpc_rate sc_http_err_cnt
+    sc_http_err_rate sc_http_fail_cnt sc_http_fail_rate sc_http_req_cnt sc_http_req_rate
+    sc_inc_gpc sc_inc_gpc0 sc_inc_gpc1 sc_kbytes_in sc_kbytes_out sc_sess_cnt sc_sess_rate
+    sc_tracked sc_trackers scook scook_beg scook_cnt scook_dir scook_dom scook_end scook_len
+    scook_reg scook_sub scook_val shdr shdr_beg shdr_cnt shdr_dir shdr_dom shdr_end shdr_ip
+    shdr_len shdr_reg shdr_sub shdr_val so_id so_name src src_bytes_in_rate
+    src_bytes_out_rate src_clr_gpc src_clr_gpc0 src_clr_gpc1 src_conn_cnt src_conn_cur
+    src_conn_rate src_get_gpc src_get_gpc0 src_get_gpc1 src_get_gpt src_get_gpt0
+    src_gpc0_rate src_gpc1_rate src_gpc_rate src_http_err_cnt src_http_err_rate
+    src_http_fail_cnt src_http_fail_rate src_http_req_cnt src_http_req_rate src_inc_gpc
+    src_inc_gpc0 src_inc_gpc1 src_is_local src_kbytes_in src_kbytes_out src_port
+    src_sess_cnt src_sess_rate src_updt_conn_cnt srv_conn srv_conn_free srv_id srv_is_up
+    srv_iweight srv_name srv_queue srv_sess_rate srv_uweight srv_weight ssl_bc
+    ssl_bc_alg_keysize ssl_bc_alpn ssl_bc_cipher ssl_bc_client_random ssl_bc_err
+    ssl_bc_err_str ssl_bc_is_resumed ssl_bc_npn ssl_bc_protocol ssl_bc_server_random
+    ssl_bc_session_id ssl_bc_session_key ssl_bc_unique_id ssl_bc_use_keysize ssl_c_ca_err
+    ssl_c_ca_err_depth ssl_c_chain_der ssl_c_der ssl_c_err ssl_c_i_dn ssl_c_key_alg
+    ssl_c_notafter ssl_c_notbefore ssl_c_s_dn ssl_c_serial ssl_c_sha1 ssl_c_sig_alg
+    ssl_c_used ssl_c_verify ssl_c_version ssl_f_der ssl_f_i_dn ssl_f_key_alg ssl_f_notafter
+    ssl_f_notbefore ssl_f_s_dn ssl_f_serial ssl_f_sha1 ssl_f_sig_alg ssl_f_version ssl_fc
+    ssl_fc_alg_keysize ssl_fc_alpn ssl_fc_cipher ssl_fc_cipherlist_bin ssl_fc_cipherlist_hex
+    ssl_fc_cipherlist_str ssl_fc_cipherlist_xxh ssl_fc_client_early_traffic_secret
+    ssl_fc_client_handshake_traffic_secret ssl_fc_client_random
+    ssl_fc_client_traffic_secret_0 ssl_fc_early_exporter_secret ssl_fc_ecformats_bin
+    ssl_fc_eclist_bin ssl_fc_err ssl_fc_err_str ssl_fc_exporter_secret ssl_fc_extlist_bin
+    ssl_fc_has_crt ssl_fc_has_early ssl_fc_has_sni ssl_fc_is_resumed ssl_fc_npn
+    ssl_fc_protocol ssl_fc_protocol_hello_id ssl_fc_server_handshake_traffic_secret
+    ssl_fc_server_random ssl_fc_server_traffic_secret_0 ssl_fc_session_id ssl_fc_session_key
+    ssl_fc_sni ssl_fc_sni_end ssl_fc_sni_reg ssl_fc_unique_id ssl_fc_use_keysize
+    ssl_s_chain_der ssl_s_der ssl_s_i_dn ssl_s_key_alg ssl_s_notafter ssl_s_notbefore
+    ssl_s_s_dn ssl_s_serial ssl_s_sha1 ssl_s_sig_alg ssl_s_version status stopping str
+    table_avl table_cnt thread url url32 url_beg url_dir url_dom url_end url_ip url_len
+    url_param url_port url_reg url_sub urlp urlp_beg urlp_dir urlp_dom urlp_end urlp_len
+    urlp_reg urlp_sub urlp_val uuid var wait_end
+""".split())
+
+
+def fetch_known(criterion: str) -> bool:
+    """Whether an ACL criterion such as 'hdr(host)' or 'req.hdr(x),lower' names a known fetch."""
+    base = re.split(r"[(,]", criterion, maxsplit=1)[0]
+    return base in SAMPLE_FETCHES
 
 
 def parse_condition(words: Sequence[str]) -> tuple[Condition | None, str | None]:
@@ -736,6 +838,9 @@ def check_rule_args(keyword: str, action: str, args: Sequence[str]) -> tuple[int
                        f"(got '{args[j]}')")
         if j + 1 >= len(args):
             return j, f"'{keyword} expect {match}' expects <pattern> as an argument"
+        if match == "binary" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", args[j + 1]):
+            return j + 1, (f"'{keyword} expect' : invalid binary string (an even number of hex "
+                           "digits is expected)")
         j += 2
         if match in ("hdr", "fhdr"):
             return None  # hdr name <fmt> [value <fmt>] ... carry their own words
@@ -830,6 +935,7 @@ class _Parser:
         self.infos: list[_ProxyInfo] = []
         self.defaults_infos: dict[str, _ProxyInfo] = {}
         self.global_seen = False
+        self.other_sections: dict[str, set[str]] = {}  # kind -> names, for references
 
     # ---------------------------------------------------------------- files
 
@@ -876,6 +982,24 @@ class _Parser:
             known = UNSUPPORTED_SECTION_KEYWORDS.get(self.section, ())
             if head not in known:
                 self._unknown(line, self.section, (*known, *SECTIONS))
+            elif head in ("nameserver", "peer", "mailer") and len(line) > 1:
+                bad = invalid_char(line.words[1])
+                if bad is not None:
+                    self.d.error(line.at(1), f"character '{bad}' is not permitted in server name "
+                                 f"'{line.words[1]}'")
+                elif head == "nameserver" and line.words[1:2] != ["parse-resolv-conf"]:
+                    addr, err = parse_address(line.words[2] if len(line) > 2 else "",
+                                              port_required=True, port_range=False,
+                                              port_offset=False)
+                    if addr is None:
+                        self.d.error(line.at(2), f"'nameserver {line.words[1]}' : {err}")
+            elif self.section == "resolvers" and head == "hold":
+                events = ("nx", "timeout", "valid", "obsolete", "other", "refused")
+                if len(line) < 3 or line.words[1] not in events:
+                    self.d.error(line.at(1), "'hold' expects an <event> ('nx', 'timeout', "
+                                 "'valid', 'obsolete', 'other' or 'refused') and a <time>")
+                elif parse_time(line.words[2])[0] is None:
+                    self.d.error(line.at(2), f"'hold' : invalid time '{line.words[2]}'")
             elif self.section == "userlist" and head == "user":
                 rest = line.words[2:]
                 j = 0
@@ -906,6 +1030,8 @@ class _Parser:
                 self.d.error(line.at(2), f"'{head}' cannot handle unexpected argument "
                              f"'{line.words[2]}'")
             self.d.warning(line.at(0), f"section '{head}' is not supported by keeplb; its content is ignored")
+            if len(line) > 1:
+                self.other_sections.setdefault(head, set()).add(line.words[1])
             return
         kind = ProxyKind(head)
         args = list(line.words[1:])
@@ -913,13 +1039,15 @@ class _Parser:
         if len(args) >= 2 and args[-2] == "from":
             from_name = args[-1]
             args = args[:-2]
-        elif args and args[-1] == "from":
+        elif len(args) > 1 and args[-1] == "from":
             self.d.error(line.at(len(line) - 1), f"'{head}' : 'from' expects a defaults section name")
             args = args[:-1]
         name = args[0] if args else ""
         if len(args) > 1 and kind.has_frontend:
-            # the 1.x syntax 'listen name addr:port'; haproxy 2.6 ignores extra words elsewhere
+            # the 1.x syntax 'listen name addr:port'
             self.d.error(line.at(2), "please use the 'bind' keyword for listening addresses")
+        elif len(args) > 1 and kind is ProxyKind.BACKEND:
+            self.d.error(line.at(2), f"'backend' cannot handle unexpected argument '{args[1]}'")
         if not name and kind is not ProxyKind.DEFAULTS:
             self.d.error(line.at(0), f"'{head}' expects <name> as an argument")
         # haproxy 2.6 checks the names of proxies, not those of defaults sections
@@ -1019,6 +1147,11 @@ class _Parser:
             self._unsupported(line, kw)
             if kw in ("ssl-default-bind-options", "ssl-default-server-options"):
                 self._check_ssl_options(line)
+            if kw == "cpu-map":
+                for k, word in enumerate(line.words[2:]):
+                    if not re.fullmatch(r"\d+(?:-\d+)?", word):
+                        self.d.error(line.at(2 + k), f"cpu-map : '{word}' is not a CPU range")
+                        break
             return
         if kw not in GLOBAL_SUPPORTED:
             self._unknown(line, "global", [*GLOBAL_SUPPORTED, *GLOBAL_UNSUPPORTED, *SECTIONS])
@@ -1152,10 +1285,18 @@ class _Parser:
         g.pidfile = self._string_arg(line, "pidfile", "a file name as an argument")
 
     def g_server_state_file(self, line: Line, g: Global) -> None:
-        g.server_state_file = self._string_arg(line, "server-state-file", "a path")
+        # haproxy ignores words after the path here
+        if len(line) < 2:
+            self.d.error(line.at(0), "'server-state-file' expects a path")
+            return
+        g.server_state_file = line.words[1]
 
     def g_server_state_base(self, line: Line, g: Global) -> None:
-        g.server_state_base = self._string_arg(line, "server-state-base", "a directory")
+        # haproxy ignores words after the directory here
+        if len(line) < 2:
+            self.d.error(line.at(0), "'server-state-base' expects a directory")
+            return
+        g.server_state_base = line.words[1]
 
     def g_log_tag(self, line: Line, g: Global) -> None:
         g.log_tag = self._string_arg(line, "log-tag", "a tag for use in syslog")
@@ -1263,6 +1404,8 @@ class _Parser:
         if address not in ("stdout", "stderr") and not address.startswith(("ring@", "fd@")):
             addr, err = parse_address(address, port_required=False, port_range=False,
                                       port_offset=False)
+            if addr is not None and not _is_ip_or_any(addr):
+                addr, err = None, f"invalid address: '{address}'"
             if addr is None:
                 self.d.error(line.at(1), f"log : {err}")
                 return None
@@ -1325,6 +1468,9 @@ class _Parser:
             if len(words) > 1 and words[1] == "option":
                 self.option_line(line, 2, negate=head)
             elif head == "no" and len(words) > 1 and words[1] == "log":
+                if len(words) > 2:
+                    self.d.error(line.at(2), "log : 'no log' does not expect arguments")
+                    return
                 proxy.logs = []
                 proxy.log_global = False
             else:
@@ -1374,6 +1520,14 @@ class _Parser:
                 self.d.error(line.at(0), "'capture' expects 'cookie' <cookie_name> 'len' <len>")
         elif key == "cookie":
             self._check_cookie(line)
+        elif key == "source":
+            addr, err = parse_address(words[1] if len(words) > 1 else "", port_required=False,
+                                      port_range=True, port_offset=False)
+            if addr is not None and not _is_ip_or_any(addr):
+                err = f"invalid address: '{addr.host}'"
+                addr = None
+            if addr is None:
+                self.d.error(line.at(1), f"'source' : {err or 'expects <addr>[:<port>]'}")
         elif key == "compression":
             sub = words[1] if len(words) > 1 else ""
             if sub not in ("algo", "type", "offload"):
@@ -1532,6 +1686,11 @@ class _Parser:
                 break
             if flag in ("-m", "-f", "-M") and rest:
                 flags.append(rest.pop(0))
+        if not fetch_known(criterion):
+            self.d.error(line.at(2), f"error detected while parsing ACL '{name}' : unknown fetch "
+                         f"method '{criterion}' in ACL expression",
+                         hint=did_you_mean(criterion, SAMPLE_FETCHES))
+            return
         if criterion in ("src", "dst") and "-f" not in flags and "-M" not in flags:
             for k, value in enumerate(rest):
                 try:
@@ -1559,6 +1718,13 @@ class _Parser:
             for acl in term:
                 ref = acl.lstrip("!")
                 if ref.startswith("{"):
+                    inner = ref[1:-1].split()
+                    if not inner or not fetch_known(inner[0]):
+                        what = inner[0] if inner else ""
+                        self.d.error(line.at(offset), f"'{line.words[0]}' : unknown fetch method "
+                                     f"'{what}' in anonymous ACL",
+                                     hint=did_you_mean(what, SAMPLE_FETCHES) if what else None)
+                        return False, None
                     continue
                 if ref not in info.acl_names and ref not in PREDEFINED_ACLS:
                     self.d.error(line.at(offset), f"'{line.words[0]}' : no such ACL : '{ref}'")
@@ -1578,7 +1744,7 @@ class _Parser:
         proxy.retries = self._int_arg(line, "retries")
 
     def p_id(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
-        value = self._int_arg(line, "id", lax=False)
+        value = self._int_arg(line, "id")
         if value is not None and value <= 0:
             self.d.error(line.at(1), "'id' : custom id has to be > 0")
 
@@ -1689,6 +1855,13 @@ class _Parser:
                 if extra[j] not in known:
                     self.d.error(line.at(2 + j), "balance uri only accepts parameters 'len', "
                                  f"'depth', 'path-only', and 'whole' (got '{extra[j]}')")
+                    return
+                if extra[j] in ("len", "depth") and (
+                        j + 1 >= len(extra) or not extra[j + 1].isdigit()
+                        or int(extra[j + 1]) <= 0):
+                    got = extra[j + 1] if j + 1 < len(extra) else ""
+                    self.d.error(line.at(2 + j), f"balance uri : '{extra[j]}' expects a positive "
+                                 f"integer (got '{got}')")
                     return
                 j += 2 if extra[j] in ("len", "depth") else 1
         if algo == "url_param":
@@ -1896,6 +2069,10 @@ class _Parser:
             if kw in ("backlog", "maxconn", "id", "nice", "mss") and not _is_int(value or ""):
                 self.d.error(line.at(i + 1), f"'{what}' : '{kw}' expects an integer argument")
                 return None
+            if kw == "mode" and not re.fullmatch(r"[0-7]+", value or ""):
+                self.d.error(line.at(i + 1), f"'{what}' : 'mode' : missing or invalid mode "
+                             f"'{value}' (octal integer expected)")
+                return None
             if kw == "crt" and value and value.startswith("/") and not os.path.exists(value):
                 self.d.error(line.at(i + 1), f"'{what}' : unable to stat SSL certificate from file "
                              f"'{value}' : No such file or directory")
@@ -2042,8 +2219,6 @@ class _Parser:
             return None
         if kw in ("weight", "rise", "fall", "maxconn", "maxqueue", "minconn", "error-limit",
                   "id", "port", "agent-port"):
-            if kw in ("rise", "fall", "weight", "id") and not _is_int(value):
-                return f"'{kw}' expects an integer argument"
             n = _atoi(value)
             if kw == "weight" and not 0 <= n <= 256:
                 return f"weight is not within 0 and 256 ({n})"
@@ -2100,6 +2275,9 @@ class _Parser:
             if proxy.kind.has_backend:
                 for server in proxy.servers:
                     o = server.options
+                    if o.resolvers and o.resolvers not in self.other_sections.get("resolvers", ()):
+                        self.d.error(server.span, f"proxy '{proxy.name}', server '{server.name}': "
+                                     f"unable to find required resolvers '{o.resolvers}'")
                     if (o.check and server.address.family in ("ipv4", "ipv6", "any")
                             and server.address.port_low is None and o.check_port is None):
                         self.d.error(server.span, f"backend '{proxy.name}': server "

@@ -50,6 +50,7 @@ UNSUPPORTED = "unsupported"
 
 # keepalived's exit codes for -t (core/main.c config_test_exit).
 EXIT_OK = 0
+EXIT_MISSING_PARAMETER = 2  # keepalived stops reading at a keyword without its value
 EXIT_CONFIG = 4  # keepalived cannot run the config at all
 EXIT_CONFIG_TEST = 5  # errors, keepalived would still run
 EXIT_CONFIG_TEST_SECURITY = 6  # script security not enabled while scripts are used
@@ -66,13 +67,20 @@ class KeepalivedDiagnostics(Diagnostics):
 
     def __init__(self) -> None:
         super().__init__()
-        self.aborted = False  # keepalived stops reading (missing parameter, missing main file)
+        self.aborted = False  # keepalived stops reading: a keyword lacks its value
+        self.unreadable = False  # the main file could not be read
         self.security_violation = False
 
     def exit_code(self) -> int:
-        """The exit code `keepalived -t` gives for the same file (0, 4, 5 or 6)."""
-        if self.aborted:
+        """The exit code `keepalived -t` gives for the same file (0, 2, 5 or 6).
+
+        One deliberate difference: keepalived -t exits 0 when the main file is
+        missing ("Config files missing"); keeplb gives 4, as there is nothing to run.
+        """
+        if self.unreadable:
             return EXIT_CONFIG
+        if self.aborted:
+            return EXIT_MISSING_PARAMETER
         if self.security_violation:
             return EXIT_CONFIG_TEST_SECURITY
         return EXIT_CONFIG_TEST if self.has_errors else EXIT_OK
@@ -93,8 +101,7 @@ class _Ctx:
         self.cfg = KeepalivedConfig()
         self.instance_spans: dict[str, Span] = {}
         self.dropped_instances: set[str] = set()
-        self.scripts_in_use = False  # notify or track scripts configured
-        self.first_script: Span | None = None
+        self.notify_scripts: list[tuple[Span, str]] = []
         self.has_vrrp = False  # a vrrp_instance block exists: keepalived's VRRP checks run
 
     # --- diagnostics -------------------------------------------------------
@@ -158,8 +165,7 @@ class _Ctx:
     def script_path(self, node: Node, index: int = 1) -> str | None:
         text = self.arg(node, index)
         if text is not None:
-            self.scripts_in_use = True
-            self.first_script = self.first_script or node.span
+            self.notify_scripts.append((node.span, text))
         return text
 
 
@@ -214,8 +220,36 @@ def _float(lo: float, hi: float) -> Callable[[_Ctx, Node], float | None]:
     return lambda ctx, node: ctx.number(node, lo, hi)
 
 
+def _secs(lo: int, hi: int) -> Callable[[_Ctx, Node], float | None]:
+    """Whole seconds, which is all keepalived 2.2.7 accepts for these timers."""
+
+    def reader(ctx: _Ctx, node: Node) -> float | None:
+        value = ctx.integer(node, lo, hi)
+        return None if value is None else float(value)
+
+    return reader
+
+
 def _script(ctx: _Ctx, node: Node) -> str | None:
     return ctx.script_path(node)
+
+
+def _notify(attr: str) -> Handler:
+    """notify, notify_master...: keepalived keeps the first one and rejects a second."""
+
+    def handler(ctx: _Ctx, node: Node, obj: Any) -> None:
+        if getattr(obj, attr) is not None:
+            ctx.error(
+                node.span,
+                f"({obj.name}) {node.keyword} script already specified; "
+                f"'{' '.join(node.args)}' is ignored",
+            )
+            return
+        value = ctx.script_path(node)
+        if value is not None:
+            setattr(obj, attr, value)
+
+    return handler
 
 
 # keepalived's timer range for garp/gna intervals (read_decimal_unsigned_strvec,
@@ -313,26 +347,26 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "notification_email": Keyword(_g_notification_email, block=True),
     "notification_email_from": Keyword(_set("notification_email_from", _str)),
     "smtp_server": Keyword(_set("smtp_server", _str)),
-    "smtp_connect_timeout": Keyword(_set("smtp_connect_timeout", _uint(1, _UINT_MAX))),
+    "smtp_connect_timeout": Keyword(_set("smtp_connect_timeout", _uint(1, 4294))),
     "smtp_helo_name": Keyword(_g_other),
     "vrrp_skip_check_adv_addr": Keyword(_set("vrrp_skip_check_adv_addr", _bool)),
     "vrrp_strict": Keyword(_set("vrrp_strict", _bool)),
     "vrrp_version": Keyword(_g_version),
     "vrrp_garp_interval": Keyword(_g_interval("vrrp_garp_interval")),
     "vrrp_gna_interval": Keyword(_g_interval("vrrp_gna_interval")),
-    "vrrp_garp_master_delay": Keyword(_set("vrrp_garp_master_delay", _float(0, _UINT_MAX))),
-    "vrrp_garp_master_repeat": Keyword(_set("vrrp_garp_master_repeat", _uint(0, _UINT_MAX))),
-    "vrrp_garp_master_refresh": Keyword(_set("vrrp_garp_master_refresh", _float(0, _UINT_MAX))),
+    "vrrp_garp_master_delay": Keyword(_set("vrrp_garp_master_delay", _secs(0, 4294))),
+    "vrrp_garp_master_repeat": Keyword(_set("vrrp_garp_master_repeat", _uint(1, _UINT_MAX))),
+    "vrrp_garp_master_refresh": Keyword(_set("vrrp_garp_master_refresh", _secs(0, 4294))),
     "vrrp_garp_master_refresh_repeat": Keyword(
-        _set("vrrp_garp_master_refresh_repeat", _uint(0, _UINT_MAX))
+        _set("vrrp_garp_master_refresh_repeat", _uint(1, _UINT_MAX))
     ),
-    "vrrp_garp_lower_prio_delay": Keyword(_set("vrrp_garp_lower_prio_delay", _float(0, _UINT_MAX))),
+    "vrrp_garp_lower_prio_delay": Keyword(_set("vrrp_garp_lower_prio_delay", _secs(0, 4294))),
     "vrrp_garp_lower_prio_repeat": Keyword(
         _set("vrrp_garp_lower_prio_repeat", _uint(0, _UINT_MAX))
     ),
     "vrrp_lower_prio_no_advert": Keyword(_set("vrrp_lower_prio_no_advert", _bool)),
     "vrrp_higher_prio_send_advert": Keyword(_set("vrrp_higher_prio_send_advert", _bool)),
-    "vrrp_startup_delay": Keyword(_set("vrrp_startup_delay", _float(0, 3600))),
+    "vrrp_startup_delay": Keyword(_set("vrrp_startup_delay", _float(0.001, 4294.967295))),
     "vrrp_mcast_group4": Keyword(_g_mcast("vrrp_mcast_group4", 4)),
     "vrrp_mcast_group6": Keyword(_g_mcast("vrrp_mcast_group6", 6)),
     "vrrp_check_unicast_src": Keyword(_set("vrrp_check_unicast_src", _bool)),
@@ -341,7 +375,7 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "enable_script_security": Keyword(_g_script_security),
     "script_user": Keyword(_g_script_user),
     "dynamic_interfaces": Keyword(_set("dynamic_interfaces", _bool)),
-    "max_auto_priority": Keyword(_set("max_auto_priority", _uint(0, 99))),
+    "max_auto_priority": Keyword(_set("max_auto_priority", _uint(-1, 99))),
 }
 # Valid keepalived 2.2.7 global_defs keywords keeplb has no use for (probed
 # against the real binary). LVS, SNMP, D-Bus, nftables/iptables and
@@ -397,10 +431,17 @@ def _s_user(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
         s.group = node.words[2]
 
 
+def _s_script(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
+    command = ctx.arg(node)
+    if command is not None:
+        s.script = command
+        inst_spans(ctx, s)["script"] = node.span
+
+
 VRRP_SCRIPT: dict[str, Keyword] = {
-    "script": Keyword(_set("script", _script)),
-    "interval": Keyword(_set("interval", _float(0.000001, _UINT_MAX / 1_000_000))),
-    "timeout": Keyword(_set("timeout", _float(0.000001, _UINT_MAX / 1_000_000))),
+    "script": Keyword(_s_script),
+    "interval": Keyword(_set("interval", _secs(1, 4294))),
+    "timeout": Keyword(_set("timeout", _secs(1, 4294))),
     "weight": Keyword(_s_weight),
     "rise": Keyword(_set("rise", _uint(1, _UINT_MAX))),
     "fall": Keyword(_set("fall", _uint(1, _UINT_MAX))),
@@ -413,6 +454,10 @@ VRRP_SCRIPT: dict[str, Keyword] = {
 
 
 def _f_weight(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
+    if inst_spans(ctx, f).get("weight") is not None:
+        ctx.error(node.span, f"weight already set for track file {f.name}; this one is ignored")
+        return
+    inst_spans(ctx, f)["weight"] = node.span
     value = ctx.integer(node, -254, 254)
     if value is None:
         return
@@ -430,8 +475,20 @@ def _f_init_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
     f.init_file_overwrite = "overwrite" in node.words[1:]
 
 
+def _f_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
+    if f.file:
+        ctx.error(
+            node.span,
+            f"file already set for track file {f.name}; '{' '.join(node.args)}' is ignored",
+        )
+        return
+    value = ctx.arg(node)
+    if value is not None:
+        f.file = value
+
+
 TRACK_FILE: dict[str, Keyword] = {
-    "file": Keyword(_set("file", _str)),
+    "file": Keyword(_f_file),
     "weight": Keyword(_f_weight),
     "init_file": Keyword(_f_init_file),
 }
@@ -599,6 +656,9 @@ _VIP_OPTIONS = (
 )
 
 
+_SCOPES = ("global", "site", "link", "host", "nowhere")
+
+
 def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
     text = node.words[0]
     try:
@@ -636,6 +696,12 @@ def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
             break
         opts[word] = words[i + 1]
         i += 2
+    dev = opts.get("dev")
+    if dev is not None and ctx.host_checks and not _interface_exists(dev):
+        ctx.error(node.span, f"interface '{dev}' for address {text} does not exist on this host")
+    scope = opts.get("scope")
+    if scope is not None and scope not in _SCOPES and not scope.isdigit():
+        ctx.error(node.span, f"invalid scope '{scope}' for {text}; use one of {', '.join(_SCOPES)}")
     if "brd" in opts or "broadcast" in opts:
         brd = opts.get("brd", opts.get("broadcast", ""))
         if brd not in ("+", "-"):
@@ -661,9 +727,79 @@ def _routes(attr: str) -> Handler:
             return
         out: list[VirtualRoute] = getattr(obj, attr)
         for child in node.children:
-            out.append(VirtualRoute(tuple(child.words), child.span))
+            if _check_route(ctx, child, tracked=attr == "virtual_routes"):
+                out.append(VirtualRoute(tuple(child.words), child.span))
 
     return handler
+
+
+# keepalived's route words (vrrp_iproute.c): those taking a value, and bare ones.
+_ROUTE_VALUE = frozenset(
+    "src from to via gw or dev scope table metric priority preference pref protocol "
+    "mtu advmss realms tos dsfield rtt rttvar rto_min ssthresh cwnd initcwnd initrwnd "
+    "features congctl window hoplimit expires encap nexthop fastopen_no_cookie".split()
+)
+_ROUTE_FLAG = frozenset(
+    "onlink no_track blackhole unreachable prohibit throw quickack lock".split()
+)
+
+
+def _check_route(ctx: _Ctx, node: Node, tracked: bool) -> bool:
+    """Check one route line; False when keepalived skips it."""
+    words = node.words
+    dest: str | None = None
+    dev: str | None = None
+    ok = True
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _ROUTE_FLAG:
+            i += 1
+            continue
+        if word in _ROUTE_VALUE:
+            if i + 1 >= len(words):
+                ctx.error(node.word_span(i), f"route: '{word}' needs a value")
+                ctx.diags.aborted = True
+                return False
+            value = words[i + 1]
+            if word == "dev":
+                dev = value
+                if ctx.host_checks and not _interface_exists(value):
+                    ctx.error(
+                        node.word_span(i + 1),
+                        f"route: interface '{value}' does not exist on this host",
+                    )
+            elif word == "to":
+                dest = value
+            elif word in ("via", "gw", "src", "from") and not _is_network(value):
+                ctx.error(node.word_span(i + 1), f"route: invalid address '{value}' after '{word}'")
+                ok = False
+            i += 2
+            continue
+        if dest is None and (word == "default" or _is_network(word)):
+            dest = word
+            i += 1
+            continue
+        ctx.error(node.word_span(i), f"unknown route keyword '{word}'")
+        return False
+    if dest is None:
+        ctx.error(node.span, "route without a destination")
+        return False
+    if tracked and dev is None and "no_track" not in words:
+        ctx.error(
+            node.span,
+            f"cannot track route {dest} with no interface specified; it is not tracked",
+            hint="add 'dev IFACE' or 'no_track' to the route",
+        )
+    return ok
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _i_unicast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
@@ -780,15 +916,15 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
     "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
     "track_lb": Keyword(_i_track_lb, note="keeplb extension"),
-    "notify": Keyword(_set("notify", _script)),
-    "notify_master": Keyword(_set("notify_master", _script)),
-    "notify_backup": Keyword(_set("notify_backup", _script)),
-    "notify_fault": Keyword(_set("notify_fault", _script)),
-    "notify_stop": Keyword(_set("notify_stop", _script)),
-    "garp_master_delay": Keyword(_set("garp_master_delay", _float(0, 255))),
-    "garp_master_repeat": Keyword(_set("garp_master_repeat", _uint(1, 255))),
-    "garp_master_refresh": Keyword(_set("garp_master_refresh", _float(0, _UINT_MAX))),
-    "garp_master_refresh_repeat": Keyword(_set("garp_master_refresh_repeat", _uint(1, 255))),
+    "notify": Keyword(_notify("notify")),
+    "notify_master": Keyword(_notify("notify_master")),
+    "notify_backup": Keyword(_notify("notify_backup")),
+    "notify_fault": Keyword(_notify("notify_fault")),
+    "notify_stop": Keyword(_notify("notify_stop")),
+    "garp_master_delay": Keyword(_set("garp_master_delay", _secs(0, 4294))),
+    "garp_master_repeat": Keyword(_set("garp_master_repeat", _uint(1, _UINT_MAX))),
+    "garp_master_refresh": Keyword(_set("garp_master_refresh", _secs(0, 4294))),
+    "garp_master_refresh_repeat": Keyword(_set("garp_master_refresh_repeat", _uint(1, _UINT_MAX))),
     "dont_track_primary": Keyword(_set("dont_track_primary", _bool)),
     "accept": Keyword(_i_accept(True)),
     "no_accept": Keyword(_i_accept(False)),
@@ -825,11 +961,11 @@ def _sg_group(ctx: _Ctx, node: Node, sg: VrrpSyncGroup) -> None:
 
 SYNC_GROUP: dict[str, Keyword] = {
     "group": Keyword(_sg_group, block=True),
-    "notify": Keyword(_set("notify", _script)),
-    "notify_master": Keyword(_set("notify_master", _script)),
-    "notify_backup": Keyword(_set("notify_backup", _script)),
-    "notify_fault": Keyword(_set("notify_fault", _script)),
-    "notify_stop": Keyword(_set("notify_stop", _script)),
+    "notify": Keyword(_notify("notify")),
+    "notify_master": Keyword(_notify("notify_master")),
+    "notify_backup": Keyword(_notify("notify_backup")),
+    "notify_fault": Keyword(_notify("notify_fault")),
+    "notify_stop": Keyword(_notify("notify_stop")),
     "track_script": Keyword(_track_refs("track_scripts", "vrrp_script"), block=True),
     "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
     "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
@@ -931,6 +1067,11 @@ def _apply(ctx: _Ctx, node: Node, block: str, table: Mapping[str, Keyword], obj:
         if kw.block and child.children is None:
             ctx.error(child.span, f"'{child.keyword}' needs a {{ }} block")
             continue
+        if kw.block and child.args and child.keyword != "track_lb":
+            ctx.error(
+                child.word_span(1),
+                f"block '{child.keyword}' has extra parameters: {' '.join(child.args)}",
+            )
         if not kw.block and child.children is not None and kw.handler is not None:
             ctx.error(
                 child.open_span or child.span,
@@ -980,7 +1121,6 @@ def _root(ctx: _Ctx, nodes: list[Node]) -> None:
             if not script.script:
                 ctx.error(node.span, f"vrrp_script {name} has no 'script'; it is ignored")
                 continue
-            ctx.scripts_in_use = True
             cfg.scripts[name] = script
         elif kw in ("track_file", "vrrp_track_file"):
             name = _name(ctx, node)
@@ -1016,6 +1156,8 @@ def _root(ctx: _Ctx, nodes: list[Node]) -> None:
             )
             if kw == "virtual_server":
                 _check_virtual_server(ctx, node)
+            elif kw == "bfd_instance":
+                _check_bfd(ctx, node)
         else:
             ctx.error(
                 node.word_span(0),
@@ -1040,6 +1182,16 @@ def _check_virtual_server(ctx: _Ctx, node: Node) -> None:
             f"virtual server {' '.join(node.args)}: no forwarding method set "
             "(lb_kind); keepalived defaults to NAT",
         )
+
+
+def _check_bfd(ctx: _Ctx, node: Node) -> None:
+    """keepalived -t refuses a bfd_instance without a valid neighbor_ip."""
+    neighbors = [c for c in node.children or [] if c.keyword == "neighbor_ip"]
+    if not neighbors:
+        ctx.error(node.span, f"bfd_instance {' '.join(node.args)} has no neighbor_ip")
+    for child in neighbors:
+        if len(child.words) > 1:
+            ctx.address(child.words[1], child.word_span(1), "bfd neighbor_ip")
 
 
 def _vrrp_instance(ctx: _Ctx, node: Node) -> None:
@@ -1080,6 +1232,12 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
     if inst.interface is None and not inst.unicast_peers:
         ctx.error(where, f"({inst.name}) no interface set", hint="add 'interface NAME'")
         keep = False
+    if inst.nopreempt and inst.preempt_delay:
+        ctx.error(
+            where,
+            f"({inst.name}) preempt_delay is incompatible with nopreempt; preempt_delay is reset",
+        )
+        inst.preempt_delay = 0.0
     if inst.nopreempt and inst.state is VrrpStateName.MASTER:
         ctx.error(
             where,
@@ -1163,16 +1321,52 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
 
 
 def _check_scripts(ctx: _Ctx) -> None:
-    """keepalived's script checks: does each script exist, and is script security on."""
+    """keepalived's script checks: does each script exist, and is script security on.
+
+    As in keepalived, a vrrp_script whose program is missing is an error and is
+    disabled; a notify script whose program is missing is skipped quietly (keeplb
+    warns); only scripts that would run count for the security check.
+    """
     g = ctx.cfg.global_defs
     cfg = ctx.cfg
     path = ctx.env.get("PATH", DEFAULT_PATH)
-    if (
-        g.enable_script_security
-        and g.script_user is None
-        and ctx.host_checks
-        and ctx.scripts_in_use
-    ):
+    running: list[Span | None] = []
+    for name, script in list(cfg.scripts.items()):
+        program = _program(script.script)
+        if ctx.host_checks and not _find_program(program, path):
+            ctx.error(
+                script.span,
+                f"vrrp_script {name}: '{program}' not found or not executable; "
+                "the script is disabled",
+            )
+            del cfg.scripts[name]
+            continue
+        running.append(inst_spans(ctx, script).get("script", script.span))
+    for span, command in ctx.notify_scripts:
+        program = _program(command)
+        if ctx.host_checks and not _find_program(program, path):
+            ctx.warning(
+                span, f"notify script '{program}' not found or not executable; it will not run"
+            )
+            continue
+        running.append(span)
+    for inst in cfg.instances:
+        inst.track_scripts = [t for t in inst.track_scripts if t.name in cfg.scripts]
+    if not running:
+        return
+    if not g.enable_script_security:
+        ctx.diags.security_violation = True
+        ctx.error(
+            min(
+                (s for s in running if s),
+                key=lambda s: (s.file != cfg.files[0], s.line),
+                default=None,
+            ),
+            SECURITY_VIOLATION,
+            hint="scripts run as root; add 'enable_script_security' and "
+            "'script_user USER' to global_defs",
+        )
+    elif g.script_user is None and ctx.host_checks:
         try:
             pwd.getpwnam(DEFAULT_SCRIPT_USER)
         except KeyError:
@@ -1183,17 +1377,11 @@ def _check_scripts(ctx: _Ctx) -> None:
                 hint="add 'script_user root' (or another user) to global_defs",
             )
             cfg.scripts.clear()
-    if not ctx.host_checks:
-        return
-    for name, script in list(cfg.scripts.items()):
-        program = script.script.split()[0] if script.script.split() else ""
-        if program and not _find_program(program, path):
-            ctx.error(
-                script.span,
-                f"vrrp_script {name}: '{program}' not found or not executable; the script is disabled",
-            )
-            if g.enable_script_security:
-                del cfg.scripts[name]
+
+
+def _program(command: str) -> str:
+    words = command.split()
+    return words[0] if words else ""
 
 
 def _find_program(program: str, path: str) -> bool:
@@ -1275,23 +1463,17 @@ def _check_references(ctx: _Ctx) -> None:
             in_group[member] = sg.name
             members.append(member)
         sg.group = members
+        if len(members) == 1:
+            ctx.error(
+                sg.span,
+                f"sync group {sg.name} has only 1 virtual router; a sync group needs at least two",
+            )
         for ref in sg.track_scripts:
             if ref.name not in cfg.scripts:
                 ctx.error(
                     ref.span,
                     f"vrrp_sync_group {sg.name}: track script {ref.name} not found; ignored",
                 )
-
-
-def _check_security(ctx: _Ctx) -> None:
-    g = ctx.cfg.global_defs
-    if ctx.scripts_in_use and not g.enable_script_security:
-        ctx.diags.security_violation = True
-        ctx.error(
-            ctx.first_script,
-            SECURITY_VIOLATION,
-            hint="scripts run as root; add 'enable_script_security' and 'script_user USER' to global_defs",
-        )
 
 
 # --------------------------------------------------------------------------
@@ -1322,7 +1504,7 @@ def parse(
         nodes, files, opened = kalexer.read(path, defines, diags, env)
         ctx.cfg.files = files
         if not opened:
-            diags.aborted = True
+            diags.unreadable = True
             return ctx.cfg, diags
         _root(ctx, nodes)
         _check_references(ctx)
@@ -1330,7 +1512,6 @@ def parse(
         # when there is a vrrp_instance.
         if ctx.has_vrrp:
             _check_scripts(ctx)
-            _check_security(ctx)
     except RecursionError:
         diags.error(Span(path, 0), "configuration nested too deeply")
     return ctx.cfg, diags

@@ -348,6 +348,8 @@ class Demo:
                     node.priority = int(m["new"])
                     self.event(f"{node.name}: effective priority {m['old']} -> {m['new']}")
             health = node.read_stats()
+            if not health:
+                continue  # a busy or restarting socket; keep what we knew
             for srv, st in health.items():
                 old = node.health.get(srv)
                 if old is not None and old.split()[0] != st.split()[0]:
@@ -659,8 +661,9 @@ def _write_report(d: Demo) -> Path:
 def main(argv: list[str]) -> int:
     """Entry point of ``keeplb demo``.  Returns the exit status."""
     opts = _parser().parse_args(argv)
-    console = Console(force_terminal=None if not opts.no_live else False,
-                      highlight=False, soft_wrap=opts.no_live)
+    console = Console(force_terminal=None if not opts.no_live else False, highlight=False)
+    if opts.no_live and not console.is_terminal:
+        console.width = max(console.width, 132)  # pipes get 80 columns: too narrow for the table
     if os.geteuid() != 0:
         console.print("keeplb demo needs root: it creates network namespaces, veth pairs and a "
                       "bridge (try: sudo keeplb demo).")

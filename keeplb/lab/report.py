@@ -111,16 +111,22 @@ def render_png(
     end = max([b.end for b in bands] + [s[0] for s in samples[-1:]] + [t0 + 1.0])
     nbins = max(1, int((end - t0) / 0.1) + 1)
     ok = [0] * nbins
+    slow = [0] * nbins
     bad = [0] * nbins
     for a in attempts:
         i = int((a.t - t0) / 0.1)
         if 0 <= i < nbins:
-            (ok if a.ok else bad)[i] += 1
+            # A success that took > 0.5 s lost its first SYN (retransmitted
+            # after 1 s): the client saw the outage even though it succeeded.
+            (bad if not a.ok else slow if a.d > 0.5 else ok)[i] += 1
     xs = [i * 0.1 for i in range(nbins)]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 5.5), sharex=True, height_ratios=[3, 1.3])
-    ax1.bar(xs, ok, width=0.1, color="#2a9d4b", label="ok / 100 ms", align="edge")
-    ax1.bar(xs, bad, width=0.1, bottom=ok, color="#d62828", label="failed / 100 ms", align="edge")
-    ax1.set_ylabel("client attempts")
+    ax1.bar(xs, ok, width=0.1, color="#2a9d4b", label="ok", align="edge")
+    ax1.bar(xs, slow, width=0.1, bottom=ok, color="#f4a261", label="ok after > 0.5 s", align="edge")
+    stacked = [x + y for x, y in zip(ok, slow, strict=True)]
+    ax1.bar(xs, bad, width=0.1, bottom=stacked, color="#d62828", label="failed", align="edge")
+    ax1.set_xlabel("")
+    ax1.set_ylabel("attempts started / 100 ms")
     ax1.legend(loc="upper right", fontsize=8)
     ax1.set_title(title, fontsize=10)
     names = sorted({h for _, h in samples} | {"none"})

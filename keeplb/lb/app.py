@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import resource
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from keeplb.config.model import Address, Bind, HaproxyConfig, Proxy
+from keeplb.config.model import HaproxyConfig, Proxy
 from keeplb.errors import ConfigError, KeeplbError
 from keeplb.lb.balance import BalancedServer, Balancer, make_balancer
 from keeplb.lb.checks import HealthChecker
@@ -38,6 +39,7 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+from keeplb.proc import listeners
 
 _log = logging.getLogger("keeplb.lb")
 
@@ -129,89 +131,13 @@ def make_backend_balancer(p: Proxy, servers: Sequence[ServerRuntime]) -> Balance
 # --------------------------------------------------------------------------
 
 
-def bind_key(addr: Address, port: int | None) -> str:
-    """How a bound socket is named when a master passes it to a new worker."""
-    if addr.family == "unix":
-        return f"unix@{addr.host}"
-    host = addr.host or "*"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-def _bind_one(addr: Address, port: int | None, bind: Bind, backlog: int) -> socket.socket:
-    if addr.family == "unix":
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(addr.host)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: Any = addr.host
-    else:
-        host = addr.host if addr.host not in ("", "*") else "0.0.0.0"
-        family = socket.AF_INET6 if addr.family == "ipv6" or ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        target = (host, port or 0)
-    try:
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # Lets an old and a new worker (reload) or N workers (nbthread) share a port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
-                                1 if bind.v6only else 0)
-            if bind.transparent:
-                sock.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
-            if bind.interface:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                                bind.interface.encode())
-        sock.bind(target)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def open_listeners(cfg: HaproxyConfig,
-                   existing: dict[str, socket.socket] | None = None) -> dict[str, socket.socket]:
-    """Bind every `bind` line of every enabled frontend (each port of a range).
-
-    Sockets in `existing` with the same key are reused as they are. On any
-    failure the sockets opened here are closed and KeeplbError says which
-    address, in haproxy's words.
-    """
-    existing = existing or {}
-    out: dict[str, socket.socket] = {}
-    opened: list[socket.socket] = []
-    try:
-        for p in cfg.frontends:
-            if p.disabled:
-                continue
-            for b in p.binds:
-                ports: Sequence[int | None] = list(b.address.ports()) or [None]
-                for port in ports:
-                    key = bind_key(b.address, port)
-                    if key in out:
-                        continue
-                    if key in existing:
-                        out[key] = existing[key]
-                        continue
-                    backlog = b.backlog or p.backlog or min(
-                        65535, max(1024, b.maxconn or p.maxconn or 1024))
-                    try:
-                        sock = _bind_one(b.address, port, b, backlog)
-                    except OSError as exc:
-                        where = f" ({b.span})" if b.span else ""
-                        raise KeeplbError(
-                            f"Starting frontend {p.name}: cannot bind socket "
-                            f"({exc.strerror}) [{key}]{where}") from None
-                    opened.append(sock)
-                    out[key] = sock
-    except BaseException:
-        for s in opened:
-            s.close()
-        raise
-    return out
+                   existing: Mapping[str, socket.socket] | None = None) -> dict[str, socket.socket]:
+    """Bind every `bind` line of every enabled frontend (each port of a range),
+    keyed as keeplb.proc.listeners names them ('ipv4@127.0.0.1:6443'), the keys a
+    master uses to pass sockets to workers. Sockets in `existing` are reused;
+    a failure raises KeeplbError in haproxy's words."""
+    return listeners.bind_all(cfg, existing)
 
 
 # --------------------------------------------------------------------------
@@ -283,28 +209,25 @@ class LoadBalancer:
 
     # -- listening ---------------------------------------------------------
 
-    def start_listeners(self, socks: dict[str, socket.socket]) -> None:
+    def start_listeners(self, socks: Mapping[str, socket.socket]) -> None:
+        by_name = {fe.name: fe for fe in self.frontends}
+        for spec in listeners.listen_specs(self.cfg):
+            fe = by_name.get(spec.frontend)
+            sock = socks.get(spec.key)
+            if fe is None or sock is None or any(li.key == spec.key for li in fe.listeners):
+                continue
+            fe.listeners.append(Listener(sock, fe, spec.key))
         for fe in self.frontends:
-            for b in fe.cfg.binds:
-                ports: list[int | None] = list(b.address.ports()) or [None]
-                for port in ports:
-                    key = bind_key(b.address, port)
-                    sock = socks.get(key)
-                    if sock is None or any(li.key == key for li in fe.listeners):
-                        continue
-                    fe.listeners.append(Listener(sock, fe, key))
             if fe.can_accept():
                 fe.resume()
 
-    def stop_listeners(self, close: bool = True) -> None:
+    def stop_listeners(self) -> None:
+        """Stop accepting (soft stop); the sockets themselves are closed by serve()."""
         self.limits.stopping = True
         self.runtime.stopping = True
         for fe in self.frontends:
             for li in fe.listeners:
-                if close:
-                    li.close()
-                else:
-                    li.pause()
+                li.pause()
 
     def sessions(self) -> list[Session]:
         return list(self.limits.sessions)
@@ -348,21 +271,26 @@ def _start_checks(lb: LoadBalancer) -> HealthChecker | None:
 async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
                 on_ready: Callable[[], None] | None = None,
                 on_health: HealthCallback | None = None,
-                listen_sockets: dict[str, socket.socket] | None = None,
+                listen_sockets: Mapping[str, socket.socket] | None = None,
                 force: asyncio.Event | None = None,
+                soft_stop: asyncio.Event | None = None,
                 drain_timeout: float | None = None,
                 runtime: ProcessRuntime | None = None,
                 checks: bool = True) -> int:
     """Run the load balancer for `cfg` until `stop` is set; returns 0.
 
     listen_sockets: sockets bound beforehand (by a master, for a seamless
-    reload), keyed by `bind_key`; the missing ones are bound here. On stop
+    reload), keyed as keeplb.proc.listeners names them; the missing ones are
+    bound here. On stop
     the listeners close, sessions drain for at most `drain_timeout` seconds
-    (default: `hard-stop-after`, else 10 s; `force` cuts it short) and the
-    ones left are killed (termination state 'K').
+    (default: `hard-stop-after`, else 10 s, or no limit when `soft_stop` was
+    set: haproxy's soft stop; `force` cuts it short) and the ones left are
+    killed (termination state 'K').
     """
     lb = LoadBalancer(cfg, runtime, on_health)
     socks = open_listeners(cfg, listen_sockets)
+    given = dict(listen_sockets or {})
+    owned = [s for k, s in socks.items() if given.get(k) is not s]
     try:
         lb.start_listeners(socks)
         if checks:
@@ -372,14 +300,23 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
         if on_ready is not None:
             on_ready()
         await stop.wait()
-        lb.stop_listeners(close=True)
+        lb.stop_listeners()
+        # Closed now, not after the drain: with SO_REUSEPORT (a `-sf` reload) the
+        # kernel would otherwise keep queueing new connections on this socket.
+        for sock in owned:
+            sock.close()
         if drain_timeout is None:
             hs = cfg.global_.hard_stop_after
-            drain_timeout = hs / 1000 if hs else DEFAULT_DRAIN_S
+            if soft_stop is not None and soft_stop.is_set():
+                drain_timeout = hs / 1000 if hs else float("inf")
+            else:
+                drain_timeout = hs / 1000 if hs else DEFAULT_DRAIN_S
         await _drain(lb, drain_timeout, force)
     finally:
-        lb.stop_listeners(close=True)
-        for sock in socks.values():
+        lb.stop_listeners()
+        # Sockets passed in belong to the caller (a master keeps them for the next
+        # generation); the ones bound here are closed.
+        for sock in owned:
             sock.close()
         for sess in lb.sessions():
             sess.kill("K")
@@ -427,35 +364,113 @@ def load(paths: Sequence[str]) -> HaproxyConfig:
     return cfg
 
 
-def main(paths: Sequence[str], *, drain_timeout: float | None = None,
+def health_line(health: Mapping[str, tuple[int, int]]) -> bytes:
+    """One JSON line for `--health-fd` (read by keeplb run's supervisor):
+    {"backends": {name: usable}, "servers": {name: [active_up, backup_up]}}."""
+    return (json.dumps({"backends": {k: (a + b) > 0 for k, (a, b) in health.items()},
+                        "servers": {k: [a, b] for k, (a, b) in health.items()}})
+            + "\n").encode()
+
+
+def _fd_writer(fd: int) -> HealthCallback:
+    os.set_blocking(fd, False)
+
+    def write(health: dict[str, tuple[int, int]]) -> None:
+        try:
+            os.write(fd, health_line(health))
+        except (BlockingIOError, BrokenPipeError, OSError):
+            pass  # the reader is gone or slow; the next change sends the whole state again
+    return write
+
+
+def main(paths: Sequence[str], *, daemon: bool = False, pidfile: str | None = None,
+         master_worker: bool = False, soft_stop_pids: Sequence[int] = (),
+         hard_stop_pids: Sequence[int] = (), health_fd: int | None = None,
+         worker: int | None = None, ready_fd: int | None = None,
+         drain_timeout: float | None = None,
          on_ready: Callable[[], None] | None = None) -> int:
-    """`keeplb lb -f FILE...` in the foreground: parse, bind, serve until SIGTERM or
-    SIGINT (a second one forces the stop). Raises ConfigError / KeeplbError for
-    cli.py to report; returns 0 after a clean stop."""
+    """`keeplb lb -f FILE...`: parse, bind, serve until a signal. Raises ConfigError /
+    KeeplbError for cli.py to report; returns 0 after a clean stop.
+
+    -W (or `nbthread` > 1) runs keeplb.proc.master, which starts `nbthread`
+    workers (`--worker N --ready-fd FD`, sockets in KEEPLB_LISTEN_FDS) that come
+    back here. Each worker runs its own health checks: they probe the same
+    servers and reach the same verdicts, at the cost of N times the probes
+    (haproxy's old nbproc model); sharing one checker is future work.
+
+    Signals: SIGTERM/SIGINT stop accepting and drain for at most the drain
+    timeout (a second one forces); SIGUSR1 is haproxy's soft stop: drain until
+    the sessions end or `hard-stop-after`.
+    """
     cfg = load(paths)
     g = cfg.global_
+    if worker is None and (master_worker or (g.nbthread or 1) > 1):
+        from keeplb.proc import master
+
+        return master.main(paths, cfg, daemon=daemon, pidfile=pidfile)
     raise_nofile(g.ulimit_n or 2 * (g.maxconn or 0) + 200)
+    inherited = listeners.import_fds(os.environ.get(listeners.ENV_FDS))
+    # Bind before daemonizing so that a bind error reaches the terminal.
+    socks = open_listeners(cfg, inherited)
+    if daemon and worker is None:
+        from keeplb.proc.daemonize import daemonize
+
+        daemonize()
+    if pidfile and worker is None:
+        from keeplb.proc.pidfile import write_pidfile
+
+        write_pidfile(pidfile)
+    on_health = _fd_writer(health_fd) if health_fd is not None else None
+
+    def ready() -> None:
+        for pid in soft_stop_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR1)
+        for pid in hard_stop_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"READY\n")
+                os.close(ready_fd)
+        if on_ready is not None:
+            on_ready()
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         force = asyncio.Event()
+        soft = asyncio.Event()
 
-        def on_signal() -> None:
+        def on_stop() -> None:
             if stop.is_set():
                 force.set()
             stop.set()
 
+        def on_soft() -> None:
+            soft.set()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_stop)
+        loop.add_signal_handler(signal.SIGUSR1, on_soft)
         try:
-            return await serve(cfg, stop=stop, force=force, on_ready=on_ready,
+            return await serve(cfg, stop=stop, force=force, soft_stop=soft, on_ready=ready,
+                               on_health=on_health, listen_sockets=socks,
                                drain_timeout=drain_timeout)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
 
-    return run_loop(run)
+    try:
+        return run_loop(run)
+    finally:
+        for sock in socks.values():
+            sock.close()
+        if pidfile and worker is None:
+            from keeplb.proc.pidfile import remove_pidfile
+
+            remove_pidfile(pidfile)
 
 
 def run_loop(fn: Callable[[], Any]) -> int:

@@ -401,6 +401,7 @@ class CheckResult:
     info: str
     duration_ms: int
     code: int | None = None
+    """The response code, only for statuses haproxy shows it with (L7OK, L7OKC, L7STS)."""
 
 
 class _Done(Exception):
@@ -676,7 +677,8 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
 
 
 def _result(status: CheckStatus, info: str, run: _Run, code: int | None = None) -> CheckResult:
-    return CheckResult(status.passed, status, info, run.elapsed_ms(), code)
+    return CheckResult(status.passed, status, info, run.elapsed_ms(),
+                       code if status.has_code else None)
 
 
 _STATUS_LINE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: (.*))?$")
@@ -964,7 +966,7 @@ class HealthChecker:
         srv = c.server
         srv.check_status = result.status.code
         srv.check_desc = result.status.description
-        srv.check_code = result.code if result.status.layer7 else None
+        srv.check_code = result.code
         srv.check_duration_ms = result.duration_ms
         srv.check_info = result.info
         if result.status.failed and c.health.health > 0:

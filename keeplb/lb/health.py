@@ -81,9 +81,10 @@ class CheckStatus(Enum):
         return self.result is Outcome.FAILED
 
     @property
-    def layer7(self) -> bool:
-        """Statuses after which haproxy shows the HTTP code in logs and stats."""
-        return self.code.startswith("L7")
+    def has_code(self) -> bool:
+        """Statuses after which haproxy shows the response code in logs and stats
+        (those after HCHK_STATUS_L57DATA: L7OK, L7OKC, L7STS)."""
+        return self in (CheckStatus.L7OK, CheckStatus.L7OKC, CheckStatus.L7STS)
 
 
 class Transition(Enum):

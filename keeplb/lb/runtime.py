@@ -750,7 +750,7 @@ async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         while not sess.closed:
             try:
                 line = await asyncio.wait_for(reader.readline(), sess.timeout or None)
-            except (asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+            except (TimeoutError, asyncio.LimitOverrunError, ValueError):
                 break  # idle for `stats timeout`, or a line over tune.bufsize
             if not line:
                 break

@@ -321,14 +321,15 @@ def stat_rows(rt: ProcessRuntime, now: float | None = None, flt: StatFilter | No
         by_iid[be.iid] = (by_iid.get(be.iid, (None, None))[0], be)
     rows: list[Row] = []
     for iid in sorted(by_iid):
-        fe, be = by_iid[iid]
-        name = fe.name if fe is not None else be.name if be is not None else ""
+        pfe, pbe = by_iid[iid]
+        name = pfe.name if pfe is not None else pbe.name if pbe is not None else ""
         if not _proxy_matches(flt, name, iid):
             continue
-        if fe is not None and flt.types & StatType.FRONTEND:
-            rows.append(frontend_row(rt, fe))
-        if be is None:
+        if pfe is not None and flt.types & StatType.FRONTEND:
+            rows.append(frontend_row(rt, pfe))
+        if pbe is None:
             continue
+        be = pbe
         if flt.types & StatType.SERVER:
             for s in be.servers:
                 if flt.sid != -1 and s.sid != flt.sid:

@@ -8,7 +8,9 @@ signal: nothing polls). The VRRP child turns that into FAULT or a lower
 priority (keepalived.conf `track_lb`).
 
 Health line, balancer -> supervisor:  {"backends": {"kube-apiserver": [2, 0]}}
-Health line, supervisor -> VRRP:      {"lb": true, "backends": {...}}   ("lb": false when gone)
+Health line, supervisor -> VRRP:      {"lb": true, "backends": {"kube-apiserver": true}}
+("lb" is false when the balancer is gone or a backend has no server UP; a backend
+is true when at least one of its servers, active or backup, is UP.)
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ log = logging.getLogger("keeplb.run")
 
 RESTART_DELAY_S = 1.0
 STOP_TIMEOUT_S = 10.0
+
+
+def lb_state_from_health(backends: dict[str, object]) -> dict[str, object]:
+    """The VRRP side's view of one health report: can this host serve, per backend and overall."""
+    per: dict[str, bool] = {}
+    for name, counts in backends.items():
+        if isinstance(counts, list | tuple) and len(counts) == 2:
+            per[str(name)] = sum(int(c) for c in counts if isinstance(c, int)) > 0
+        else:
+            per[str(name)] = bool(counts)
+    return {"lb": all(per.values()) if per else True, "backends": per}
 
 
 class Child:
@@ -130,7 +143,7 @@ class Supervisor:
                         log.warning("ignoring a malformed health line from the balancer")
                         continue
                     if isinstance(msg, dict) and isinstance(msg.get("backends"), dict):
-                        self.lb_state = {"lb": True, "backends": msg["backends"]}
+                        self.lb_state = lb_state_from_health(msg["backends"])
                         self._send_vrrp()
                         if not self._ready_sent:
                             # The balancer has bound its listeners and reported health.

@@ -235,6 +235,10 @@ class Instance:
 
     def start(self) -> None:
         self.update_priority(feed=False)
+        if not self.params.address_owner and self.ifindex is not None:
+            # keepalived clears VIPs a crashed predecessor left behind before
+            # it starts as backup, so two hosts never answer for one address.
+            self.addr_op(add=False)
         self.feed(Startup())
 
     def feed(self, event: Event) -> None:
@@ -273,6 +277,8 @@ class Instance:
                 self.start_garp()
             elif isinstance(action, Notify):
                 self.daemon.notify_instance(self, action.state, action.priority)
+                # After the instance's own notify, as keepalived orders them.
+                self.daemon.group_state_changed(self)
             elif isinstance(action, LogLine):
                 log.info("%s", action.text)
             elif isinstance(action, Transition):
@@ -286,7 +292,6 @@ class Instance:
             self.stop_garp()
         self.transitions.append({"time": time.time(), "from": old.value, "to": new.value})
         del self.transitions[:-TRANSITIONS_KEPT]
-        self.daemon.group_state_changed(self)
 
     # ------------------------------------------------------------ packets
 
@@ -347,8 +352,7 @@ class Instance:
     async def _addr_op(self, add: bool) -> None:
         # One lock per instance keeps add/remove in the order the machine asked.
         async with self.addr_lock:
-            if not add:
-                log.info("(%s) removing VIPs.", self.name)
+            log.info("(%s) %s VIPs.", self.name, "setting" if add else "removing")
             for vip in self._vips_for(add):
                 dev = vip.dev or self.ifname
                 index = self.ifindex if dev == self.ifname else await self.daemon.addresses.ifindex(dev)

@@ -41,6 +41,7 @@ def keepalived_test(path: Path, tmp_path: Path) -> tuple[int, list[str]]:
         [KEEPALIVED, "-t", "-l", "-G", "-f", str(path)],
         capture_output=True,
         text=True,
+        errors="replace",  # keepalived can print bytes that are not UTF-8
         timeout=30,
         cwd=tmp_path,  # includes must resolve against the file, not the cwd
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_v2_multicast_preempt_clean_stop_and_rejoin(vlab: VrrpLab) -> None:
 def test_v3_unicast_master_link_down_and_back(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
-    common = {"version": 3, "advert_int": 0.2}
+    common: dict[str, Any] = {"version": 3, "advert_int": 0.2}
     k = vlab.daemon("keeplb", a, instance_conf(priority=150, unicast_src="10.77.0.1",
                                                peers=["10.77.0.2"], **common))
     vlab.daemon("keepalived", b, instance_conf(priority=100, unicast_src="10.77.0.2",
@@ -72,7 +73,7 @@ def test_v3_ipv6_multicast_election_and_stop(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
     assert wait_ipv6_ready(a) and wait_ipv6_ready(b)
-    conf = {"version": 3, "advert_int": 0.2, "vips": [f"{VIP6}/64"]}
+    conf: dict[str, Any] = {"version": 3, "advert_int": 0.2, "vips": [f"{VIP6}/64"]}
     vlab.daemon("keepalived", b, instance_conf(priority=100, **conf))
     k = vlab.daemon("keeplb", a, instance_conf(priority=200, **conf))
     assert wait_for(lambda: holders([a, b], VIP6) == ["a"], 5), vlab.logs()
@@ -86,7 +87,7 @@ def test_v3_ipv6_multicast_election_and_stop(vlab: VrrpLab) -> None:
 def test_nopreempt_keeps_the_running_master(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
-    conf = {"version": 3, "advert_int": 0.2, "nopreempt": True}
+    conf: dict[str, Any] = {"version": 3, "advert_int": 0.2, "nopreempt": True}
     vlab.daemon("keeplb", a, instance_conf(priority=100, **conf))
     assert wait_for(lambda: holders([a, b], VIP) == ["a"], 3), vlab.logs()
     ka = vlab.daemon("keepalived", b, instance_conf(priority=200, **conf))
@@ -128,7 +129,7 @@ def test_seed_pattern_service_death_moves_the_vip(vlab: VrrpLab, tmp_path: Path)
 def test_sighup_reload_keeps_state_refuses_bad_file_and_applies_priority(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
-    conf = {"version": 3, "advert_int": 0.2}
+    conf: dict[str, Any] = {"version": 3, "advert_int": 0.2}
     k = vlab.daemon("keeplb", a, instance_conf(priority=150, **conf))
     vlab.daemon("keepalived", b, instance_conf(priority=100, **conf))
     assert wait_for(lambda: holders([a, b], VIP) == ["a"], 5), vlab.logs()

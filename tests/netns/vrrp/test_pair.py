@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ VIP = "10.77.0.100"
 def test_v3_unicast_election_crash_and_rejoin(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
-    common = {"version": 3, "advert_int": 0.2}
+    common: dict[str, Any] = {"version": 3, "advert_int": 0.2}
     ka = vlab.daemon("keeplb", a, instance_conf(priority=150, unicast_src="10.77.0.1",
                                                 peers=["10.77.0.2"], **common))
     kb = vlab.daemon("keeplb", b, instance_conf(priority=100, unicast_src="10.77.0.2",

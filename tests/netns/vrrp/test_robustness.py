@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_partition_two_masters_then_one_after_heal(vlab: VrrpLab) -> None:
     a = vlab.host("a", "10.77.0.1/24")
     b = vlab.host("b", "10.77.0.2/24")
     advert = 0.5
-    conf = {"version": 3, "advert_int": advert}
+    conf: dict[str, Any] = {"version": 3, "advert_int": advert}
     vlab.daemon("keeplb", a, instance_conf(priority=150, **conf))
     vlab.daemon("keepalived", b, instance_conf(priority=100, **conf))
     assert wait_for(lambda: holders([a, b], VIP) == ["a"], 5), vlab.logs()

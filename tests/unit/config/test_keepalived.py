@@ -310,7 +310,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
                 fd00:77::10/64
             }
             virtual_routes {
-                10.77.5.0/24 via 10.77.0.254
+                10.77.5.0/24 via 10.77.0.254 dev eth0
             }
             track_script {
                 chk weight 10 reverse
@@ -380,7 +380,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
     )
     assert vip2.no_track and vip2.address == ipaddress.ip_interface("10.77.0.11/32")
     assert inst.virtual_ipaddresses_excluded[0].address.version == 6
-    assert inst.virtual_routes[0].words == ("10.77.5.0/24", "via", "10.77.0.254")
+    assert inst.virtual_routes[0].words == ("10.77.5.0/24", "via", "10.77.0.254", "dev", "eth0")
     assert [(t.name, t.weight, t.reverse) for t in inst.track_scripts] == [
         ("chk", 10, True),
         ("chk2", None, False),
@@ -480,6 +480,16 @@ CHECKS = [
     ("virtual_ipaddress {\n10.77.0.3 dve eth0\n}", "unknown option 'dve'", 11),
     ("vrrp_version 3", "unknown keyword 'vrrp_version' in 'vrrp_instance'", 10),
     ("priority", "'priority' needs a value", 10),
+    ("virtual_routes {\n10.77.5.0/24 via 10.77.0.1\n}", "cannot track route 10.77.5.0/24", 11),
+    ("virtual_routes {\n10.77.5.0/24 foo bar\n}", "unknown route keyword 'foo'", 11),
+    (
+        "notify_master /bin/true\nnotify_master /bin/false",
+        "notify_master script already specified",
+        11,
+    ),
+    ("nopreempt\npreempt_delay 5", "preempt_delay is incompatible with nopreempt", 2),
+    ("virtual_ipaddress x {\n10.77.0.9\n}", "has extra parameters: x", 10),
+    ("virtual_ipaddress {\n10.77.0.9 scope bogus\n}", "invalid scope 'bogus'", 11),
 ]
 
 

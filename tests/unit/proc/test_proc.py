@@ -52,3 +52,13 @@ def test_pidfile_garbage_reads_as_none(tmp_path, content):
 def test_pid_alive():
     assert pid_alive(os.getpid())
     assert not pid_alive(2**22 + 12345)
+
+
+def test_lb_state_from_health():
+    from keeplb.proc.supervisor import lb_state_from_health
+
+    assert lb_state_from_health({"be": [2, 0]}) == {"lb": True, "backends": {"be": True}}
+    assert lb_state_from_health({"be": [0, 1]}) == {"lb": True, "backends": {"be": True}}
+    assert lb_state_from_health({"be": [0, 0], "x": [1, 0]}) == {
+        "lb": False, "backends": {"be": False, "x": True}}
+    assert lb_state_from_health({}) == {"lb": True, "backends": {}}

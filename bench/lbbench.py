@@ -1,0 +1,274 @@
+"""keeplb vs haproxy 2.6 on the same config, the same backends, the same load,
+in the same run, at equal cores: each load balancer is pinned to CPU 0, the
+backends and the load generator share CPU 1.
+
+    .venv/bin/python bench/lbbench.py [--duration 5] [--conns 50] [--idle 2000]
+
+Figures (each for haproxy and keeplb, then keeplb/haproxy):
+- keep-alive req/s and p99 latency: wrk, HTTP/1.1 keep-alive through the TCP relay
+- new connections/s: wrk with `Connection: close`, one connection per request
+- bulk MB/s: 10 MB objects over keep-alive
+- RSS per 1,000 idle connections: VmRSS growth while holding --idle connections
+
+The small-response backend is a second haproxy in http mode (`http-request
+return`), fast enough not to be the bottleneck; the 10 MB backend is a uvloop
+server writing one preallocated object. Loopback only; every run is bounded
+by --duration, the whole bench by about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+LO = "127.0.0.1"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIG = 10 * 1024 * 1024
+
+BIG_SERVER = r"""
+import asyncio, sys, uvloop
+size = int(sys.argv[2])
+head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: application/octet-stream\r\n\r\n" % size
+body = b"x" * size
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t; self.buf = b""
+    def data_received(self, d):
+        self.buf += d
+        while b"\r\n\r\n" in self.buf:
+            _, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            self.t.write(head); self.t.write(body)
+async def main():
+    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]),
+                                                          backlog=4096)
+    print("ready", flush=True)
+    await srv.serve_forever()
+uvloop.run(main())
+"""
+
+SMALL_BACKEND_CFG = """
+global
+    maxconn 8000
+    nbthread 1
+defaults
+    mode http
+    timeout client 120s
+    timeout server 120s
+    timeout connect 5s
+    timeout http-keep-alive 120s
+frontend small
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain string "ok"
+"""
+
+LB_CFG = """
+global
+    maxconn 8000
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+listen small
+    bind 127.0.0.1:{small}
+    balance roundrobin
+    server s1 127.0.0.1:{small_be}
+listen big
+    bind 127.0.0.1:{big}
+    balance roundrobin
+    server b1 127.0.0.1:{big_be}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LO, 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cpu: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((LO, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def proc(argv: list[str], cpu: int, env: dict[str, str] | None = None
+         ) -> Iterator[subprocess.Popen[bytes]]:
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=lambda: pin(cpu), env=env)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@dataclass
+class Figures:
+    keepalive_rps: float = 0.0
+    p99_ms: float = 0.0
+    newconn_rps: float = 0.0
+    bulk_mbps: float = 0.0
+    rss_per_1000_kb: float = 0.0
+
+
+def _unit_ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)", value)
+    if not m:
+        return float("nan")
+    v, u = float(m.group(1)), m.group(2)
+    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[u]
+
+
+def _size_mb(value: str) -> float:
+    m = re.match(r"([\d.]+)([KMGT]?B)", value)
+    if not m:
+        return float("nan")
+    v, u = float(m.group(1)), m.group(2)
+    return v * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 2**20}[u]
+
+
+def wrk(url: str, duration: int, conns: int, extra: list[str] | None = None
+        ) -> dict[str, float]:
+    argv = [WRK, "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
+            *(extra or []), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30,
+                         preexec_fn=lambda: pin(1)).stdout
+    res: dict[str, float] = {}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
+        res["rps"] = float(m.group(1))
+    if m := re.search(r"Transfer/sec:\s+(\S+)", out):
+        res["mbps"] = _size_mb(m.group(1))
+    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
+        res["p99"] = _unit_ms(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        res["bad"] = float(m.group(1))
+    return res
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_rss(pid: int, port: int, n: int) -> float:
+    """VmRSS growth of `pid` per 1,000 idle connections through it."""
+    time.sleep(0.3)
+    before = rss_kb(pid)
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection((LO, port), timeout=5))
+        time.sleep(1.0)
+        after = rss_kb(pid)
+    finally:
+        for s in socks:
+            s.close()
+    return (after - before) * 1000 / n
+
+
+def measure(name: str, argv: list[str], ports: dict[str, int], args: argparse.Namespace,
+            env: dict[str, str]) -> Figures:
+    f = Figures()
+    with proc(argv, cpu=0, env=env) as p:
+        wait_port(ports["small"])
+        wait_port(ports["big"])
+        base = f"http://{LO}:{ports['small']}/"
+        wrk(base, 1, args.conns)  # warm-up
+        r = wrk(base, args.duration, args.conns)
+        f.keepalive_rps, f.p99_ms = r.get("rps", 0.0), r.get("p99", float("nan"))
+        r = wrk(base, args.duration, args.conns, ["-H", "Connection: close"])
+        f.newconn_rps = r.get("rps", 0.0)
+        r = wrk(f"http://{LO}:{ports['big']}/", args.duration, 4)
+        f.bulk_mbps = r.get("mbps", 0.0)
+        f.rss_per_1000_kb = idle_rss(p.pid, ports["small"], args.idle)
+    print(f"  {name}: done", file=sys.stderr)
+    return f
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--conns", type=int, default=50, help="wrk connections")
+    ap.add_argument("--idle", type=int, default=2000, help="idle connections for the RSS figure")
+    args = ap.parse_args(argv)
+    for tool in (HAPROXY, WRK):
+        if not os.path.exists(tool):
+            print(f"lbbench: {tool} is not installed", file=sys.stderr)
+            return 2
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.idle + 1000)),
+                                                hard))
+    tmp = tempfile.mkdtemp(prefix="klb-bench-")
+    small_be, big_be = free_port(), free_port()
+    with open(os.path.join(tmp, "backend.cfg"), "w") as fh:
+        fh.write(SMALL_BACKEND_CFG.format(port=small_be))
+    results: dict[str, Figures] = {}
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with proc([HAPROXY, "-f", os.path.join(tmp, "backend.cfg"), "-db"], cpu=1), \
+            proc([sys.executable, "-c", BIG_SERVER, str(big_be), str(BIG)], cpu=1):
+        wait_port(small_be)
+        wait_port(big_be)
+        for name in ("haproxy", "keeplb"):
+            ports = {"small": free_port(), "big": free_port()}
+            path = os.path.join(tmp, f"{name}.cfg")
+            with open(path, "w") as fh:
+                fh.write(LB_CFG.format(small=ports["small"], big=ports["big"],
+                                       small_be=small_be, big_be=big_be))
+            cmd = ([HAPROXY, "-f", path, "-db"] if name == "haproxy"
+                   else [sys.executable, "-m", "keeplb", "lb", "-f", path])
+            results[name] = measure(name, cmd, ports, args, env)
+    shutil.rmtree(tmp, ignore_errors=True)
+    h, k = results["haproxy"], results["keeplb"]
+    rows = [
+        ("keep-alive req/s", h.keepalive_rps, k.keepalive_rps, True),
+        ("p99 latency ms (keep-alive)", h.p99_ms, k.p99_ms, False),
+        ("new connections/s", h.newconn_rps, k.newconn_rps, True),
+        ("bulk MB/s (10 MB objects)", h.bulk_mbps, k.bulk_mbps, True),
+        ("RSS KB per 1,000 idle conns", h.rss_per_1000_kb, k.rss_per_1000_kb, False),
+    ]
+    print(f"{'figure':32} {'haproxy':>12} {'keeplb':>12} {'keeplb/haproxy':>15}")
+    for label, hv, kv, _higher_better in rows:
+        ratio = kv / hv if hv else float("nan")
+        print(f"{label:32} {hv:12.1f} {kv:12.1f} {ratio:15.2f}")
+    print(f"(1 CPU each for the balancers, {args.duration}s per run, {args.conns} wrk "
+          f"connections, {args.idle} idle connections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
