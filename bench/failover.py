@@ -36,11 +36,11 @@ import asyncio
 async def handle(r, w):
     w.close()
 async def main():
-    srv = await asyncio.start_server(handle, "0.0.0.0", %d)
+    srv = await asyncio.start_server(handle, "0.0.0.0", @PORT@)
     async with srv:
         await srv.serve_forever()
 asyncio.run(main())
-""" % PORT
+""".replace("@PORT@", str(PORT))
 
 # Bounded: `duration` seconds of attempts at most every `interval` seconds.
 CLIENT = r"""

@@ -425,6 +425,8 @@ SERVER_SUPPORTED = {
     "no-check", "no-send-proxy", "on-error", "on-marked-down", "on-marked-up", "port", "rise",
     "send-proxy", "slowstart", "track", "weight", "cookie", "agent-check", "no-agent-check",
     "agent-port", "agent-inter", "agent-addr", "agent-send",
+    # TLS of health checks (checks.py does https checks); TLS to the servers is not relayed
+    "check-ssl", "no-check-ssl", "check-sni", "verify", "ca-file",
 }
 # Only meaningful on a `server` line, not on `default-server` (haproxy rejects them there).
 SERVER_ONLY = {"id", "track", "redir", "cookie"}
@@ -488,10 +490,16 @@ def parse_time(text: str) -> tuple[int | None, str | None]:
         if text:
             return None, f"unexpected character '{text[0]}'"
         return None, "expects an integer value (in milliseconds)"
-    digits, unit = m.groups()
-    if unit not in _TIME_UNITS:
-        bad = next((c for c in unit if c not in "usmhd"), unit[:1]) or unit[:1]
-        return None, f"unexpected character '{bad}'"
+    digits, rest = m.groups()
+    # haproxy reads the unit from the first letters and ignores what follows ("5sec")
+    if not rest:
+        unit = ""
+    elif rest.startswith(("us", "ms")):
+        unit = rest[:2]
+    elif rest[0] in "smhd":
+        unit = rest[0]
+    else:
+        return None, f"unexpected character '{rest[0]}'"
     factor = _TIME_UNITS[unit]
     value = int(digits)
     ms = -(-value // 1000) if unit == "us" else value * int(factor)
@@ -538,6 +546,49 @@ _PREFIXES = {
 }
 
 
+def _plausible_hostname(host: str) -> bool:
+    """A name that may resolve: DNS labels whose last one starts with a letter.
+
+    haproxy resolves host names while it parses; keeplb does not query DNS from
+    the parser, so a broken IP literal ('10.7x7.0.13') must be told apart here.
+    """
+    labels = host.rstrip(".").split(".")
+    if not all(re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?", lab) for lab in labels):
+        return False
+    return labels[-1][0].isalpha()
+
+
+def _parse_port(text: str, *, bind: bool, where: str) -> tuple[tuple[int, int, bool] | None, str | None]:
+    """A port, range or offset as str2sa_range() reads it: digits then ignored junk."""
+    sign = ""
+    if text[:1] in "+-":
+        sign, text = text[0], text[1:]
+        if bind:
+            return None, f"port offset not permitted here in '{where}'"
+    if not text[:1].isdigit():
+        bad = text[:1] or "''"
+        return None, f"invalid character '{bad}' in port number '{text}' in '{where}'"
+    low_text, dash, high_text = text.partition("-")
+    low = _atoi(low_text)
+    if dash and not bind:
+        return None, f"port range not permitted here in '{where}'"
+    high = low
+    if dash:
+        if not high_text[:1].isdigit():
+            return None, f"invalid port '{high_text}'"
+        high = _atoi(high_text)
+    if sign:
+        value = low if sign == "+" else -low
+        return (value, value, True), None
+    if bind and (low < 1 or low > 65535):
+        return None, f"invalid port '{low}'"
+    if high > 65535 or low > 65535:
+        return None, f"invalid port '{high if high > 65535 else low}'"
+    if high < low:
+        return None, f"invalid port range '{low}-{high}'"
+    return (low, high, False), None
+
+
 def parse_address(
     text: str, *, port_required: bool, port_range: bool, port_offset: bool
 ) -> tuple[Address | None, str | None]:
@@ -549,10 +600,8 @@ def parse_address(
     """
     rest = text
     family: str | None = None
-    if "@" in rest:
-        prefix, _, after = rest.partition("@")
-        if prefix not in _PREFIXES:
-            return None, f"unknown address family '{prefix}' in '{text}'"
+    prefix, at, after = rest.partition("@")
+    if at and prefix in _PREFIXES:
         family = _PREFIXES[prefix]
         rest = after
     if family in ("unix", "abns") or (family is None and rest.startswith("/")):
@@ -570,52 +619,65 @@ def parse_address(
         host, port_text = rest[1:end], rest[end + 1 :]
         if port_text and not port_text.startswith(":"):
             return None, f"invalid address '{text}'"
+        has_port = bool(port_text)
         port_text = port_text[1:]
-        has_port = bool(port_text) or rest.endswith(":")
     else:
         host, sep, port_text = rest.rpartition(":")
         has_port = bool(sep)
         if not sep:
             host, port_text = rest, ""
-    if has_port and not port_text and port_required:
-        return None, f"missing port specification in '{text}'"
     low: int | None = None
     high: int | None = None
     offset = False
-    if port_text:
-        m = re.fullmatch(r"([+-]?)(\d+)(?:-(\d+))?", port_text)
-        if not m:
-            return None, f"invalid port '{port_text}'"
-        sign, a, b = m.groups()
-        if sign and not port_offset:
-            return None, f"invalid port '{port_text}'"
-        if b is not None and not port_range:
-            return None, f"port range not allowed in '{text}'"
-        low = int(a)
-        high = int(b) if b is not None else low
-        offset = bool(sign)
-        if sign == "-":
-            low = high = -low
-        if not offset and (low < 1 or high > 65535 or high < low) and port_required:
-            return None, f"invalid port '{port_text}'"
-        if not offset and not port_required and (low < 0 or high > 65535):
-            return None, f"invalid port '{port_text}'"
+    if has_port and port_text:
+        port, err = _parse_port(port_text, bind=port_required, where=text)
+        if port is None:
+            return None, err
+        low, high, offset = port
+        if not port_range and high != low:
+            return None, f"port range not permitted here in '{text}'"
     elif port_required:
         return None, f"missing port specification in '{text}'"
     if host in ("", "*"):
         fam = family if family in ("ipv4", "ipv6") else "any"
         any_host = "::" if fam == "ipv6" else "0.0.0.0"
         return Address(fam, any_host, low, high, offset), None
+    if family != "ipv6":
+        host = inet_aton(host) or host
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        if family in ("ipv4", "ipv6") or not re.fullmatch(r"[A-Za-z0-9._-]+", host):
+        if not _plausible_hostname(host):
             return None, f"invalid address: '{host}' in '{text}'"
-        return Address(family or "ipv4", host, low, high, offset), None
+        return Address(family if family in ("ipv4", "ipv6") else "ipv4", host, low, high,
+                       offset), None
     fam = "ipv4" if ip.version == 4 else "ipv6"
     if family in ("ipv4", "ipv6") and family != fam:
         return None, f"address '{host}' is not an {family} address"
     return Address(fam, host, low, high, offset), None
+
+
+def inet_aton(text: str) -> str | None:
+    """The dotted IPv4 that glibc's inet_aton() reads in `text` ('10.1' is 10.0.0.1,
+    '010' is octal), or None. haproxy accepts these forms through getaddrinfo()."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for part in parts:
+        m = re.fullmatch(r"0[xX]([0-9a-fA-F]*)|0([0-7]*)|([1-9]\d*)", part)
+        if not m:
+            return None
+        hexa, octal, dec = m.groups()
+        values.append(int(hexa or "0", 16) if hexa is not None else
+                      int(octal or "0", 8) if octal is not None else int(dec))
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = last
+    for k, v in enumerate(head):
+        number |= v << (8 * (3 - k))
+    return str(ipaddress.IPv4Address(number))
 
 
 def _is_ip_or_any(addr: Address) -> bool:
@@ -781,8 +843,9 @@ def parse_condition(words: Sequence[str]) -> tuple[Condition | None, str | None]
         else:
             cur.append(w)
         i += 1
-    if not cur:
-        return None, "missing ACL in condition"
+    if not cur and terms:
+        return None, "missing ACL after '||'"
+    # a bare 'if' is accepted by haproxy and always matches: one empty conjunction
     terms.append(tuple(cur))
     return Condition(negate, tuple(terms), " ".join(words)), None
 
@@ -885,6 +948,20 @@ HTTP_REQUEST_ACTIONS = frozenset(
 _TRACK_SC = re.compile(r"(track-sc|sc-inc-gpc|sc-set-gpt)\d*")
 
 
+_TCP_L4_ACTIONS = (
+    "accept reject capture expect-proxy expect-netscaler-cip track-sc sc-inc-gpc sc-inc-gpc0 "
+    "sc-inc-gpc1 sc-set-gpt sc-set-gpt0 set-var-fmt set-var unset-var set-dst set-dst-port "
+    "set-mark set-src set-src-port set-tos silent-drop"
+).split()
+TCP_REQUEST_ACTIONS: dict[str, tuple[str, ...]] = {
+    "connection": tuple(_TCP_L4_ACTIONS),
+    "session": tuple(_TCP_L4_ACTIONS),
+    "content": (*_TCP_L4_ACTIONS, "ot-group", "set-log-level", "set-nice", "switch-mode",
+                "use-service", "send-spoe-group", "do-resolve", "set-priority-class",
+                "set-priority-offset"),
+}
+
+
 def http_request_action_known(action: str) -> bool:
     """Whether `action` (with its optional '(args)') is an http-request action of 2.6."""
     base = action.split("(", 1)[0]
@@ -916,6 +993,7 @@ class _ProxyInfo:
     spans: dict[str, Span] = field(default_factory=dict)
     acl_names: set[str] = field(default_factory=set)
     server_spans: dict[str, Span] = field(default_factory=dict)
+    inherited_rules: int = 0
 
 
 def _proxy_word(kind: ProxyKind) -> str:
@@ -936,6 +1014,8 @@ class _Parser:
         self.defaults_infos: dict[str, _ProxyInfo] = {}
         self.global_seen = False
         self.other_sections: dict[str, set[str]] = {}  # kind -> names, for references
+        self.by_name: dict[str, list[Proxy]] = {}
+        self.backends: dict[str, Proxy] = {}  # filled by finish()
 
     # ---------------------------------------------------------------- files
 
@@ -993,6 +1073,12 @@ class _Parser:
                                               port_offset=False)
                     if addr is None:
                         self.d.error(line.at(2), f"'nameserver {line.words[1]}' : {err}")
+            elif head == "timeout" and self.section in ("resolvers", "mailers"):
+                subs = ("retry", "resolve") if self.section == "resolvers" else ("mail",)
+                if len(line) < 3 or line.words[1] not in subs:
+                    got = line.words[1] if len(line) > 1 else ""
+                    self.d.error(line.at(1), f"'timeout' expects {' or '.join(map(repr, subs))} "
+                                 f"and <time> as arguments got '{got}'")
             elif self.section == "resolvers" and head == "hold":
                 events = ("nx", "timeout", "valid", "obsolete", "other", "refused")
                 if len(line) < 3 or line.words[1] not in events:
@@ -1026,7 +1112,10 @@ class _Parser:
         if head in UNSUPPORTED_SECTIONS:
             if len(line) < 2:
                 self.d.error(line.at(0), f"'{head}' expects <name> as an argument")
-            elif len(line) > 2:
+            elif invalid_char(line.words[1]) is not None:
+                self.d.error(line.at(1), f"character '{invalid_char(line.words[1])}' is not "
+                             f"permitted in '{head}' name '{line.words[1]}'")
+            elif len(line) > 2 and head == "userlist":
                 self.d.error(line.at(2), f"'{head}' cannot handle unexpected argument "
                              f"'{line.words[2]}'")
             self.d.warning(line.at(0), f"section '{head}' is not supported by keeplb; its content is ignored")
@@ -1054,14 +1143,15 @@ class _Parser:
         bad = invalid_char(name) if name and kind is not ProxyKind.DEFAULTS else None
         if bad is not None:
             self.d.error(line.at(1), f"character '{bad}' is not permitted in '{head}' name '{name}'")
-        base = self.last_defaults
+        # a defaults section starts afresh unless it names its parent with 'from'
+        base = None if kind is ProxyKind.DEFAULTS else self.last_defaults
         if from_name is not None:
             base = self.defaults_infos.get(from_name)
             if base is None or not from_name:
                 self.d.error(line.at(len(line) - 1),
                              f"defaults section '{from_name}' not found for {kind.value} '{name}'")
         proxy = self._inherit(base, kind, name, line.span)
-        info = _ProxyInfo(proxy, anonymous=not name)
+        info = _ProxyInfo(proxy, anonymous=not name, inherited_rules=len(proxy.rules))
         if base is not None:
             info.spans = dict(base.spans)
         self.info = info
@@ -1076,16 +1166,15 @@ class _Parser:
 
     def _check_duplicate(self, info: _ProxyInfo, line: Line) -> None:
         proxy = info.proxy
-        for other in self.infos:
-            o = other.proxy
-            if o.name != proxy.name or not proxy.name:
-                continue
+        same = self.by_name.setdefault(proxy.name, [])
+        for o in same:
             clash = (proxy.kind.has_frontend and o.kind.has_frontend) or (
                 proxy.kind.has_backend and o.kind.has_backend)
             if clash:
                 self.d.error(line.at(1), f"{_proxy_word(proxy.kind)} '{proxy.name}' has the same name "
                              f"as {_proxy_word(o.kind)} '{o.name}' declared at {o.span}")
                 return
+        same.append(proxy)
 
     @staticmethod
     def _inherit(base: _ProxyInfo | None, kind: ProxyKind, name: str, span: Span) -> Proxy:
@@ -1148,6 +1237,12 @@ class _Parser:
             if kw in ("ssl-default-bind-options", "ssl-default-server-options"):
                 self._check_ssl_options(line)
             if kw == "cpu-map":
+                first = line.words[1].removeprefix("auto:") if len(line) > 1 else ""
+                for part in first.split("/"):
+                    if part not in ("all", "odd", "even") and not re.fullmatch(
+                            r"\d+-?\d*|-\d+", part):
+                        self.d.error(line.at(1), f"cpu-map : '{part}' is not a valid number/range")
+                        return
                 for k, word in enumerate(line.words[2:]):
                     if not re.fullmatch(r"\d+(?:-\d+)?", word):
                         self.d.error(line.at(2 + k), f"cpu-map : '{word}' is not a CPU range")
@@ -1305,7 +1400,7 @@ class _Parser:
         self._string_arg(line, "node", "a name")
 
     def g_description(self, line: Line, g: Global) -> None:
-        if len(line) < 2:
+        if len(line) < 2 or not line.words[1]:
             self.d.error(line.at(0), "'description' expects a string argument")
 
     def g_setenv(self, line: Line, g: Global) -> None:
@@ -1360,11 +1455,14 @@ class _Parser:
         if len(line) < 3:
             self.d.error(line.at(1), "'stats socket' : missing socket address")
             return
-        addr, err = parse_address(line.words[2], port_required=True, port_range=False,
-                                  port_offset=False)
-        if addr is None:
-            self.d.error(line.at(2), f"'stats socket' : {err}")
-            return
+        addr: Address | None = None
+        for text in line.words[2].split(","):
+            addr, err = parse_address(text, port_required=True, port_range=False,
+                                      port_offset=False)
+            if addr is None:
+                self.d.error(line.at(2), f"'stats socket' : {err}")
+                return
+        assert addr is not None
         opts = self.parse_bind_options(line, 3, f"stats socket {line.words[2]}", "global")
         if opts is None:
             return
@@ -1497,6 +1595,11 @@ class _Parser:
         if verdict == "refused":
             return
         if verdict == "ignored":
+            if key == "default_backend" and words[1:] == (proxy.name,):
+                # haproxy keeps it anyway and later finds the loop
+                self.d.error(line.at(1), f"proxy '{proxy.name}': loop detected for "
+                             f"default_backend: '{proxy.name}'")
+                return
             # haproxy still checks the arguments of an ignored keyword: do it on a copy
             proxy, info = self._scratch(info)
         if key not in PROXY_SUPPORTED:
@@ -1565,7 +1668,7 @@ class _Parser:
     def _scratch(info: _ProxyInfo) -> tuple[Proxy, _ProxyInfo]:
         proxy = copy.deepcopy(info.proxy)
         scratch = _ProxyInfo(proxy, info.anonymous, dict(info.spans), set(info.acl_names),
-                             dict(info.server_spans))
+                             dict(info.server_spans), info.inherited_rules)
         return proxy, scratch
 
     def _allowed(self, line: Line, key: str, caps: str) -> str:
@@ -1693,6 +1796,9 @@ class _Parser:
             return
         if criterion in ("src", "dst") and "-f" not in flags and "-M" not in flags:
             for k, value in enumerate(rest):
+                # inet_aton() forms ('10', '10.1') are valid IPv4 for haproxy
+                if re.fullmatch(r"\d+(\.\d+){0,3}(/[\d.]+)?", value):
+                    continue
                 try:
                     ipaddress.ip_network(value, strict=False)
                 except ValueError:
@@ -1856,9 +1962,8 @@ class _Parser:
                     self.d.error(line.at(2 + j), "balance uri only accepts parameters 'len', "
                                  f"'depth', 'path-only', and 'whole' (got '{extra[j]}')")
                     return
-                if extra[j] in ("len", "depth") and (
-                        j + 1 >= len(extra) or not extra[j + 1].isdigit()
-                        or int(extra[j + 1]) <= 0):
+                if extra[j] in ("len", "depth") and (j + 1 >= len(extra)
+                                                      or _atoi(extra[j + 1]) <= 0):
                     got = extra[j + 1] if j + 1 < len(extra) else ""
                     self.d.error(line.at(2 + j), f"balance uri : '{extra[j]}' expects a positive "
                                  f"integer (got '{got}')")
@@ -1964,6 +2069,10 @@ class _Parser:
     def p_http_request(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         words = line.words
         if len(words) >= 3 and words[1] == "use-service" and words[2] != "prometheus-exporter":
+            if not words[2].startswith("lua."):
+                self.d.error(line.at(2), f"'http-request use-service' : '{words[2]}' unknown "
+                             "service name")
+                return
             self.d.warning(line.at(2), f"service '{words[2]}' is not supported by keeplb")
         elif (len(words) >= 2 and words[1] not in ("use-service", "deny", "allow", "return")
               and http_request_action_known(words[1])):
@@ -1981,6 +2090,18 @@ class _Parser:
                 self.d.error(line.at(2), f"{err} in 'tcp-request inspect-delay'")
                 return
             proxy.timeouts["inspect-delay"] = value
+            return
+        action = words[2]
+        base = action.split("(", 1)[0]
+        allowed = TCP_REQUEST_ACTIONS[words[1]]
+        if base not in allowed and not _TRACK_SC.fullmatch(base):
+            self.d.error(line.at(2), f"'tcp-request {words[1]}' : unknown action '{action}'",
+                         hint=did_you_mean(action, allowed))
+            return
+        if base in ("accept", "reject", "silent-drop") and len(words) > 3 and words[3] not in (
+                "if", "unless"):
+            self.d.error(line.at(3), f"'tcp-request {words[1]} {action}' only accepts 'if' or "
+                         f"'unless' (got '{words[3]}')")
             return
         self._rule(line, proxy, "tcp-request", 1, None)
 
@@ -2252,6 +2373,13 @@ class _Parser:
                         return f"'init-addr' : unknown method '{m}'"
             values["init_addr"] = methods
             return None
+        if kw == "addr":
+            addr, err = parse_address(value, port_required=False, port_range=False,
+                                      port_offset=False)
+            if addr is None or not _is_ip_or_any(addr):
+                return f"'addr' : invalid address: '{value}'"
+            values["check_addr"] = addr.host
+            return None
         stored = {"addr": "check_addr", "sni": "sni", "check-sni": "check_sni",
                   "ca-file": "ca_file", "resolvers": "resolvers", "cookie": "cookie",
                   "track": "track"}
@@ -2265,6 +2393,17 @@ class _Parser:
         """The checks haproxy makes once every file is read (check_config_validity)."""
         cfg = self.cfg
         global_logs = cfg.global_.logs
+        g = cfg.global_
+        if g.server_state_file:
+            path = g.server_state_file
+            if not path.startswith("/") and g.server_state_base:
+                path = os.path.join(g.server_state_base, path)
+            if not os.path.exists(path):
+                self.d.warning(g.span, f"can't open global server state file '{path}': No such "
+                               "file or directory")
+        for p in cfg.proxies:
+            if p.kind.has_backend:
+                self.backends.setdefault(p.name, p)
         for info in self.infos:
             proxy = info.proxy
             if proxy.disabled:
@@ -2282,11 +2421,14 @@ class _Parser:
                             and server.address.port_low is None and o.check_port is None):
                         self.d.error(server.span, f"backend '{proxy.name}': server "
                                      f"'{server.name}' has neither service port nor check port")
-            missing = []
-            if proxy.kind.has_frontend and not proxy.timeouts.get("client"):
-                missing.append("client")
-            if proxy.kind.has_backend:
-                missing += [t for t in ("connect", "server") if not proxy.timeouts.get(t)]
+            self._check_modes(info)
+            t = proxy.timeouts
+            # haproxy's rule: a backend without servers needs no timeouts, and in tcp
+            # mode 'timeout tunnel' stands in for 'timeout server'
+            server_ok = bool(t.get("server")) or (proxy.mode is Mode.TCP and bool(t.get("tunnel")))
+            missing = (proxy.kind.has_frontend and not t.get("client")) or (
+                proxy.kind.has_backend and bool(proxy.servers)
+                and (not t.get("connect") or not server_ok))
             if missing:
                 self.d.warning(proxy.span, f"missing timeouts for {word} '{proxy.name}'",
                                hint="while not properly invalid, you will certainly encounter "
@@ -2294,10 +2436,29 @@ class _Parser:
                                "'connect' and 'server' timeouts to a non-zero value")
         return cfg
 
+    def _check_modes(self, info: _ProxyInfo) -> None:
+        """Warnings haproxy gives for HTTP-only settings of a tcp proxy and check rules
+        without their option; rules inherited from a defaults section do not count."""
+        proxy = info.proxy
+        word = _proxy_word(proxy.kind)
+        own = proxy.rules[info.inherited_rules :]
+        if proxy.mode is not Mode.HTTP:
+            if any(r.keyword == "http-request" for r in own):
+                self.d.warning(proxy.span, f"'http-request' rules ignored for {word} "
+                               f"'{proxy.name}' as they require HTTP mode")
+            if proxy.stats.enabled:
+                self.d.warning(proxy.stats.span or proxy.span, f"'stats' statement ignored for "
+                               f"{word} '{proxy.name}' as it requires HTTP mode")
+        if proxy.kind.has_backend:
+            for keyword, option in (("http-check", "httpchk"), ("tcp-check", "tcp-check")):
+                if any(r.keyword == keyword for r in proxy.rules) and not proxy.option(option):
+                    self.d.warning(proxy.span, f"{word} '{proxy.name}' uses {keyword} rules "
+                                   f"without 'option {option}', so the rules are ignored")
+
     def _check_frontend(self, info: _ProxyInfo, global_logs: list[LogTarget]) -> None:
         proxy = info.proxy
         word = _proxy_word(proxy.kind)
-        if not proxy.binds and proxy.kind is ProxyKind.FRONTEND:
+        if not proxy.binds:
             self.d.warning(proxy.span, f"{word} '{proxy.name}' has no 'bind' directive. Please "
                            "declare it as a backend if this was intended")
         refs: list[tuple[str, Span | None, str]] = []
@@ -2308,11 +2469,10 @@ class _Parser:
         for name, span, what in refs:
             if "%" in name:
                 continue  # dynamic name, resolved per request
-            target = self.cfg.backend(name)
+            target = self.backends.get(name)
             if target is None:
                 self.d.error(span or proxy.span, f"proxy '{proxy.name}': unable to find required "
-                             f"{what}: '{name}'", hint=did_you_mean(
-                                 name, [b.name for b in self.cfg.backends]))
+                             f"{what}: '{name}'", hint=did_you_mean(name, self.backends))
                 continue
             if target is proxy:
                 self.d.error(span or proxy.span, f"proxy '{proxy.name}': loop detected for "

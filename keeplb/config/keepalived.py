@@ -169,6 +169,20 @@ class _Ctx:
         return text
 
 
+def _entries(ctx: _Ctx, node: Node) -> list[Node]:
+    """The lines of a list block (addresses, names, routes); a nested `{` is an error there."""
+    out = []
+    for child in node.children or []:
+        if child.children is not None:
+            ctx.error(
+                child.open_span or child.span,
+                f"unexpected '{{' in '{node.keyword}' after '{child.words[-1]}'; line ignored",
+            )
+            continue
+        out.append(child)
+    return out
+
+
 def _flag(node: Node) -> bool:
     """keepalived's boolean keywords: bare means true; an argument may say otherwise."""
     if len(node.words) < 2:
@@ -265,7 +279,7 @@ def _g_notification_email(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     if node.children is None:
         ctx.error(node.span, "notification_email needs a { } block of addresses")
         return
-    emails = [w for child in node.children for w in child.words]
+    emails = [w for child in _entries(ctx, node) for w in child.words]
     if not emails:
         ctx.error(
             node.open_span or node.span,
@@ -293,6 +307,21 @@ def _g_interval(attr: str) -> Handler:
         setattr(g, attr, value)
 
     return handler
+
+
+def _g_smtp_server(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    server = ctx.arg(node)
+    if server is None:
+        return
+    g.smtp_server = server
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        # keepalived resolves a name when it reads the file and rejects it if that
+        # fails; keeplb does no DNS while parsing, so it can only point it out.
+        ctx.warning(node.word_span(1), f"smtp_server '{server}' is not an IP address")
+    if len(node.words) > 2:
+        ctx.integer(node, 1, 65535, index=2)
 
 
 def _g_version(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
@@ -346,7 +375,7 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "router_id": Keyword(_set("router_id", _str)),
     "notification_email": Keyword(_g_notification_email, block=True),
     "notification_email_from": Keyword(_set("notification_email_from", _str)),
-    "smtp_server": Keyword(_set("smtp_server", _str)),
+    "smtp_server": Keyword(_g_smtp_server),
     "smtp_connect_timeout": Keyword(_set("smtp_connect_timeout", _uint(1, 4294))),
     "smtp_helo_name": Keyword(_g_other),
     "vrrp_skip_check_adv_addr": Keyword(_set("vrrp_skip_check_adv_addr", _bool)),
@@ -356,7 +385,7 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_gna_interval": Keyword(_g_interval("vrrp_gna_interval")),
     "vrrp_garp_master_delay": Keyword(_set("vrrp_garp_master_delay", _secs(0, 4294))),
     "vrrp_garp_master_repeat": Keyword(_set("vrrp_garp_master_repeat", _uint(1, _UINT_MAX))),
-    "vrrp_garp_master_refresh": Keyword(_set("vrrp_garp_master_refresh", _secs(0, 4294))),
+    "vrrp_garp_master_refresh": Keyword(_set("vrrp_garp_master_refresh", _secs(0, _UINT_MAX))),
     "vrrp_garp_master_refresh_repeat": Keyword(
         _set("vrrp_garp_master_refresh_repeat", _uint(1, _UINT_MAX))
     ),
@@ -468,7 +497,7 @@ def _f_weight(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
 
 def _f_init_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
     if len(node.words) > 1 and node.words[1] != "overwrite":
-        value = ctx.integer(node, -2147483648, 2147483647)
+        value = ctx.integer(node, -254, 254)
         f.init_file = value if value is not None else 0
     else:
         f.init_file = 0
@@ -554,6 +583,7 @@ def _i_priority(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
         return
     if value is not None:
         inst.priority = value
+        inst_spans(ctx, inst)["priority"] = node.word_span(1)
 
 
 def _i_advert_int(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
@@ -630,7 +660,7 @@ def _vip_list(attr: str) -> Handler:
             ctx.error(node.span, f"{node.keyword} needs a {{ }} block of addresses")
             return
         out: list[VirtualAddress] = getattr(inst, attr)
-        for child in node.children:
+        for child in _entries(ctx, node):
             vip = _virtual_address(ctx, child)
             if vip is not None:
                 out.append(vip)
@@ -726,7 +756,7 @@ def _routes(attr: str) -> Handler:
             ctx.error(node.span, f"{node.keyword} needs a {{ }} block of routes")
             return
         out: list[VirtualRoute] = getattr(obj, attr)
-        for child in node.children:
+        for child in _entries(ctx, node):
             if _check_route(ctx, child, tracked=attr == "virtual_routes"):
                 out.append(VirtualRoute(tuple(child.words), child.span))
 
@@ -739,6 +769,7 @@ _ROUTE_VALUE = frozenset(
     "mtu advmss realms tos dsfield rtt rttvar rto_min ssthresh cwnd initcwnd initrwnd "
     "features congctl window hoplimit expires encap nexthop fastopen_no_cookie".split()
 )
+_ROUTE_NUMBER = frozenset("metric priority preference mtu advmss".split())
 _ROUTE_FLAG = frozenset(
     "onlink no_track blackhole unreachable prohibit throw quickack lock".split()
 )
@@ -773,6 +804,9 @@ def _check_route(ctx: _Ctx, node: Node, tracked: bool) -> bool:
                 dest = value
             elif word in ("via", "gw", "src", "from") and not _is_network(value):
                 ctx.error(node.word_span(i + 1), f"route: invalid address '{value}' after '{word}'")
+                ok = False
+            elif word in _ROUTE_NUMBER and not value.isdigit():
+                ctx.error(node.word_span(i + 1), f"route: invalid number '{value}' after '{word}'")
                 ok = False
             i += 2
             continue
@@ -822,7 +856,7 @@ def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
         return
     inst_spans(ctx, inst)["unicast_peer"] = node.span
     peer_spans = inst_spans(ctx, inst)
-    for child in node.children:
+    for child in _entries(ctx, node):
         addr = ctx.address(child.words[0], child.word_span(0), "unicast_peer")
         if addr is None:
             continue
@@ -842,7 +876,7 @@ def _track_refs(attr: str, kind: str) -> Handler:
             ctx.error(node.span, f"{node.keyword} needs a {{ }} block of {kind} names")
             return
         out: list[TrackRef] = getattr(obj, attr)
-        for child in node.children:
+        for child in _entries(ctx, node):
             name = child.words[0]
             weight: int | None = None
             reverse = False
@@ -859,6 +893,9 @@ def _track_refs(attr: str, kind: str) -> Handler:
                     child.word_span(1),
                     f"unknown option '{rest[0]}' for {kind} {name}; expected 'weight N'",
                 )
+            if any(ref.name == name for ref in out):
+                ctx.error(child.span, f"duplicate {node.keyword} {name}; ignored")
+                continue
             out.append(TrackRef(name, weight, reverse, child.span))
 
     return handler
@@ -923,7 +960,7 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "notify_stop": Keyword(_notify("notify_stop")),
     "garp_master_delay": Keyword(_set("garp_master_delay", _secs(0, 4294))),
     "garp_master_repeat": Keyword(_set("garp_master_repeat", _uint(1, _UINT_MAX))),
-    "garp_master_refresh": Keyword(_set("garp_master_refresh", _secs(0, 4294))),
+    "garp_master_refresh": Keyword(_set("garp_master_refresh", _secs(0, _UINT_MAX))),
     "garp_master_refresh_repeat": Keyword(_set("garp_master_refresh_repeat", _uint(1, _UINT_MAX))),
     "dont_track_primary": Keyword(_set("dont_track_primary", _bool)),
     "accept": Keyword(_i_accept(True)),
@@ -956,7 +993,7 @@ def _sg_group(ctx: _Ctx, node: Node, sg: VrrpSyncGroup) -> None:
     if node.children is None:
         ctx.error(node.span, "group needs a { } block of vrrp_instance names")
         return
-    sg.group.extend(w for child in node.children for w in child.words)
+    sg.group.extend(w for child in _entries(ctx, node) for w in child.words)
 
 
 SYNC_GROUP: dict[str, Keyword] = {
@@ -1229,9 +1266,12 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
             hint="add 'virtual_router_id N' (1-255)",
         )
         keep = False
-    if inst.interface is None and not inst.unicast_peers:
+    if inst.interface is None:
         ctx.error(where, f"({inst.name}) no interface set", hint="add 'interface NAME'")
         keep = False
+    if "priority" not in spans and inst.state is VrrpStateName.MASTER:
+        # keepalived: an initial MASTER without a priority is the address owner.
+        inst.priority = 255
     if inst.nopreempt and inst.preempt_delay:
         ctx.error(
             where,
@@ -1245,6 +1285,21 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
             hint="use 'state BACKUP' with nopreempt",
         )
         inst.nopreempt = False
+    if inst.priority == 255:
+        scripts = ctx.cfg.scripts
+        weighted = [
+            t
+            for t in inst.track_scripts
+            if (t.weight if t.weight is not None else getattr(scripts.get(t.name), "weight", 0))
+        ]
+        for ref in weighted:
+            ctx.error(
+                ref.span,
+                f"({inst.name}) tracked script {ref.name} has a weight, which the address owner "
+                "(priority 255) cannot use; it is ignored",
+                hint="use 'weight 0' to make the script put the instance in FAULT instead",
+            )
+        inst.track_scripts = [t for t in inst.track_scripts if t not in weighted]
     family = inst.family
     if not inst.virtual_ipaddresses:
         ctx.error(where, f"({inst.name}) no virtual_ipaddress specified; at least one is sensible")

@@ -28,7 +28,7 @@ FEATURES = frozenset(
 
 MAX_LINE_ARGS = 64  # haproxy's MAX_LINE_ARGS: more words are an error
 
-_NAME_START = re.compile(r"[A-Za-z_.]")
+_NAME_START = re.compile(r"[A-Za-z_]")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.]")
 
 
@@ -168,10 +168,11 @@ def _expand(
     braces = j < n and text[j] == "{"
     if braces:
         j += 1
-    if j >= n or not _NAME_START.match(text[j]):
-        # a lone '$' stays a character
-        return i + 1, ["$"]
-    k = j
+    pseudo_name = braces and text.startswith(".", j) and j + 1 < n and bool(
+        _NAME_START.match(text[j + 1]))
+    if j >= n or not (_NAME_START.match(text[j]) or pseudo_name):
+        raise LexError("forbidden first char in environment variable name", j + 1)
+    k = j + 1
     while k < n and _NAME_CHAR.match(text[k]):
         k += 1
     name = text[j:k]
@@ -182,6 +183,8 @@ def _expand(
             split = True
             k += 3
         if k < n and text[k] == "-":
+            # documented for 2.6 (§2.3); note that 2.6.12 itself refuses it on a line
+            # it has to parse twice (its first pass cuts the default in place)
             end = text.find("}", k)
             if end < 0:
                 raise LexError("unmatched brace in environment variable name", j + 1)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ async def serve(name: str, host: str, port: int, ctx: ssl.SSLContext | None) -> 
         lambda r, w: _handle(name, r, w), host, port, ssl=ctx, limit=_MAX_HEAD, backlog=1024
     )
     async with server:
+        # The lab waits for this line before it starts the balancers, so their
+        # first health checks do not race the server's start.
+        sys.stdout.write(f"{name} listening on {host}:{port}\n")
+        sys.stdout.flush()
         await stop.wait()
 
 

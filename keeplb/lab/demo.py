@@ -37,18 +37,31 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from keeplb.errors import KeeplbError
 from keeplb.lab import topology as topo
 from keeplb.lab.backend import make_certs
 from keeplb.lab.client import Attempt, parse_line
 from keeplb.lab.netns import Host, Lab, LabError, cleanup_stale, list_labs
 from keeplb.lab.report import Band, BandSummary, render_markdown, render_png, summarize
 
-__all__ = ["SCENARIOS", "main"]
+__all__ = ["SCENARIOS", "StartupError", "main"]
 
-PREFIX = "klbd"
+# Not "klb": a "klb" lab whose random id starts with "d" would look like ours.
+PREFIX = "klbdm"
 IMPLS = ("keeplb", "keepalived")
 _STATE_RE = re.compile(r"\((?P<inst>[^)]+)\) Entering (?P<state>MASTER|BACKUP|FAULT) STATE")
 _PRIO_RE = re.compile(r"[Cc]hanging effective priority from (?P<old>\d+) to (?P<new>\d+)")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+class StartupError(KeeplbError):
+    """A balancer's daemon exited while the lab was starting."""
 
 
 # ---------------------------------------------------------------------------
@@ -68,6 +81,7 @@ class LbNode:
     priority: int = 0
     health: dict[str, str] = field(default_factory=dict)
     link_up: bool = True
+    syslog: socket.socket | None = None
     _log_pos: int = 0
 
     @property
@@ -77,6 +91,21 @@ class LbNode:
     @property
     def lb_log_path(self) -> Path:
         return self.files.dir / ("haproxy.log" if self.impl == "keepalived" else "keeplb-lb.log")
+
+    def _env(self) -> dict[str, str]:
+        # keeplb vrrp writes its state files to one default directory: give
+        # each balancer its own, as the two share one filesystem.
+        return {**os.environ, "KEEPLB_VRRP_STATE_DIR": str(self.files.dir)}
+
+    def failed_at_start(self) -> str | None:
+        """If the VRRP daemon (or `keeplb run`) already exited: why, from its log."""
+        if self.vrrp_proc is None or self.vrrp_proc.poll() is None:
+            return None
+        try:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-6:]
+        except OSError:
+            tail = []
+        return f"exit status {self.vrrp_proc.returncode}: " + " | ".join(tail)
 
     def _logf(self, path: Path) -> IO[bytes]:
         return open(path, "ab")  # noqa: SIM115 - handed to the child, closed below
@@ -89,7 +118,7 @@ class LbNode:
                 self.vrrp_proc = self.host.popen(
                     [py, "-m", "keeplb", "run", "-f", str(self.files.haproxy_cfg),
                      "-k", str(self.files.keepalived_conf)],
-                    stdout=f, stderr=subprocess.STDOUT,
+                    stdout=f, stderr=subprocess.STDOUT, env=self._env(),
                 )
             return
         self.start_balancer()
@@ -102,7 +131,8 @@ class LbNode:
             argv = [py, "-m", "keeplb", "vrrp", "-n", "-l", "-f", str(self.files.keepalived_conf),
                     "-p", str(self.files.dir / "keeplb-vrrp.pid")]
         with self._logf(self.log_path) as f:
-            self.vrrp_proc = self.host.popen(argv, stdout=f, stderr=subprocess.STDOUT)
+            env = self._env() if self.impl == "keeplb" else None
+            self.vrrp_proc = self.host.popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env)
 
     def start_balancer(self) -> None:
         """(Re)start the load balancer only."""
@@ -117,7 +147,7 @@ class LbNode:
             with self._logf(self.lb_log_path) as f:
                 self.lb_proc = self.host.popen(
                     [sys.executable, "-m", "keeplb", "lb", "-f", str(self.files.haproxy_cfg)],
-                    stdout=f, stderr=subprocess.STDOUT,
+                    stdout=f, stderr=subprocess.STDOUT, env=self._env(),
                 )
 
     def balancer_pid(self) -> int | None:
@@ -157,6 +187,31 @@ class LbNode:
         shutil.copyfile(conf, self.files.keepalived_conf)
         if self.vrrp_proc is not None and self.vrrp_proc.poll() is None:
             self.vrrp_proc.send_signal(signal.SIGHUP)
+
+    def open_syslog(self) -> None:
+        """Listen where the seed's ``log /dev/log`` points once chrooted: the
+        balancer's alerts (``Server kube-apiserver/api1 is DOWN, ...``) come here."""
+        with contextlib.suppress(FileNotFoundError):
+            self.files.log_socket.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.files.log_socket))
+        sock.setblocking(False)
+        # The balancer writes after dropping to user haproxy.
+        os.chmod(self.files.log_socket, 0o666)
+        self.syslog = sock
+
+    def syslog_messages(self) -> list[str]:
+        """Messages received on the syslog socket since the last call."""
+        out: list[str] = []
+        while self.syslog is not None and len(out) < 200:
+            try:
+                data = self.syslog.recv(8192)
+            except OSError:
+                break
+            text = data.decode(errors="replace").strip()
+            # "<129>Nov 25 11:49:25 haproxy[42]: Server ... is DOWN, ..."
+            out.append(text.split("]: ", 1)[-1])
+        return out
 
     def new_log_lines(self) -> list[str]:
         try:
@@ -236,7 +291,8 @@ class Demo:
         with self.lock:
             self.events.append((now, text))
         if self.opts.no_live:
-            self.console.print(f"[{self.rel(now):7.2f}s] {text}", markup=False, highlight=False)
+            self.console.print(f"[{self.rel(now):7.2f}s] {text}", markup=False, highlight=False,
+                               soft_wrap=True)
 
     def announce(self, text: str) -> None:
         self.event(f"== {text}")
@@ -256,18 +312,30 @@ class Demo:
             self.backends[name] = (lab.add_host(name, f"{addr}/24"), None)
         for name, addr in topo.LBS.items():
             files = topo.write_lb_files(name, labdir)
-            self.lbs[name] = LbNode(name, lab.add_host(name, f"{addr}/24"), files, self.opts.impl,
-                                    self.run_mode, priority=topo.PRIORITIES[name])
+            node = LbNode(name, lab.add_host(name, f"{addr}/24"), files, self.opts.impl,
+                          self.run_mode, priority=topo.PRIORITIES[name])
+            node.open_syslog()
+            self.lbs[name] = node
         self.client = lab.add_host(*topo.CLIENT[:1], f"{topo.CLIENT[1]}/24")
         self.event(f"lab {lab.id}: namespaces {PREFIX}{lab.id}-*, files in {labdir}")
         for name in self.backends:
             self.start_backend(name)
+        logs = [self.out / "lab" / f"{name}.log" for name in self.backends]
+        self.wait_for(lambda: all(b"listening" in _read(p) for p in logs), 15, "the servers to listen")
         self.start_threads()
         self.event(f"impl {self.opts.impl} ({self.run_mode}); starting lb1, waiting for it to take the VIP")
-        self.lbs["lb1"].start()
-        self.wait_for(lambda: self.holder() == "lb1", 20, "lb1 to become master")
+        lb1 = self.lbs["lb1"]
+        lb1.start()
+        self.wait_for(lambda: self.holder() == "lb1" or lb1.failed_at_start() is not None, 20,
+                      "lb1 to become master")
         self.lbs["lb2"].start()
         time.sleep(2)
+        for node in self.lbs.values():
+            why = node.failed_at_start()
+            if why is not None:
+                hint = "; try --impl keepalived" if self.opts.impl == "keeplb" else ""
+                raise StartupError(f"{node.name}: {self.run_mode} stopped at startup ({why}); "
+                                   f"log: {node.log_path}{hint}")
 
     def _keeplb_mode(self) -> str:
         res = subprocess.run([sys.executable, "-m", "keeplb", "run", "--help"],
@@ -338,6 +406,8 @@ class Demo:
 
     def _poll_lbs(self) -> None:
         for node in self.lbs.values():
+            for msg in node.syslog_messages():
+                self.event(f"{node.name} log: {msg[:160]}")
             for line in node.new_log_lines():
                 m = _STATE_RE.search(line)
                 if m and m["state"] != node.state:
@@ -390,6 +460,8 @@ class Demo:
         for th in self.threads:
             if th.name != "_sampler":
                 th.join(timeout=3)
+        if self.client_proc is not None and self.client_proc.stdout is not None:
+            self.client_proc.stdout.close()
 
     # -- helpers for scenarios ----------------------------------------------
     def wait_for(self, cond: Callable[[], bool], timeout: float, what: str) -> bool:
@@ -649,6 +721,7 @@ def _write_report(d: Demo) -> Path:
                   encoding="utf-8")
     (d.out / "summary.json").write_text(json.dumps(
         {"impl": d.opts.impl, "mode": d.run_mode, "totals": totals,
+         "lab_id": d.lab.id if d.lab is not None else None,
          "scenarios": [s.as_dict() for s in summaries],
          "events": [(round(d.rel(t), 3), e) for t, e in d.events]}, indent=1))
     with (d.out / "client.jsonl").open("w") as f:
@@ -695,8 +768,10 @@ def main(argv: list[str]) -> int:
             os._exit(1)
         raise KeyboardInterrupt
 
-    # SIGTERM gets the same clean teardown as Ctrl-C.
+    # SIGTERM gets the same clean teardown as Ctrl-C; SIGINT is set too since
+    # a shell starts background jobs with it ignored.
     old_term = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_term)
     live: Live | None = None
     try:
         demo.build()
@@ -712,8 +787,11 @@ def main(argv: list[str]) -> int:
         console.print("interrupted: removing the lab")
         return 130
     except LabError as exc:
-        console.print(f"keeplb demo: {exc}")
+        console.print(f"keeplb demo: {exc}", markup=False)
         return 1
+    except StartupError as exc:
+        console.print(f"keeplb demo: {exc}", markup=False, soft_wrap=True)
+        return 3
     finally:
         if live is not None:
             live.stop()
@@ -721,9 +799,13 @@ def main(argv: list[str]) -> int:
         demo.stop_evt.set()
         for th in demo.threads:
             th.join(timeout=3)
+        for node in demo.lbs.values():
+            if node.syslog is not None:
+                node.syslog.close()
         if demo.lab is not None:
             demo.lab.close()
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     md = _write_report(demo)
     console.print(f"configs: {demo.out / 'lab' / 'lb1'} and {demo.out / 'lab' / 'lb2'}")
     console.print(f"report: {md}  timeline: {demo.out / 'timeline.png'}")

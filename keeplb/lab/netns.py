@@ -387,11 +387,12 @@ class Lab:
         if self.keep and self._built:
             self._write_state()
             return
-        # Ctrl-C during teardown must not leave half a lab behind.
-        old = signal.getsignal(signal.SIGINT)
+        # Ctrl-C or SIGTERM during teardown must not leave half a lab behind.
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         restore = True
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for sig in old:
+                signal.signal(sig, signal.SIG_IGN)
         except ValueError:  # not the main thread
             restore = False
         try:
@@ -414,7 +415,8 @@ class Lab:
                 self.state_file.unlink()
         finally:
             if restore:
-                signal.signal(signal.SIGINT, old)
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
 
     def __enter__(self) -> Lab:
         return self

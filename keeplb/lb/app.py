@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import resource
-import signal
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from keeplb.config.model import HaproxyConfig, Proxy
@@ -31,6 +29,7 @@ from keeplb.lb.checks import HealthChecker
 from keeplb.lb.health import BE_WEIGHT_SCALE
 from keeplb.lb.log import LogHub
 from keeplb.lb.proxy import Backend, Frontend, Limits, Listener, Session
+from keeplb.lb.runtime import DirectControl, SessionView, start_stats_socket
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
@@ -159,6 +158,7 @@ class LoadBalancer:
         self.frontends: list[Frontend] = []
         self.on_health = on_health
         self.checker: HealthChecker | None = None
+        self.control: AppControl | None = None
         for brt in self.runtime.backends:
             bal = make_backend_balancer(brt.config, brt.servers)
             be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
@@ -216,7 +216,7 @@ class LoadBalancer:
             sock = socks.get(spec.key)
             if fe is None or sock is None or any(li.key == spec.key for li in fe.listeners):
                 continue
-            fe.listeners.append(Listener(sock, fe, spec.key))
+            fe.listeners.append(Listener(sock, fe, spec.key, spec.backlog))
         for fe in self.frontends:
             if fe.can_accept():
                 fe.resume()
@@ -227,7 +227,7 @@ class LoadBalancer:
         self.runtime.stopping = True
         for fe in self.frontends:
             for li in fe.listeners:
-                li.pause()
+                li.close()
 
     def sessions(self) -> list[Session]:
         return list(self.limits.sessions)
@@ -237,6 +237,91 @@ class LoadBalancer:
             await self.checker.stop()
             self.checker = None
         self.logs.close()
+
+
+class AppControl(DirectControl):
+    """The runtime API's RuntimeControl and SessionControl (keeplb.lb.runtime):
+    DirectControl updates the ServerRuntime, this tells the balancer, the
+    queue and the checker, and ends sessions."""
+
+    def __init__(self, lb: LoadBalancer) -> None:
+        super().__init__()
+        self.lb = lb
+
+    def _backend(self, server: ServerRuntime) -> Backend | None:
+        return self.lb.backends.get(server.backend)
+
+    def _sync_balancer(self, server: ServerRuntime) -> None:
+        be = self._backend(server)
+        if be is None:
+            return
+        if server.usable:
+            be.balancer.set_up(server.name)
+            be.balancer.update_weight(server.name, server.eweight * BE_WEIGHT_SCALE)
+            be.serve_all()
+        else:
+            be.balancer.set_down(server.name)
+        self.lb._health_changed()
+
+    def set_admin_state(self, server: ServerRuntime, state: AdminState) -> None:
+        super().set_admin_state(server, state)
+        self._sync_balancer(server)
+        if state is AdminState.READY and self.lb.checker is not None:
+            self.lb.checker.wake(server)
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        super().set_weight(server, weight)
+        self._sync_balancer(server)
+
+    def set_health(self, server: ServerRuntime, op: OpState) -> None:
+        if self.lb.checker is not None and op in (OpState.RUNNING, OpState.STOPPED):
+            # The checker keeps its own counter and reports a change through
+            # on_transition (balancer, log line), as a check result would.
+            self.lb.checker.set_health(server, op is OpState.RUNNING)
+        if server.op is not op:
+            super().set_health(server, op)
+            self._sync_balancer(server)
+
+    def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:
+        super().set_maxconn(server, maxconn)
+        be = self._backend(server)
+        if be is not None:
+            slot = be.slots[server.name]
+            if slot.full:
+                be.full.add(server.name)
+            else:
+                be.full.discard(server.name)
+                be.serve_queue(slot)
+
+    # -- SessionControl ----------------------------------------------------
+
+    def sessions(self) -> Iterable[SessionView]:
+        now = asyncio.get_running_loop().time()
+        for sess in self.lb.limits.sessions:
+            ip = sess.src[0]
+            proto = "unix_stream" if ip == "unix" else ("tcpv6" if ":" in ip else "tcpv4")
+            yield SessionView(
+                ident=id(sess), proto=proto, src=f"{ip}:{sess.src[1]}",
+                frontend=sess.fe.name,
+                backend=sess.backend.name if sess.backend is not None else None,
+                server=sess.slot.name if sess.slot is not None else None,
+                age_s=now - sess.t0)
+
+    def shutdown_session(self, ident: int) -> bool:
+        for sess in list(self.lb.limits.sessions):
+            if id(sess) == ident:
+                sess.kill("K")
+                return True
+        return False
+
+    def shutdown_sessions(self, server: ServerRuntime) -> int:
+        be = self._backend(server)
+        if be is None:
+            return 0
+        victims = list(be.slots[server.name].sessions)
+        for sess in victims:
+            sess.kill("K")
+        return len(victims)
 
 
 def _result_fields(result: Any, went_up: bool) -> tuple[str, str, int | None, int | None]:
@@ -291,8 +376,15 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
     socks = open_listeners(cfg, listen_sockets)
     given = dict(listen_sockets or {})
     owned = [s for k, s in socks.items() if given.get(k) is not s]
+    stats_servers: list[asyncio.AbstractServer] = []
     try:
         lb.start_listeners(socks)
+        control = AppControl(lb)
+        lb.control = control
+        timeout = (cfg.global_.stats_timeout or 10000) / 1000
+        for ss in cfg.global_.stats_sockets:
+            stats_servers.append(await start_stats_socket(ss, lb.runtime, control,
+                                                          timeout=timeout))
         if checks:
             _start_checks(lb)
         if on_health is not None:
@@ -313,6 +405,8 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
                 drain_timeout = hs / 1000 if hs else DEFAULT_DRAIN_S
         await _drain(lb, drain_timeout, force)
     finally:
+        for srv in stats_servers:
+            srv.close()
         lb.stop_listeners()
         # Sockets passed in belong to the caller (a master keeps them for the next
         # generation); the ones bound here are closed.
@@ -364,113 +458,13 @@ def load(paths: Sequence[str]) -> HaproxyConfig:
     return cfg
 
 
-def health_line(health: Mapping[str, tuple[int, int]]) -> bytes:
-    """One JSON line for `--health-fd` (read by keeplb run's supervisor):
-    {"backends": {name: usable}, "servers": {name: [active_up, backup_up]}}."""
-    return (json.dumps({"backends": {k: (a + b) > 0 for k, (a, b) in health.items()},
-                        "servers": {k: [a, b] for k, (a, b) in health.items()}})
-            + "\n").encode()
+def main(paths: Sequence[str], **kwargs: Any) -> int:
+    """`keeplb lb -f FILE...`: the process model (single process, -D, -W master and
+    workers, -sf/-st, --health-fd) lives in keeplb.proc.lbmain, which calls
+    load(), open_listeners() and serve() from here; this is the same entry."""
+    from keeplb.proc import lbmain
 
-
-def _fd_writer(fd: int) -> HealthCallback:
-    os.set_blocking(fd, False)
-
-    def write(health: dict[str, tuple[int, int]]) -> None:
-        try:
-            os.write(fd, health_line(health))
-        except (BlockingIOError, BrokenPipeError, OSError):
-            pass  # the reader is gone or slow; the next change sends the whole state again
-    return write
-
-
-def main(paths: Sequence[str], *, daemon: bool = False, pidfile: str | None = None,
-         master_worker: bool = False, soft_stop_pids: Sequence[int] = (),
-         hard_stop_pids: Sequence[int] = (), health_fd: int | None = None,
-         worker: int | None = None, ready_fd: int | None = None,
-         drain_timeout: float | None = None,
-         on_ready: Callable[[], None] | None = None) -> int:
-    """`keeplb lb -f FILE...`: parse, bind, serve until a signal. Raises ConfigError /
-    KeeplbError for cli.py to report; returns 0 after a clean stop.
-
-    -W (or `nbthread` > 1) runs keeplb.proc.master, which starts `nbthread`
-    workers (`--worker N --ready-fd FD`, sockets in KEEPLB_LISTEN_FDS) that come
-    back here. Each worker runs its own health checks: they probe the same
-    servers and reach the same verdicts, at the cost of N times the probes
-    (haproxy's old nbproc model); sharing one checker is future work.
-
-    Signals: SIGTERM/SIGINT stop accepting and drain for at most the drain
-    timeout (a second one forces); SIGUSR1 is haproxy's soft stop: drain until
-    the sessions end or `hard-stop-after`.
-    """
-    cfg = load(paths)
-    g = cfg.global_
-    if worker is None and (master_worker or (g.nbthread or 1) > 1):
-        from keeplb.proc import master
-
-        return master.main(paths, cfg, daemon=daemon, pidfile=pidfile)
-    raise_nofile(g.ulimit_n or 2 * (g.maxconn or 0) + 200)
-    inherited = listeners.import_fds(os.environ.get(listeners.ENV_FDS))
-    # Bind before daemonizing so that a bind error reaches the terminal.
-    socks = open_listeners(cfg, inherited)
-    if daemon and worker is None:
-        from keeplb.proc.daemonize import daemonize
-
-        daemonize()
-    if pidfile and worker is None:
-        from keeplb.proc.pidfile import write_pidfile
-
-        write_pidfile(pidfile)
-    on_health = _fd_writer(health_fd) if health_fd is not None else None
-
-    def ready() -> None:
-        for pid in soft_stop_pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGUSR1)
-        for pid in hard_stop_pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-        if ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, b"READY\n")
-                os.close(ready_fd)
-        if on_ready is not None:
-            on_ready()
-
-    async def run() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        force = asyncio.Event()
-        soft = asyncio.Event()
-
-        def on_stop() -> None:
-            if stop.is_set():
-                force.set()
-            stop.set()
-
-        def on_soft() -> None:
-            soft.set()
-            stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_stop)
-        loop.add_signal_handler(signal.SIGUSR1, on_soft)
-        try:
-            return await serve(cfg, stop=stop, force=force, soft_stop=soft, on_ready=ready,
-                               on_health=on_health, listen_sockets=socks,
-                               drain_timeout=drain_timeout)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-                loop.remove_signal_handler(sig)
-
-    try:
-        return run_loop(run)
-    finally:
-        for sock in socks.values():
-            sock.close()
-        if pidfile and worker is None:
-            from keeplb.proc.pidfile import remove_pidfile
-
-            remove_pidfile(pidfile)
+    return lbmain.main(paths, **kwargs)
 
 
 def run_loop(fn: Callable[[], Any]) -> int:

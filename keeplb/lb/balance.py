@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -419,12 +420,46 @@ class Source(_BaseBalancer):
         return names[i]
 
 
+class Random(_BaseBalancer):
+    """`balance random[(draws)]`: weighted random choice, dynamic.
+
+    Each draw takes a server with a probability proportional to its weight;
+    with `draws` > 1 (haproxy's default is 2, "power of two choices") the
+    least loaded of the drawn servers (connections per unit of weight) wins,
+    as in haproxy's get_server_rnd(). The random source is an argument so
+    tests can seed it.
+    """
+
+    algorithm = "random"
+    _dynamic = True
+
+    def __init__(self, servers: Sequence[BalancedServer], *, allbackups: bool = False,
+                 draws: int = 2, rng: random.Random | None = None) -> None:
+        super().__init__(servers, allbackups=allbackups)
+        self.draws = max(1, draws)
+        self._rng = rng or random.Random()
+
+    def _choose(self, pool: list[str], key: bytes | None, avoid: str | None) -> str:
+        cands = [n for n in pool if n != avoid]
+        weights = [self._weight[n] for n in cands]
+        best: str | None = None
+        for _ in range(self.draws):
+            cur = self._rng.choices(cands, weights)[0]
+            if best is not None and best != cur and (
+                    self._conns[cur] * self._weight[best] > self._conns[best] * self._weight[cur]):
+                continue
+            best = cur
+        assert best is not None
+        return best
+
+
 BALANCERS: dict[str, type[_BaseBalancer]] = {
     "roundrobin": RoundRobin,
     "static-rr": StaticRoundRobin,
     "leastconn": LeastConn,
     "first": First,
     "source": Source,
+    "random": Random,
 }
 
 
@@ -433,6 +468,7 @@ def make_balancer(
     servers: Sequence[BalancedServer],
     *,
     allbackups: bool = False,
+    rng: random.Random | None = None,
 ) -> Balancer:
     """The balancer for a backend's `balance` line.
 
@@ -440,9 +476,13 @@ def make_balancer(
     checker reports those as warnings and the app falls back to roundrobin
     (`make_balancer(model.Balance(), ...)`).
     """
-    algo = balance.algorithm
+    algo, _, inline = balance.algorithm.partition("(")
     if algo == "source":
         return Source(servers, allbackups=allbackups, hash_type=balance.hash_type)
+    if algo == "random":
+        arg = (balance.argument or inline.rstrip(")") or "2").strip()
+        draws = int(arg) if arg.isdigit() else 2
+        return Random(servers, allbackups=allbackups, draws=draws, rng=rng)
     cls = BALANCERS.get(algo)
     if cls is None:
         raise ValueError(f"balance algorithm '{algo}' is not supported by keeplb")
@@ -464,3 +504,19 @@ def weight_change_error(balancer: Balancer, initial: int, weight: int) -> str | 
 def servers_of(names_weights: Iterable[tuple[str, int]]) -> list[BalancedServer]:
     """Shorthand for tests and tools: active servers from (name, weight) pairs."""
     return [BalancedServer(n, w) for n, w in names_weights]
+
+
+__all__ = [
+    "BALANCERS",
+    "BalancedServer",
+    "Balancer",
+    "First",
+    "LeastConn",
+    "Random",
+    "RoundRobin",
+    "Source",
+    "StaticRoundRobin",
+    "make_balancer",
+    "servers_of",
+    "weight_change_error",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno as errno_mod
+import functools
 import logging
 import os
 import random
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from keeplb.config.model import Proxy, Server
-from keeplb.lb.health import CheckStatus, Health, Transition
+from keeplb.lb.health import CheckStatus, Health, Outcome, Transition
 from keeplb.lb.server import AdminState, BackendRuntime, ProcessRuntime, ServerRuntime
 
 _log = logging.getLogger("keeplb.lb.checks")
@@ -104,16 +105,20 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
 
-    def encode(self, host_default: str | None = None) -> bytes:
+    def encode(self) -> bytes:
+        """The request as haproxy 2.6's H1 mux writes it (checked on the wire):
+        lower-case header names, `connection: close` for HTTP/1.1 unless a
+        Connection header is given, `content-length` only with a body."""
         lines = [f"{self.method} {self.uri} {self.version}"]
         names = {k.lower() for k, _ in self.headers}
         for k, v in self.headers:
-            lines.append(f"{k}: {v}")
-        if "connection" not in names:
-            lines.append("Connection: close")
-        if self.body:
-            lines.append(f"Content-Length: {len(self.body.encode())}")
-        return ("\r\n".join(lines) + "\r\n\r\n" + self.body).encode("latin-1", "replace")
+            lines.append(f"{k.lower()}: {v}")
+        if self.version.upper() != "HTTP/1.0" and "connection" not in names:
+            lines.append("connection: close")
+        body = self.body.encode("latin-1", "replace")
+        if body:
+            lines.append(f"content-length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
 
 Step = ConnectStep | SendStep | ExpectStep
@@ -200,44 +205,38 @@ class CheckSpec:
 _STATUS_BY_CODE = {s.code: s for s in CheckStatus}
 
 
-def _split_opts(args: Sequence[str], warnings: list[str], where: str) -> tuple[dict[str, str],
-                                                                              list[str]]:
-    """Split haproxy's `keyword value` options from the remaining words."""
-    valued = {"min-recv", "comment", "ok-status", "error-status", "tout-status",
-              "on-success", "on-error", "status-code"}
-    opts: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in valued and i + 1 < len(args) and not rest:
-            opts[a] = args[i + 1]
-            i += 2
-            continue
-        rest.append(a)
-        i += 1
-    for k in ("on-success", "on-error", "status-code"):
-        if k in opts:
-            warnings.append(f"'{where} {k}' is not supported by keeplb; ignored")
-    return opts, rest
+_EXPECT_OPTS = {"min-recv", "comment", "ok-status", "error-status", "tout-status",
+                "on-success", "on-error", "status-code"}
+_EXPECT_MATCHES = ("string", "rstring", "binary", "rbinary", "status", "rstatus")
 
 
 def _expect(args: Sequence[str], warnings: list[str], where: str) -> ExpectStep | None:
-    opts, rest = _split_opts(args, warnings, where)
+    """Parse `expect` arguments; haproxy accepts its options before or after
+    `[!] <match> <pattern>`."""
+    opts: dict[str, str] = {}
     negate = False
-    if rest and rest[0] == "!":
-        negate = True
-        rest = rest[1:]
-    if len(rest) < 2:
-        if rest and rest[0] == "custom":
-            warnings.append(f"'{where} custom' is not supported by keeplb; ignored")
+    match: str | None = None
+    pattern = ""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in _EXPECT_OPTS and i + 1 < len(args):
+            opts[a] = args[i + 1]
+            i += 2
+        elif a == "!":
+            negate = True
+            i += 1
+        elif match is None and a in _EXPECT_MATCHES and i + 1 < len(args):
+            match, pattern = a, args[i + 1]
+            i += 2
         else:
-            warnings.append(f"'{where} {' '.join(args)}' is not understood; ignored")
-        return None
-    match, pattern = rest[0], rest[1]
-    known = ("string", "rstring", "binary", "rbinary", "status", "rstatus")
-    if match not in known:
-        warnings.append(f"'{where} {match}' is not supported by keeplb; ignored")
+            warnings.append(f"'{where} {a}' is not supported by keeplb; rule ignored")
+            return None
+    for k in ("on-success", "on-error", "status-code"):
+        if k in opts:
+            warnings.append(f"'{where} {k}' is not supported by keeplb; ignored")
+    if match is None:
+        warnings.append(f"'{where} {' '.join(args)}' has no match; rule ignored")
         return None
     try:
         min_recv = int(opts.get("min-recv", "-1"))
@@ -495,12 +494,19 @@ class _Run:
 
 def _errno_text(exc: BaseException) -> str:
     """strerror() of a socket error, as haproxy prints it ('Connection refused')."""
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
+    if isinstance(exc, OSError):
+        # asyncio puts "Connect call failed (...)" in strerror; the errno is what
+        # haproxy prints. Resolver errors (gaierror) have negative codes.
+        if exc.errno and exc.errno > 0:
+            return os.strerror(exc.errno)
+        if exc.strerror:
+            return exc.strerror
     return str(exc) or type(exc).__name__
 
 
+@functools.lru_cache(maxsize=64)
 def _ssl_context(tls: TlsOptions) -> ssl.SSLContext:
+    """One client context per TLS setting, loaded once like haproxy does at start."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if tls.verify:
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -662,8 +668,10 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
             await _do_connect(run, step.addr or spec.host, step.port or spec.port,
                               step.ssl or (step.implicit and spec.ssl), step.sni or spec.tls.sni)
         elif isinstance(step, SendStep):
+            # haproxy releases the input buffer on each send: the next expect
+            # only sees what came after it.
+            run.buf = b""
             await _send(run, step.data)
-            run.buf, run.eof = run.buf, run.eof
         else:
             await _tcp_expect(run, step)
         last = step
@@ -799,18 +807,71 @@ async def run_check(spec: CheckSpec, timeout_ms: int) -> CheckResult:
 # Running the checks of a process
 # ---------------------------------------------------------------------------
 
+
+def ascii_encode(text: str, quote: str = '"') -> str:
+    """haproxy's chunk_asciiencode(): every byte that is not printable ASCII,
+    '<', '>' and the quote character become "<%02X>", as in the "info" part
+    of its log lines (info: "... <0D><0A>")."""
+    out = []
+    for b in text.encode("utf-8", "replace"):
+        c = chr(b)
+        if not (0x20 <= b < 0x7F) or c in "<>" or c == quote:
+            out.append(f"<{b:02X}>")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def health_check_message(backend: str, server: str, backup: bool, result: CheckResult,
+                         health: Health, uweight: int) -> str:
+    """haproxy's `option log-health-checks` line (check.c set_server_check_status),
+    without the final period, e.g.
+    'Health check for server b/s1 failed, reason: Layer4 connection problem,
+    info: "Connection refused", check duration: 0ms, status: 0/2 DOWN'.
+    `health` is the counter after the result was applied."""
+    st = result.status
+    verdict = "succeeded" if st.passed else "failed"
+    if st.result is Outcome.CONDPASS:
+        verdict = "conditionally succeeded"
+    text = (f"Health check for {'backup ' if backup else ''}server {backend}/{server} "
+            f"{verdict}, reason: {st.description}")
+    if st.has_code:
+        text += f", code: {result.code or 0}"
+    if result.info:
+        text += f', info: "{ascii_encode(result.info)}"'
+    text += f", check duration: {result.duration_ms}ms"
+    if health.up:
+        state = "UP" if uweight else "DRAIN"
+        text += f", status: {health.health - health.rise + 1}/{health.fall} {state}"
+    else:
+        text += f", status: {health.health}/{health.rise} DOWN"
+    return text
+
+
 TransitionCallback = Callable[[ServerRuntime, bool, CheckResult], None]
 
 
 @dataclass
 class _Checked:
     server: ServerRuntime
+    backend: Proxy
     spec: CheckSpec
     health: Health
     fastinter: int | None
     downinter: int | None
+    address: tuple[str, int | None]
     task: asyncio.Task[None] | None = None
     checks_run: int = 0
+
+    def sync(self) -> None:
+        """Take over changes made from outside: `set server health` writes
+        ServerRuntime.health, `set server addr` changes host/port."""
+        h = self.health
+        h.health = min(max(self.server.health, 0), h.top)
+        addr = (self.server.host, self.server.port)
+        if addr != self.address:
+            self.address = addr
+            self.spec = CheckSpec.from_config(self.backend, self.server.config, *addr)
 
 
 class HealthChecker:
@@ -828,7 +889,11 @@ class HealthChecker:
 
     A server in admin MAINT, or with check_enabled set to False (`disable
     health`), is not checked; its task keeps waiting. `on_check` (optional)
-    is called after every check, for `option log-health-checks` and tests.
+    is called after every check. `on_health_log(server, line)` (optional)
+    gets haproxy's `option log-health-checks` line (health_check_message)
+    for backends with that option, when haproxy writes one: the status
+    changed or the health counter moved. haproxy sends it at LOG_NOTICE
+    with a final '.', and then omits the reason from "Server ... is DOWN".
     """
 
     def __init__(
@@ -839,10 +904,12 @@ class HealthChecker:
         spread_checks: int = 0,
         rng: random.Random | None = None,
         on_check: Callable[[ServerRuntime, CheckResult, Transition | None], None] | None = None,
+        on_health_log: Callable[[ServerRuntime, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._on_transition = on_transition
         self._on_check = on_check
+        self._on_health_log = on_health_log
         self._spread = max(0, min(50, spread_checks))
         self._rng = rng or random.Random()
         self._clock = clock
@@ -866,7 +933,8 @@ class HealthChecker:
                 if not srv.check_status:
                     srv.check_status = CheckStatus.INI.code
                     srv.check_desc = CheckStatus.INI.description
-                self._checked.append(_Checked(srv, spec, health, opts.fastinter, opts.downinter))
+                self._checked.append(_Checked(srv, backend.config, spec, health, opts.fastinter,
+                                             opts.downinter, (srv.host, srv.port)))
 
     @property
     def servers(self) -> list[ServerRuntime]:
@@ -909,15 +977,26 @@ class HealthChecker:
             c.task = None
 
     def wake(self, server: ServerRuntime) -> None:
-        """Run the next check of `server` now (e.g. after it left MAINT)."""
+        """Run the next check of `server` now."""
         ev = self._wakeups.get(id(server))
         if ev is not None:
             ev.set()
+
+    def resume(self, server: ServerRuntime) -> None:
+        """`server` left MAINT: haproxy sets health = rise ("start OK but check
+        immediately", server.c srv_clr_admin_flag) and checks it at once. The
+        caller makes the server UP (op, balancer), as haproxy does."""
+        for c in self._checked:
+            if c.server is server:
+                server.health = c.health.rise
+                c.health.health = c.health.rise
+                self.wake(server)
 
     def set_health(self, server: ServerRuntime, up: bool) -> None:
         """`set server B/S health up|down`: jump to an extreme, as haproxy does."""
         for c in self._checked:
             if c.server is server:
+                c.sync()
                 was_up = c.health.up
                 c.health.force(up)
                 server.health = c.health.health
@@ -950,6 +1029,7 @@ class HealthChecker:
                 if srv.admin is AdminState.MAINT or not srv.check_enabled:
                     delay = c.spec.inter / 1000
                     continue
+                c.sync()
                 result = await run_check(c.spec, c.spec.inter)
                 c.checks_run += 1
                 self._record(c, result)
@@ -964,15 +1044,26 @@ class HealthChecker:
 
     def _record(self, c: _Checked, result: CheckResult) -> None:
         srv = c.server
+        prev_status = srv.check_status
         srv.check_status = result.status.code
         srv.check_desc = result.status.description
         srv.check_code = result.code
         srv.check_duration_ms = result.duration_ms
         srv.check_info = result.info
+        c.sync()
         if result.status.failed and c.health.health > 0:
             srv.check_fails += 1
+        before = c.health.health
         transition = c.health.on_status(result.status)
         srv.health = c.health.health
+        if (self._on_health_log is not None and c.backend.option("log-health-checks")
+                and (prev_status != result.status.code or before != c.health.health)):
+            line = health_check_message(srv.backend, srv.name, srv.backup, result, c.health,
+                                        srv.uweight)
+            try:
+                self._on_health_log(srv, line)
+            except Exception:  # a log sink must not kill the check task
+                _log.exception("on_health_log failed for %s/%s", srv.backend, srv.name)
         if transition is not None:
             self._apply_transition(c, transition is Transition.UP, result)
         if self._on_check is not None:
@@ -984,3 +1075,19 @@ class HealthChecker:
             self._on_transition(srv, up, result)
         except Exception:  # the app's callback must not kill the check task
             _log.exception("on_transition callback failed for %s/%s", srv.backend, srv.name)
+
+
+__all__ = [
+    "CheckKind",
+    "ascii_encode",
+    "health_check_message",
+    "CheckResult",
+    "CheckSpec",
+    "ConnectStep",
+    "ExpectStep",
+    "HealthChecker",
+    "HttpRequest",
+    "SendStep",
+    "TlsOptions",
+    "run_check",
+]

@@ -209,3 +209,14 @@ def slowstart_weight(uweight: int, elapsed_ms: int, slowstart_ms: int, *,
     step = (BE_WEIGHT_SCALE * elapsed_ms + slowstart_ms) // slowstart_ms
     step = min(max(step, 1), BE_WEIGHT_SCALE)
     return max(1, (full * step + BE_WEIGHT_SCALE - 1) // BE_WEIGHT_SCALE)
+
+
+__all__ = [
+    "BE_WEIGHT_SCALE",
+    "CheckStatus",
+    "Health",
+    "HealthSnapshot",
+    "Outcome",
+    "Transition",
+    "slowstart_weight",
+]

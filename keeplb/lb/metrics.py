@@ -19,13 +19,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from keeplb.config.model import Mode
 from keeplb.lb import stats
 from keeplb.lb.server import AdminState, OpState, ProcessRuntime, ServerRuntime
 from keeplb.vrrp.metrics import vrrp_families
+
+# what generate_latest() writes (the text format 0.0.4), whatever the library's default
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 SERVER_STATES = ("DOWN", "UP", "MAINT", "DRAIN", "NOLB")
 PROXY_STATES = ("DOWN", "UP")
@@ -230,11 +233,11 @@ def _add(metric: CounterMetricFamily | GaugeMetricFamily, fam: Family, labels: l
          row: Mapping[str, Any], obj: object) -> None:
     f = fam.field
     if f == "@status":
+        states: tuple[str, ...] = PROXY_STATES
         if isinstance(obj, ServerRuntime):
             cur, states = server_state_label(obj), SERVER_STATES
         else:
-            status = str(row.get("status", ""))
-            cur, states = ("UP" if status in ("UP", "OPEN") else "DOWN"), PROXY_STATES
+            cur = "UP" if str(row.get("status", "")) in ("UP", "OPEN") else "DOWN"
         for st in states:
             metric.add_metric([*labels, st], 1.0 if st == cur else 0.0)
     elif f == "@hrsp":
@@ -296,7 +299,8 @@ def process_families(rt: ProcessRuntime, wall: float) -> Iterator[Metric]:
 def haproxy_families(rt: ProcessRuntime, now: float | None = None,
                      wall: float | None = None) -> Iterator[Metric]:
     """Every haproxy_* family for the runtime, in haproxy's order (process,
-    frontends, backends, servers), one family with all its samples at a time."""
+    frontends, backends, servers), one family with all its samples at a time;
+    a family without samples is left out, as haproxy does."""
     now = time.monotonic() if now is None else now
     wall = time.time() if wall is None else wall
     yield from process_families(rt, wall)
@@ -307,7 +311,8 @@ def haproxy_families(rt: ProcessRuntime, now: float | None = None,
             if fam.http and fe.config.mode is not Mode.HTTP:
                 continue
             _add(m, fam, [fe.name], row, fe)
-        yield m
+        if m.samples:
+            yield m
     be_rows = [(be, stats.backend_row(rt, be, now)) for be in rt.backends]
     for fam in BACKEND_FAMILIES:
         m = _family("backend", fam)
@@ -315,7 +320,8 @@ def haproxy_families(rt: ProcessRuntime, now: float | None = None,
             if fam.http and be.config.mode is not Mode.HTTP:
                 continue
             _add(m, fam, [be.name], row, be)
-        yield m
+        if m.samples:
+            yield m
     sv_rows = [(be, s, stats.server_row(rt, be, s, now))
                for be in rt.backends for s in be.servers]
     for fam in SERVER_FAMILIES:
@@ -324,7 +330,8 @@ def haproxy_families(rt: ProcessRuntime, now: float | None = None,
             if fam.http and be.config.mode is not Mode.HTTP:
                 continue
             _add(m, fam, [be.name, s.name], row, s)
-        yield m
+        if m.samples:
+            yield m
 
 
 class HaproxyCollector:
@@ -364,7 +371,7 @@ def handle_metrics_http(request: bytes, runtime: ProcessRuntime | None,
         return _http(405, "Method Not Allowed", b"Method Not Allowed\n", "text/plain",
                      [("allow", "GET, HEAD")])
     body = render_metrics(runtime, vrrp_status)
-    return _http(200, "OK", b"" if req.method == "HEAD" else body, CONTENT_TYPE_LATEST,
+    return _http(200, "OK", b"" if req.method == "HEAD" else body, CONTENT_TYPE,
                  length=len(body))
 
 

@@ -17,7 +17,6 @@ termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import itertools
 import logging
@@ -26,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from keeplb.config.model import Acl, Condition, Proxy
 from keeplb.lb.balance import Balancer
@@ -42,6 +41,7 @@ from keeplb.lb.log import (
     should_log_session,
 )
 from keeplb.lb.server import (
+    AdminState,
     BackendRuntime,
     FrontendRuntime,
     OpState,
@@ -443,7 +443,8 @@ class Backend:
     def server_up(self, rt: ServerRuntime, desc: str, info: str = "",
                   duration_ms: int | None = None, code: int | None = None) -> str:
         slot = self.slots[rt.name]
-        self.balancer.set_up(rt.name)
+        if rt.admin is AdminState.READY:
+            self.balancer.set_up(rt.name)
         slowstart = rt.config.options.slowstart or 0
         if slowstart > 0:
             self._ramp(slot, time.monotonic(), slowstart)
@@ -535,51 +536,68 @@ class Limits:
 
 
 class Listener:
-    """One listening socket; reads accept events itself so that it can stop reading
-    when maxconn is reached and leave further connections in the kernel backlog."""
+    """One listening socket. uvloop accepts in C from a dup() of it; reaching
+    maxconn closes that dup (stop accepting) while the original socket keeps
+    listening, so further connections wait in the kernel backlog as in haproxy,
+    and a new dup resumes accepting."""
 
-    def __init__(self, sock: socket.socket, frontend: Frontend, key: str) -> None:
+    def __init__(self, sock: socket.socket, frontend: Frontend, key: str,
+                 backlog: int = 1024) -> None:
         self.sock = sock
         self.frontend = frontend
         self.key = key
-        self.reading = False
-        sock.setblocking(False)
+        self.backlog = backlog
+        self.server: asyncio.AbstractServer | None = None
+        self.want = False
+        self._opening: asyncio.Task[None] | None = None
+
+    @property
+    def reading(self) -> bool:
+        return self.server is not None
 
     def start(self) -> None:
-        if not self.reading:
-            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_accept)
-            self.reading = True
+        self.want = True
+        self._sync()
 
     def pause(self) -> None:
-        if self.reading:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.reading = False
+        self.want = False
+        self._sync()
 
-    def _on_accept(self) -> None:
-        fe = self.frontend
-        for _ in range(MAXACCEPT):
-            if not fe.can_accept():
-                fe.pause()
-                return
+    def _sync(self) -> None:
+        if self._opening is not None:
+            return  # _open() calls _sync() again when it is done
+        if self.want and self.server is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        elif not self.want and self.server is not None:
+            srv, self.server = self.server, None
+            srv.close()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            dup = self.sock.dup()
             try:
-                conn, addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    _log.warning("%s: accept(): %s; pausing the listener", fe.name, exc.strerror)
-                    self.pause()
-                    asyncio.get_running_loop().call_later(ACCEPT_ERROR_PAUSE_S, self._retry)
-                return
-            fe.accepted(conn, addr)
-
-    def _retry(self) -> None:
-        if not self.frontend.paused and not self.frontend.limits.stopping:
-            self.start()
+                srv = await loop.create_server(self.frontend.new_session, sock=dup,
+                                               backlog=self.backlog)
+            except BaseException:
+                dup.close()
+                raise
+        except OSError as exc:
+            _log.warning("%s: cannot accept on %s: %s; retrying", self.frontend.name, self.key,
+                         exc.strerror)
+            await asyncio.sleep(ACCEPT_ERROR_PAUSE_S)
+            self._opening = None
+            self._sync()
+            return
+        self._opening = None
+        self.server = srv
+        self._sync()
 
     def close(self) -> None:
         self.pause()
-        self.sock.close()
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
 
 
 class Frontend:
@@ -634,18 +652,26 @@ class Frontend:
                 return self.backends[r.backend]
         return self.default
 
-    def accepted(self, conn: socket.socket, addr: Any) -> None:
-        try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    def new_session(self) -> ClientSide:
+        """uvloop's protocol factory for an accepted connection."""
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
         self.rt.counters.session_started()
-        sess = Session(self, conn, addr)
+        sess = Session(self)
         self.limits.sessions.add(sess)
-        sess.task = asyncio.get_running_loop().create_task(sess.run(conn))
+        if not self.can_accept() and not self.paused:
+            # Not from inside uvloop's accept callback (it asserts the server is
+            # open); connections of the same accept batch may exceed maxconn.
+            self.paused = True
+            asyncio.get_running_loop().call_soon(self._pause_if_full)
+        return sess.client
+
+    def _pause_if_full(self) -> None:
+        if not self.can_accept():
+            self.pause()
+        elif not self.limits.stopping:
+            self.resume()
 
 
 # --------------------------------------------------------------------------
@@ -667,6 +693,7 @@ class ClientSide(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport; same interface.
         tr = self.transport = cast(asyncio.Transport, transport)
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.s.start(tr)
 
     def data_received(self, data: bytes) -> None:
         s = self.s
@@ -739,20 +766,15 @@ class ServerSide(asyncio.Protocol):
 class Session:
     """One client connection and, once assigned, its server connection."""
 
-    def __init__(self, fe: Frontend, conn: socket.socket, addr: Any) -> None:
+    def __init__(self, fe: Frontend) -> None:
         loop = asyncio.get_running_loop()
         self.loop_time = loop.time
         self.fe = fe
         self.t0 = loop.time()
         self.wall0 = time.time()
         self.last = self.t0
-        self.src: tuple[str, int] = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) \
-            else ("unix", 0)
-        try:
-            local = conn.getsockname()
-            self.dst: tuple[str, int] = (str(local[0]), int(local[1]))
-        except (OSError, IndexError, TypeError):
-            self.dst = ("", 0)
+        self.src: tuple[str, int] = ("unix", 0)
+        self._dst: tuple[str, int] | None = None
         self.client = ClientSide(self)
         self.server_tr: asyncio.Transport | None = None
         self.backend: Backend | None = None
@@ -780,19 +802,31 @@ class Session:
         self.idle_s = 0.0
         self.idle_side = "c"
 
+    @property
+    def dst(self) -> tuple[str, int]:
+        """The local address the client connected to; read only when a rule or a
+        server without a port needs it (one getsockname() saved per session)."""
+        if self._dst is None:
+            tr = self.client.transport
+            local = tr.get_extra_info("sockname") if tr is not None else None
+            try:
+                self._dst = (str(local[0]), int(local[1]))  # type: ignore[index]
+            except (IndexError, TypeError, ValueError):
+                self._dst = ("", 0)
+        return self._dst
+
     # -- establishment -----------------------------------------------------
 
-    async def run(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.connect_accepted_socket(lambda: self.client, conn)
-        except OSError:
-            self.client_lost = True
-            self.term = "C"
-            self._finish()
-            return
+    def start(self, transport: asyncio.Transport) -> None:
+        """The client connection is accepted: route, then pick or queue and connect."""
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.src = (str(peer[0]), int(peer[1]))
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
         fe = self.fe
-        be = fe.route(self.src, self.dst)
+        be = fe.route(self.src, self.dst) if fe.routes else fe.default
         if be is None:
             self.term = "R"
             self.fe.rt.counters.denied_req += 1
@@ -825,8 +859,10 @@ class Session:
         avoid: str | None = None
         sticky: Slot | None = None
         try:
-            key: bytes | None = ipaddress.ip_address(self.src[0]).packed
-        except ValueError:
+            ip = self.src[0]
+            key: bytes | None = socket.inet_pton(
+                socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+        except (OSError, ValueError):
             key = None  # a UNIX socket client: balancers fall back to round-robin
         attempt = 0
         while True:
@@ -940,7 +976,7 @@ class Session:
         if self.client_eof:
             transport.write_eof()
         self.last = self.loop_time()
-        self._arm_idle()
+        self._rearm_if_shorter()
 
     # -- timeouts ----------------------------------------------------------
 
@@ -971,6 +1007,13 @@ class Session:
         self.idle_s, self.idle_side = limit, side
         if limit > 0:
             self.timer = asyncio.get_running_loop().call_at(self.last + limit, self._on_timer)
+
+    def _rearm_if_shorter(self) -> None:
+        """The timer fires at the old deadline and re-arms itself lazily if time
+        is left; only a shorter limit (server, tunnel, *-fin) needs a new timer."""
+        limit, _ = self._idle_limit()
+        if self.timer is None or (limit > 0 and limit < self.idle_s) or self.idle_s <= 0:
+            self._arm_idle()
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -1009,7 +1052,7 @@ class Session:
         if self.client_eof and self.server_eof:
             self._close_both()
         elif self.timer is not None:
-            self._arm_idle()  # client-fin / server-fin may apply now
+            self._rearm_if_shorter()  # client-fin / server-fin may apply now
 
     def on_lost(self, client: bool, exc: Exception | None) -> None:
         if client:

@@ -29,6 +29,11 @@ valid input:
     set_health(server, op: OpState)              # `set server B/S health up|stopping|down`
     set_maxconn(server, maxconn: int)            # 0: no limit
 
+Optionally, the same object may also implement `SessionControl`
+(`sessions()`, `shutdown_session(ident)`, `shutdown_sessions(server)`) for
+`show sess`, `shutdown session` and `shutdown sessions server`; without it
+those commands answer that keeplb does not support them here.
+
 `DirectControl` is the reference implementation: it only updates the
 ServerRuntime fields the stats read. app.py's control can subclass it and
 add the balancer / checker calls (Balancer.set_down on MAINT and DRAIN,
@@ -47,7 +52,7 @@ import pwd
 import re
 import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
@@ -105,6 +110,34 @@ class RuntimeControl(Protocol):
     def set_health(self, server: ServerRuntime, op: OpState) -> None: ...
 
     def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What `show sess` prints about one client session."""
+
+    ident: int  # stable while the session lives; haproxy prints its stream address
+    proto: str  # 'tcpv4', 'tcpv6', 'unix_stream'
+    src: str  # '127.0.0.1:50000'
+    frontend: str
+    backend: str | None
+    server: str | None
+    age_s: float
+
+
+@runtime_checkable
+class SessionControl(Protocol):
+    """The relay's sessions, for `show sess` and `shutdown session(s)`."""
+
+    def sessions(self) -> Iterable[SessionView]: ...
+
+    def shutdown_session(self, ident: int) -> bool:
+        """Ends one session; False when there is none with that ident."""
+        ...
+
+    def shutdown_sessions(self, server: ServerRuntime) -> int:
+        """Ends every session on `server`; returns how many."""
+        ...
 
 
 class DirectControl:
@@ -198,11 +231,10 @@ HAPROXY_ONLY = tuple(tuple(w.split()) for w in (
     "set ssl tls-key", "set table", "show acl", "show activity", "show cache",
     "show cli sockets", "show env", "show errors", "show events", "show fd", "show libs",
     "show map", "show peers", "show pools", "show profiling", "show resolvers",
-    "show schema json", "show servers conn", "show sess", "show ssl ca-file",
+    "show schema json", "show servers conn", "show ssl ca-file",
     "show ssl cert", "show ssl crl-file", "show ssl crt-list", "show ssl ocsp-response",
     "show ssl providers", "show startup-logs", "show table", "show tasks", "show threads",
-    "show tls-keys", "show trace", "shutdown frontend", "shutdown session",
-    "shutdown sessions server", "trace",
+    "show tls-keys", "show trace", "shutdown frontend", "trace",
 ))
 
 _ALWAYS_USAGE = (
@@ -308,16 +340,16 @@ def _cmd_show_version(sess: CliSession, args: list[str]) -> str:
 
 
 def _cmd_show_info(sess: CliSession, args: list[str]) -> str:
-    if any(a in ("json", "typed") for a in args[2:]):
-        return f"'show info {' '.join(args[2:])}' is not supported by keeplb.\n"
+    if "json" in args[2:]:
+        return stats.render_info_json(sess.runtime, sess.wall())
+    if "typed" in args[2:]:
+        return stats.render_info_typed(sess.runtime, sess.wall())
     return stats.render_show_info(sess.runtime, sess.wall())
 
 
 def _cmd_show_stat(sess: CliSession, args: list[str]) -> str:
     rest = args[2:]
     opts = {a for a in rest if a in ("typed", "json", "desc", "up", "no-maint")}
-    if "typed" in opts or "json" in opts:
-        return f"'show stat {' '.join(sorted(opts & {'typed', 'json'}))}' is not supported by keeplb.\n"
     pos = [a for a in rest if a not in opts]
     if pos[:2] == ["domain", "proxy"]:
         pos = pos[2:]
@@ -336,8 +368,13 @@ def _cmd_show_stat(sess: CliSession, args: list[str]) -> str:
         types = stats.StatType.ALL if mask == -1 else stats.StatType(mask & 7)
         flt = stats.StatFilter(proxy=proxy, types=types, sid=int(pos[2]),
                                up_only=flt.up_only, no_maint=flt.no_maint)
-    return stats.render_show_stat(sess.runtime, sess.now(), flt,
-                                  show_legends=sess.level >= AccessLevel.OPER)
+    rows = stats.stat_rows(sess.runtime, sess.now(), flt,
+                           show_legends=sess.level >= AccessLevel.OPER)
+    if "json" in opts:
+        return stats.render_stat_json(rows)
+    if "typed" in opts:
+        return stats.render_stat_typed(rows)
+    return stats.render_csv(rows)
 
 
 def _cmd_show_servers_state(sess: CliSession, args: list[str]) -> str:
@@ -515,6 +552,72 @@ def _cmd_clear_counters(sess: CliSession, args: list[str]) -> str:
     return ""
 
 
+def human_time(seconds: float) -> str:
+    """haproxy's human_time(): '45s', '3m12s', '2h5m', '1d3h'."""
+    t = max(0, int(seconds))
+    if t < 60:
+        return f"{t}s"
+    if t < 3600:
+        return f"{t // 60}m{t % 60}s"
+    if t < 86400:
+        return f"{t // 3600}h{t % 3600 // 60}m"
+    return f"{t // 86400}d{t % 86400 // 3600}h"
+
+
+def _sessions_of(sess: CliSession) -> SessionControl | None:
+    ctl = sess.control
+    return ctl if isinstance(ctl, SessionControl) else None
+
+
+def _cmd_show_sess(sess: CliSession, args: list[str]) -> str:
+    source = _sessions_of(sess)
+    if source is None:
+        return "'show sess' is not supported by keeplb here.\n"
+    want: int | None = None
+    text = _arg(args, 2)
+    if text is not None and text.lower().startswith("0x"):
+        with contextlib.suppress(ValueError):
+            want = int(text, 16)  # anything else lists every session, as haproxy
+    lines = []
+    for v in source.sessions():
+        if want is not None and v.ident != want:
+            continue
+        lines.append(
+            f"0x{v.ident:x}: proto={v.proto} src={v.src} fe={v.frontend} "
+            f"be={v.backend or '<NONE>'} srv={v.server or '<none>'} ts=00 epoch=0 "
+            f"age={human_time(v.age_s)} calls=0 rate=0 cpu=0 lat=0\n")
+    if want is not None and not lines:
+        return "Session not found.\n"
+    return "".join(lines)
+
+
+def _cmd_shutdown_session(sess: CliSession, args: list[str]) -> str:
+    source = _sessions_of(sess)
+    if source is None:
+        return "'shutdown session' is not supported by keeplb here.\n"
+    text = _arg(args, 2)
+    if text is None:
+        return "Session pointer expected (use 'show sess').\n"
+    try:
+        ident = int(text, 16)
+    except ValueError:
+        return "Session pointer expected (use 'show sess').\n"
+    if not source.shutdown_session(ident):
+        return "No such session (use 'show sess').\n"
+    return ""
+
+
+def _cmd_shutdown_sessions_server(sess: CliSession, args: list[str]) -> str:
+    _, srv, err = _find_server(sess.runtime, _arg(args, 3))
+    if err or srv is None:
+        return err or NO_SERVER
+    source = _sessions_of(sess)
+    if source is None:
+        return "'shutdown sessions server' is not supported by keeplb here.\n"
+    source.shutdown_sessions(srv)
+    return ""
+
+
 A = AccessLevel
 COMMANDS: tuple[Command, ...] = (
     Command(("clear", "counters"), "clear counters [all]                    : clear max statistics counters (or all counters)", A.OPER, _cmd_clear_counters),
@@ -532,8 +635,11 @@ COMMANDS: tuple[Command, ...] = (
     Command(("show", "cli", "level"), "show cli level                          : display the level of the current CLI session", A.USER, _cmd_show_cli_level),
     Command(("show", "info"), "show info [desc|json|typed|float]*      : report information about the running process", A.USER, _cmd_show_info),
     Command(("show", "servers", "state"), "show servers state [<backend>]          : dump volatile server information (all or for a single backend)", A.USER, _cmd_show_servers_state),
+    Command(("show", "sess"), "show sess [id]                          : report the list of current sessions or dump this exact session", A.OPER, _cmd_show_sess),
     Command(("show", "stat"), "show stat [desc|json|no-maint|typed|up]*: report counters for each proxy and server", A.USER, _cmd_show_stat),
     Command(("show", "version"), "show version                            : show version of the current process", A.USER, _cmd_show_version),
+    Command(("shutdown", "session"), "shutdown session [id]                   : kill a specific session", A.ADMIN, _cmd_shutdown_session),
+    Command(("shutdown", "sessions", "server"), "shutdown sessions server <bk>/<srv>     : kill sessions on a server", A.ADMIN, _cmd_shutdown_sessions_server),
     Command(("user",), "user                                    : lower the level of the current CLI session to user", A.USER, _cmd_lower_level(A.USER)),
     Command(("help",), None, A.USER, _cmd_help),
     Command(("prompt",), None, A.USER, _cmd_prompt),
@@ -780,7 +886,7 @@ def _prepare_unix_path(path: str) -> None:
 
 async def start_stats_socket(sock: StatsSocket, runtime: ProcessRuntime,
                              control: RuntimeControl, *,
-                             timeout: float = DEFAULT_TIMEOUT) -> asyncio.AbstractServer:
+                             timeout: float = DEFAULT_TIMEOUT) -> asyncio.Server:
     """Listens on `stats socket ...` and serves the runtime API until the
     returned server is closed. Called once per socket at worker start, on the
     running loop. Raises KeeplbError when the address cannot be used.
@@ -804,6 +910,10 @@ async def start_stats_socket(sock: StatsSocket, runtime: ProcessRuntime,
                 gid = grp.getgrnam(sock.group).gr_gid if sock.group else -1
                 os.chown(path, uid, gid)
             return server
+        if addr.family == "abns":
+            # Linux abstract namespace: no file, no mode, gone with the process
+            return await asyncio.start_unix_server(client, path="\0" + addr.host,
+                                                   limit=MAX_LINE)
         if addr.family in ("ipv4", "ipv6", "any") and addr.port_low is not None:
             host = addr.host or ("::" if addr.family == "ipv6" else "0.0.0.0")
             return await asyncio.start_server(client, host=host, port=addr.port_low,

@@ -18,12 +18,16 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import json
+import platform
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntFlag
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
+from keeplb import __version__
 from keeplb.config.model import Mode, StatsPage
 from keeplb.lb.server import (
     AdminState,
@@ -33,6 +37,9 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+
+if TYPE_CHECKING:
+    from keeplb.lb.runtime import RuntimeControl
 
 # haproxy 2.6 `show stat` columns, in order. After the '-' column come the
 # per-module counters (ssl, h2, h1) that 2.6 appends; a real 2.6 prints them
@@ -114,6 +121,31 @@ def server_weight(s: ServerRuntime) -> int:
     if s.op is OpState.STARTING:
         return s.eweight
     return s.uweight
+
+
+def server_status(s: ServerRuntime) -> str:
+    """The 'status' column as haproxy 2.6's stats_fill_sv_stats() words it:
+    MAINT first, DRAIN only while up, "UP 1/3" going down, "DOWN 1/2" going
+    up, "no check" for a healthy unchecked server, "DOWN" for a stopped one."""
+    if s.admin is AdminState.MAINT:
+        return "MAINT"
+    rise = s.config.options.rise or 2
+    fall = s.config.options.fall or 3
+    checked = s.check_enabled
+    if s.op in (OpState.RUNNING, OpState.STARTING):
+        going_down = checked and s.health < rise + fall - 1
+        if s.admin is AdminState.DRAIN:
+            return f"DRAIN {s.health - rise + 1}/{fall}" if going_down else "DRAIN"
+        if going_down:
+            return f"UP {s.health - rise + 1}/{fall}"
+        return "UP" if checked else "no check"
+    if s.op is OpState.STOPPING:
+        if not checked or s.health == rise + fall - 1:
+            return "NOLB"
+        return f"NOLB {s.health - rise + 1}/{fall}"
+    if checked and s.health > 0:
+        return f"DOWN {s.health}/{rise}"
+    return "DOWN"
 
 
 def server_counts(s: ServerRuntime) -> bool:
@@ -217,7 +249,7 @@ def server_row(rt: ProcessRuntime, be: BackendRuntime, s: ServerRuntime, now: fl
         "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
         "dresp": 0, "econ": c.errors_conn, "eresp": c.errors_resp,
         "wretr": c.retries, "wredis": c.redispatches,
-        "status": s.status_text(), "weight": server_weight(s),
+        "status": server_status(s), "weight": server_weight(s),
         "act": 0 if s.backup else 1, "bck": 1 if s.backup else 0,
         "lastchg": _age(now, s.last_change),
         "qlimit": s.maxqueue or None, "pid": 1, "iid": be.iid, "sid": s.sid,
@@ -377,8 +409,6 @@ INFO_VERSION = "2.6.0-keeplb"
 
 def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str, str | int]]:
     """`show info` as (name, value) pairs, with haproxy 2.6's names and order."""
-    from keeplb import __version__
-
     wall = time.time() if wall is None else wall
     up = max(0, int(wall - rt.started))
     uptime = f"{up // 86400}d {up % 86400 // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s"
@@ -413,8 +443,6 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
 
 
 def _node() -> str:
-    import platform
-
     return platform.node().split(".")[0]
 
 
@@ -454,14 +482,14 @@ def server_admin_code(s: ServerRuntime) -> int:
 
 
 def server_check_state(s: ServerRuntime) -> int:
-    """srv_check_state: CHK_ST_CONFIGURED|ENABLED|PAUSED bits as haproxy prints them."""
-    if not s.check_enabled and not s.config.options.check:
+    """srv_check_state: haproxy's CHK_ST_CONFIGURED (2), ENABLED (4) and PAUSED (8) bits."""
+    if not s.config.options.check:
         return 0
-    state = 0x04 if s.config.options.check else 0  # CONFIGURED
+    state = 0x02
     if s.check_enabled:
-        state |= 0x02  # ENABLED
-    if s.admin is AdminState.MAINT:
-        state |= 0x08  # PAUSED
+        state |= 0x04
+        if s.admin is AdminState.MAINT:
+            state |= 0x08
     return state
 
 
@@ -686,25 +714,47 @@ def _authorized(page: StatsPage, req: HttpRequest) -> bool:
     return (user, password) in page.auth
 
 
-def admin_condition_true(page: StatsPage) -> bool:
-    """Whether `stats admin if ...` holds without request context: only the
-    constant conditions (TRUE, always_true) are decided here."""
+def _predefined_acl(term: str, client: str | None) -> bool | None:
+    """haproxy's predefined ACLs that need no request parsing; None when unknown."""
+    negate = term.startswith("!")
+    name = term.lstrip("!")
+    if name in ("TRUE", "{ always_true }"):
+        value = True
+    elif name in ("FALSE", "{ always_false }"):
+        value = False
+    elif name == "LOCALHOST":
+        value = client is not None and (client.startswith("127.") or client == "::1")
+    else:
+        return None
+    return value != negate
+
+
+def admin_condition_true(page: StatsPage, client: str | None = None) -> bool:
+    """Whether `stats admin if|unless ...` holds for a client address. Only
+    haproxy's predefined TRUE, FALSE, LOCALHOST (and always_true/false) are
+    decided here; a condition naming another ACL is false (no admin)."""
     cond = page.admin
     if cond is None:
         return False
-    always = any(all(t in ("TRUE", "{ always_true }") for t in conj) for conj in cond.terms)
-    return always != cond.negate
+    result = False
+    for conj in cond.terms:
+        values = [_predefined_acl(t, client) for t in conj]
+        if any(v is None for v in values):
+            return False
+        if all(values):
+            result = True
+    return result != cond.negate
 
 
 def handle_stats_http(request_bytes: bytes, page: StatsPage, runtime: ProcessRuntime,
-                      control: object | None = None, *, admin: bool | None = None,
-                      now: float | None = None) -> bytes:
+                      control: RuntimeControl | None = None, *, admin: bool | None = None,
+                      client: str | None = None, now: float | None = None) -> bytes:
     """The whole HTTP response for one request to a frontend with `stats enable`.
 
     GET `uri` gives the page, `uri;csv` the CSV (as haproxy). Basic auth is
     checked against `stats auth`. A POST with `b`, `s`, `action` applies an
     admin action through `control` (a runtime.RuntimeControl) when `admin` is
-    true (default: the `stats admin` condition when it is constant).
+    true (default: the `stats admin` condition, for the `client` address).
     Never raises on bad input: it answers 400, 401, 404 or 405.
     """
     req = parse_http_request(request_bytes)
@@ -720,7 +770,7 @@ def handle_stats_http(request_bytes: bytes, page: StatsPage, runtime: ProcessRun
                          b"and password to access this content.\n</body></html>\n",
                          "text/html", [("www-authenticate", f'Basic realm="{realm}"')])
     if admin is None:
-        admin = admin_condition_true(page)
+        admin = admin_condition_true(page, client)
     rest = unquote(req.target[len(page.uri):])
     if req.method == "POST":
         if not admin or control is None:
@@ -740,13 +790,9 @@ def handle_stats_http(request_bytes: bytes, page: StatsPage, runtime: ProcessRun
     return _response(200, "OK", body, ctype)
 
 
-def apply_page_action(runtime: ProcessRuntime, control: object, body: bytes) -> str:
-    """Applies the page's admin form (`b`, `s`, `action`); returns haproxy's
-    `st=` result code (DONE, NONE, DENY, ERRP)."""
-    from keeplb.lb.runtime import RuntimeControl
-
-    if not isinstance(control, RuntimeControl):
-        return "DENY"
+def apply_page_action(runtime: ProcessRuntime, control: RuntimeControl, body: bytes) -> str:
+    """Applies the page's admin form (`b`, `s`, `action`) through `control`;
+    returns haproxy's `st=` result code (DONE, NONE, ERRP)."""
     try:
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64)
     except ValueError:
@@ -776,3 +822,141 @@ def apply_page_action(runtime: ProcessRuntime, control: object, body: bytes) -> 
                                    "hdown": OpState.STOPPED}[action])
         done = True
     return "DONE" if done else "NONE"
+
+
+# --------------------------------------------------------------------------
+# typed and json output (`show stat typed|json`, `show info typed|json`)
+# --------------------------------------------------------------------------
+
+# Tags (origin, nature, scope) and type of every field, as haproxy 2.6's typed
+# output prints them; read from a running 2.6.12 (fields that stayed empty
+# there follow the definitions in haproxy's stats.c).
+_STAT_TAGS_TEXT = (
+    "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 "
+    "slim=CLP:u32 stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 "
+    "ereq=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 status=SGP:str "
+    "weight=MaP:u32 act=SGP:u32 bck=SGP:u32 chkfail=MCP:u64 chkdown=MCP:u64 lastchg=MAP:u32 "
+    "downtime=MCP:u32 qlimit=CLP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 throttle=MaP:u32 "
+    "lbtot=MCP:u64 tracked=CNS:str type=CGS:u32 rate=MRP:u32 rate_lim=CLP:u32 "
+    "rate_max=MMP:u32 check_status=MOP:str check_code=MOP:u32 check_duration=MDP:u64 "
+    "hrsp_1xx=MCP:u64 hrsp_2xx=MCP:u64 hrsp_3xx=MCP:u64 hrsp_4xx=MCP:u64 hrsp_5xx=MCP:u64 "
+    "hrsp_other=MCP:u64 hanafail=MCP:u64 req_rate=MRP:u32 req_rate_max=MMP:u32 "
+    "req_tot=MCP:u64 cli_abrt=MCP:u64 srv_abrt=MCP:u64 comp_in=MCP:u64 comp_out=MCP:u64 "
+    "comp_byp=MCP:u64 comp_rsp=MCP:u64 lastsess=MAP:s32 last_chk=MOP:str last_agt=MOP:str "
+    "qtime=MaP:u32 ctime=MaP:u32 rtime=MaP:u32 ttime=MaP:u32 agent_status=MOP:str "
+    "agent_code=MOP:u32 agent_duration=MDP:u64 check_desc=MOP:str agent_desc=MOP:str "
+    "check_rise=CGS:u32 check_fall=CGS:u32 check_health=CGS:u32 agent_rise=MaP:u32 "
+    "agent_fall=MaP:u32 agent_health=MaP:u32 addr=CGS:str cookie=CGS:str mode=CGS:str "
+    "algo=CGS:str conn_rate=MRP:u32 conn_rate_max=MMP:u32 conn_tot=MCP:u64 "
+    "intercepted=MCP:u64 dcon=MCP:u64 dses=MCP:u64 wrew=MCP:u64 connect=MCP:u64 "
+    "reuse=MCP:u64 cache_lookups=MCP:u64 cache_hits=MCP:u64 srv_icur=MGP:u32 "
+    "src_ilim=MGP:u32 qtime_max=MMP:u32 ctime_max=MMP:u32 rtime_max=MMP:u32 "
+    "ttime_max=MMP:u32 eint=MCP:u64 idle_conn_cur=MGP:u32 safe_conn_cur=MGP:u32 "
+    "used_conn_cur=MGP:u32 need_conn_est=MGP:u32 uweight=MaP:u32 agg_server_status=MGP:u32 "
+    "agg_server_check_status=MGP:u32 agg_check_status=MGP:u32 ssl_sess=MCP:u64 "
+    "ssl_reused_sess=MCP:u64 ssl_failed_handshake=MCP:u64 h2_headers_rcvd=MCP:u64 "
+    "h2_data_rcvd=MCP:u64 h2_settings_rcvd=MCP:u64 h2_rst_stream_rcvd=MCP:u64 "
+    "h2_goaway_rcvd=MCP:u64 h2_detected_conn_protocol_errors=MCP:u64 "
+    "h2_detected_strm_protocol_errors=MCP:u64 h2_rst_stream_resp=MCP:u64 "
+    "h2_goaway_resp=MCP:u64 h2_open_connections=MGP:u64 h2_backend_open_streams=MGP:u64 "
+    "h2_total_connections=MCP:u64 h2_backend_total_streams=MCP:u64 "
+    "h1_open_connections=MGP:u64 h1_open_streams=MGP:u64 h1_total_connections=MCP:u64 "
+    "h1_total_streams=MCP:u64 h1_bytes_in=MCP:u64 h1_bytes_out=MCP:u64 "
+    "h1_spliced_bytes_in=MCP:u64 h1_spliced_bytes_out=MCP:u64"
+)
+STAT_TAGS: dict[str, tuple[str, str]] = {
+    name: (spec.split(":")[0], spec.split(":")[1])
+    for name, _, spec in (item.partition("=") for item in _STAT_TAGS_TEXT.split())
+}
+# a backend computes these from its servers: gauges rather than status/rates
+_BACKEND_TAGS = {"act": ("MGP", "u32"), "bck": ("MGP", "u32"), "rate": ("MGP", "u32"),
+                 "rate_max": ("MGP", "u32")}
+
+# `show info` positions, tags and types (positions 45, 46 and 51 are fields
+# haproxy 2.6 only prints in some builds)
+_INFO_TAGS_TEXT = (
+    "0:POS:str 1:POS:str 2:POS:str 3:CGS:u32 4:CGS:u32 5:KGP:u32 6:SGP:u32 7:MDP:str "
+    "8:MDP:u32 9:CLP:u32 10:MGP:u32 11:MGP:u32 12:MCP:u32 13:CLP:u32 14:CLP:u32 15:CLP:u32 "
+    "16:CLP:u32 17:MGP:u32 18:MCP:u32 19:MCP:u32 20:MMP:u32 21:MGP:u32 22:MCP:u32 "
+    "23:CLP:u32 24:MGP:u32 25:MGP:u32 26:MRP:u32 27:CLP:u32 28:MMP:u32 29:MRP:u32 "
+    "30:CLP:u32 31:MRP:u32 32:MRP:u32 33:CLP:u32 34:MMP:u32 35:MGP:u32 36:MMP:u32 "
+    "37:MGP:u32 38:MRP:u32 39:MMP:u32 40:MCP:u32 41:MCP:u32 42:MRP:u32 43:MRP:u32 "
+    "44:CLP:u32 47:MGP:u32 48:MGP:u32 49:MaP:u32 50:COS:str 52:MGP:u32 53:MGP:u32 "
+    "54:MGP:u32 55:MGP:u32 56:MGP:u32 57:MGP:u32 58:MGP:u32 59:MGP:u32 60:MGP:u32 "
+    "61:MGP:u64 62:MGP:u64 63:MRP:u64 64:MGP:u32 65:MCP:u32 66:POS:str 67:CLP:u32 "
+    "68:MGP:u64 69:MGP:u64 70:MDP:u32 71:SGP:str"
+)
+INFO_TAGS: list[tuple[int, str, str]] = [
+    (int(pos), tags, typ) for pos, tags, typ in (i.split(":") for i in _INFO_TAGS_TEXT.split())
+]
+
+_ORIGIN = {"M": "Metric", "S": "Status", "K": "Key", "C": "Config", "P": "Product"}
+_NATURE = {"A": "Age", "a": "Avg", "C": "Counter", "D": "Duration", "G": "Gauge",
+           "L": "Limit", "M": "Max", "N": "Name", "O": "Output", "R": "Rate", "T": "Time"}
+_SCOPE = {"P": "Process", "S": "Service", "s": "System", "C": "Cluster"}
+_OBJ = {0: ("F", "Frontend"), 1: ("B", "Backend"), 2: ("S", "Server")}
+
+
+def _field_pos(name: str) -> int:
+    """A field's position: its CSV column, minus the '-' separator column,
+    which is not a field, for the per-module counters after it."""
+    idx = STAT_FIELDS.index(name)
+    return idx - 1 if idx > STAT_FIELDS.index("-") else idx
+
+
+def _typed_fields(row: Row) -> list[tuple[int, str, str, str, Value]]:
+    """(pos, name, tags, type, value) of the non-empty fields of a row."""
+    backend = row.get("type") == 1
+    out: list[tuple[int, str, str, str, Value]] = []
+    for name in STAT_FIELDS:
+        v = row.get(name)
+        if v is None or name == "-":
+            continue
+        tags, typ = (_BACKEND_TAGS.get(name) if backend else None) or STAT_TAGS[name]
+        out.append((_field_pos(name), name, tags, typ, v))
+    return out
+
+
+def render_stat_typed(rows: Iterable[Row]) -> str:
+    """`show stat typed`: 'F.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>' lines."""
+    lines = []
+    for row in rows:
+        obj = _OBJ[int(row.get("type") or 0)][0]
+        for pos, name, tags, typ, v in _typed_fields(row):
+            lines.append(f"{obj}.{row['iid']}.{row['sid']}.{pos}.{name}.1:{tags}:{typ}:{v}\n")
+    return "".join(lines)
+
+
+def _json_tags(tags: str) -> dict[str, str]:
+    return {"origin": _ORIGIN[tags[0]], "nature": _NATURE[tags[1]], "scope": _SCOPE[tags[2]]}
+
+
+def _json_value(typ: str, v: Value) -> dict[str, object]:
+    return {"type": typ, "value": str(v) if typ == "str" else int(v or 0)}
+
+
+def render_stat_json(rows: Iterable[Row]) -> str:
+    """`show stat json`: one list of field objects per row, as haproxy 2.6."""
+    out = []
+    for row in rows:
+        obj = _OBJ[int(row.get("type") or 0)][1]
+        out.append([
+            {"objType": obj, "proxyId": row["iid"], "id": row["sid"],
+             "field": {"pos": pos, "name": name}, "processNum": 1,
+             "tags": _json_tags(tags), "value": _json_value(typ, v)}
+            for pos, name, tags, typ, v in _typed_fields(row)])
+    return json.dumps(out, separators=(",", ":")) + "\n"
+
+
+def render_info_typed(rt: ProcessRuntime, wall: float | None = None) -> str:
+    return "".join(f"{pos}.{name}.1:{tags}:{typ}:{value}\n"
+                   for (name, value), (pos, tags, typ) in zip(info_fields(rt, wall), INFO_TAGS,
+                                                                strict=True))
+
+
+def render_info_json(rt: ProcessRuntime, wall: float | None = None) -> str:
+    return json.dumps([
+        {"field": {"pos": pos, "name": name}, "processNum": 1, "tags": _json_tags(tags),
+         "value": _json_value(typ, value)}
+        for (name, value), (pos, tags, typ) in zip(info_fields(rt, wall), INFO_TAGS, strict=True)
+    ], separators=(",", ":")) + "\n"

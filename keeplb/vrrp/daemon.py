@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keeplb.config.model import (
@@ -115,6 +115,7 @@ class Counters:
     pri_zero_received: int = 0
     became_master: int = 0
     released_master: int = 0
+    transitions: int = 0
     drops: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
@@ -285,6 +286,7 @@ class Instance:
                 self.on_transition(action.old, action.new)
 
     def on_transition(self, old: State, new: State) -> None:
+        self.counters.transitions += 1
         if new is State.MASTER:
             self.counters.became_master += 1
         if old is State.MASTER:
@@ -342,7 +344,8 @@ class Instance:
     # ------------------------------------------------------------ addresses
 
     def _vips_for(self, add: bool) -> list[VirtualAddress]:
-        return list(self.cfg.virtual_ipaddresses)
+        # Excluded addresses follow the master like the others but are not advertised.
+        return [*self.cfg.virtual_ipaddresses, *self.cfg.virtual_ipaddresses_excluded]
 
     def addr_op(self, *, add: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._addr_op(add))
@@ -487,8 +490,12 @@ class Instance:
                 "became_master": self.counters.became_master,
                 "released_master": self.counters.released_master,
             },
+            # Flat counters in the shape keeplb.vrrp.metrics reads.
+            "adverts_sent": self.counters.adverts_sent,
+            "adverts_received": self.counters.adverts_received,
+            "transitions": self.counters.transitions,
             "drops": dict(self.counters.drops),
-            "transitions": list(self.transitions),
+            "transition_log": list(self.transitions),
             "trackers": [
                 {
                     "name": t.name,
@@ -514,9 +521,12 @@ class Instance:
 class VrrpDaemon:
     """All instances of one keepalived.conf, the sockets they share, and their inputs."""
 
-    def __init__(self, cfg: KeepalivedConfig, config_path: str) -> None:
+    def __init__(
+        self, cfg: KeepalivedConfig, config_path: str, defines: Sequence[str] = ()
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.defines = tuple(defines)
         self.addresses = AddressManager()
         self.sockets: dict[tuple[int, str], VrrpSocket] = {}
         self.instances: dict[str, Instance] = {}
@@ -778,6 +788,8 @@ class VrrpDaemon:
         state: State,
         priority: int | None,
     ) -> None:
+        fifo_line = f'{kind} "{name}" {state.value}'
+        self._write_fifo(fifo_line if priority is None else f"{fifo_line} {priority}")
         specific = {State.MASTER: master, State.BACKUP: backup, State.FAULT: fault, State.STOP: stop}
         script = specific.get(state)
         if script:
@@ -787,6 +799,24 @@ class VrrpDaemon:
             if priority is not None:
                 args.append(str(priority))
             self.notifier.run(notify, args)
+
+    def _write_fifo(self, line: str) -> None:
+        """vrrp_notify_fifo: one line per state change, as keepalived writes it."""
+        path = self.cfg.global_defs.vrrp_notify_fifo
+        if not path:
+            return
+        try:
+            # Non-blocking: no reader on the FIFO must never stall VRRP.
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            log.debug("notify fifo %s: %s", path, e)
+            return
+        try:
+            os.write(fd, (line + "\n").encode())
+        except OSError as e:
+            log.warning("notify fifo %s: %s", path, e)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ reload
 
@@ -977,7 +1007,7 @@ def render_stats(st: dict[str, Any]) -> str:
 
 
 def parse_config(
-    path: str, *, log_warnings: bool = True
+    path: str, *, defines: Sequence[str] = (), log_warnings: bool = True
 ) -> tuple[KeepalivedConfig | None, list[str], set[str]]:
     """(config, error lines, error messages); config is None when it cannot run.
 
@@ -988,7 +1018,7 @@ def parse_config(
     from keeplb.config import keepalived
 
     try:
-        cfg, diags = keepalived.parse(path)
+        cfg, diags = keepalived.parse(path, defines=list(defines))
     except OSError as e:
         return None, [f"{path}: error: {e}"], set()
     if log_warnings:
@@ -1008,6 +1038,7 @@ async def run(
     config_path: str,
     stop: asyncio.Event,
     lb_health: asyncio.Queue[bool | dict[str, Any]] | None = None,
+    defines: Sequence[str] = (),
 ) -> int:
     """Runs the VRRP instances of `cfg` until `stop` is set; returns an exit status.
 
@@ -1016,9 +1047,9 @@ async def run(
     `lb_health` are the local balancer's health (see VrrpDaemon.on_lb_health).
     """
     loop = asyncio.get_running_loop()
-    daemon = VrrpDaemon(cfg, config_path)
+    daemon = VrrpDaemon(cfg, config_path, defines)
     if os.path.exists(config_path):
-        daemon.accepted_errors = parse_config(config_path, log_warnings=False)[2]
+        daemon.accepted_errors = parse_config(config_path, defines=defines, log_warnings=False)[2]
     reload_requested = asyncio.Event()
     installed: list[int] = []
     handlers: dict[int, Callable[[], None]] = {
@@ -1034,6 +1065,13 @@ async def run(
             pass
     tasks: list[asyncio.Task[None]] = []
     try:
+        delay = cfg.global_defs.vrrp_startup_delay
+        if delay > 0:
+            log.info("Delaying startup for %g seconds", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return 0
         try:
             await daemon.start()
         except (KeeplbError, OSError) as e:
@@ -1070,7 +1108,7 @@ async def _reloader(daemon: VrrpDaemon, requested: asyncio.Event) -> None:
         await requested.wait()
         requested.clear()
         log.info("Reloading")
-        new, errors, messages = parse_config(daemon.config_path)
+        new, errors, messages = parse_config(daemon.config_path, defines=daemon.defines)
         # A reload must not make things worse: an error the running file did
         # not have (a dropped instance, a lost address) refuses the new file.
         fresh = messages - daemon.accepted_errors
@@ -1146,6 +1184,7 @@ def main(
     check_only: bool = False,
     log_console: bool = True,
     lb_health_fd: int | None = None,
+    defines: Sequence[str] = (),
 ) -> int:
     """`keeplb vrrp`: parse, optionally detach, run until SIGTERM/SIGINT; the exit status.
 
@@ -1153,7 +1192,7 @@ def main(
     could not start.
     """
     setup_logging(console=log_console)
-    cfg, errors, _ = parse_config(config_path)
+    cfg, errors, _ = parse_config(config_path, defines=defines)
     for line in errors:
         log.error("%s", line)
     if cfg is None:
@@ -1173,7 +1212,7 @@ def main(
     # endpoints, which pyroute2's AsyncIPRoute needs; a VRRP process handles a
     # few packets a second, so nothing is lost.
     try:
-        return asyncio.run(_serve(cfg, config_path, lb_health_fd))
+        return asyncio.run(_serve(cfg, config_path, lb_health_fd, defines))
     finally:
         if pidfile:
             from keeplb.proc.pidfile import remove_pidfile
@@ -1181,7 +1220,9 @@ def main(
             remove_pidfile(pidfile)
 
 
-async def _serve(cfg: KeepalivedConfig, config_path: str, lb_health_fd: int | None) -> int:
+async def _serve(
+    cfg: KeepalivedConfig, config_path: str, lb_health_fd: int | None, defines: Sequence[str]
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main_task = asyncio.current_task()
@@ -1200,7 +1241,7 @@ async def _serve(cfg: KeepalivedConfig, config_path: str, lb_health_fd: int | No
         loop.add_reader(lb_health_fd, _lb_health_reader(lb_health_fd, queue))
     log.info("Starting VRRP child process, pid=%d", os.getpid())
     try:
-        return await run(cfg, config_path, stop, queue)
+        return await run(cfg, config_path, stop, queue, defines)
     except asyncio.CancelledError:
         return 130
 

@@ -20,7 +20,9 @@ module reads nothing else (it may come over a pipe from the VRRP process in
           "drops": {"ttl": 0, "auth": 3},  # dropped packets by DropReason value
           "transitions": 5,                # state changes since start
         },
-      ]
+      ],
+      "drops": {"vrid": 7},                # optional: dropped before an instance
+                                           # could be found (unknown VRID, bad header)
     }
 
 Missing counters count as 0; an instance without a name is skipped; unknown
@@ -32,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 VRRP_STATES = ("INIT", "BACKUP", "MASTER", "FAULT", "STOP")
@@ -89,6 +92,14 @@ def vrrp_families(status: VrrpStatus | None) -> Iterator[Metric]:
     trans = CounterMetricFamily(
         "keeplb_vrrp_transitions", "State transitions of the instance since start.",
         labels=["instance"])
+    unmatched = CounterMetricFamily(
+        "keeplb_vrrp_unmatched_packets_dropped",
+        "VRRP packets dropped before they could be matched to an instance, by reason.",
+        labels=["reason"])
+    daemon_drops = status.get("drops") if status else None
+    if isinstance(daemon_drops, Mapping):
+        for reason, n in sorted(daemon_drops.items(), key=lambda kv: str(kv[0])):
+            unmatched.add_metric([str(getattr(reason, "value", reason))], _int(n))
     for inst in instances:
         name = str(inst["name"])
         cur = str(inst.get("state", "")).upper()
@@ -107,7 +118,7 @@ def vrrp_families(status: VrrpStatus | None) -> Iterator[Metric]:
             for reason, n in sorted(reasons.items(), key=lambda kv: str(kv[0])):
                 drops.add_metric([name, str(getattr(reason, "value", reason))], _int(n))
         trans.add_metric([name], _int(inst.get("transitions")))
-    yield from (state, prio, base, info, master, sent, recv, drops, trans)
+    yield from (state, prio, base, info, master, sent, recv, drops, trans, unmatched)
 
 
 class VrrpCollector:
@@ -122,8 +133,6 @@ class VrrpCollector:
 
 def render_vrrp_metrics(status: VrrpStatus | None) -> bytes:
     """Text exposition of the keeplb_vrrp_* families alone (`keeplb vrrp`'s exporter)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(VrrpCollector(lambda: status))
     return generate_latest(registry)

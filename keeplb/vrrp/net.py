@@ -76,9 +76,9 @@ class VrrpSocket:
 
     Opened by the daemon once per (family, interface) in use; every instance on
     that interface shares it and the daemon demultiplexes by VRID. `on_packet`
-    is called from the event loop (add_reader) for each readable datagram;
-    unreadable garbage (shorter than an IPv4 header) is passed on as an empty
-    payload so the daemon counts it instead of losing it silently.
+    is called from the event loop (add_reader) for each readable datagram with
+    the VRRP payload and the IP header's facts; everything about the payload,
+    however short or wrong, is the codec's to judge and the daemon's to count.
     """
 
     def __init__(
@@ -150,8 +150,13 @@ class VrrpSocket:
             except OSError as e:
                 log.warning("%s: receive error: %s", self.ifname, e)
                 return
-            if pkt is not None:
+            if pkt is None:
+                continue
+            try:
                 self.on_packet(pkt)
+            except Exception as e:  # noqa: BLE001 - one bad packet must not stop the reader
+                log.error("%s: packet from %s not handled: %s: %s", self.ifname, pkt.src,
+                          type(e).__name__, e)
 
     def _parse_v4(self, data: bytes) -> Received | None:
         if len(data) < 20:

@@ -263,7 +263,7 @@ def test_httpchk_sends_the_configured_request() -> None:
         assert res.status is CheckStatus.L7OK
 
     asyncio.run(main())
-    assert seen[0].startswith(b"HEAD /healthz HTTP/1.1\r\nHost: lb\r\n")
+    assert seen[0] == b"HEAD /healthz HTTP/1.1\r\nhost: lb\r\nconnection: close\r\n\r\n"
 
 
 # -- HTTPS (kube-apiserver /readyz) ----------------------------------------------
@@ -514,6 +514,35 @@ _DOWN = re.compile(r'Server (\S+)/s1 is DOWN, reason: ([^,]+)(?:, code: (\d+))?'
                    r'(?:, info: "(.*)")?, check duration')
 
 
+async def _haproxy_lines(cfg_file: Path, pattern: re.Pattern[str], count: int,
+                         timeout: float = 8.0) -> list[str]:
+    """Run `haproxy -db -f cfg_file` (logging to stdout) until `count` distinct
+    lines match `pattern` or `timeout` passes; kill it and return those lines."""
+    proc = await asyncio.create_subprocess_exec(
+        "haproxy", "-db", "-f", str(cfg_file), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while len(lines) < count and time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(proc.stdout.readline(),
+                                             deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if not raw:
+                break
+            line = raw.decode(errors="replace").rstrip("\n")
+            if pattern.search(line) and not line.startswith("[") and line not in lines:
+                lines.append(line)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    return lines
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (the oracle)")
 def test_status_and_info_match_haproxy(tmp_path: Path) -> None:
     """Run haproxy 2.6 and keeplb's checks on the same backends and compare the
@@ -546,27 +575,12 @@ def test_status_and_info_match_haproxy(tmp_path: Path) -> None:
             ours[be.name] = (r.status.description, str(r.code or ""), r.info)
 
         theirs: dict[str, tuple[str, str, str]] = {}
-        proc = await asyncio.create_subprocess_exec(
-            "haproxy", "-db", "-f", str(cfg_file), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
         try:
-            assert proc.stdout is not None
-            deadline = time.monotonic() + 8
-            while len(theirs) < len(names) and time.monotonic() < deadline:
-                try:
-                    line = await asyncio.wait_for(proc.stdout.readline(),
-                                                  deadline - time.monotonic())
-                except TimeoutError:
-                    break
-                if not line:
-                    break
-                m = _DOWN.search(line.decode(errors="replace"))
-                if m:
-                    theirs[m.group(1)] = (m.group(2), m.group(3) or "", m.group(4) or "")
+            for line in await _haproxy_lines(cfg_file, _DOWN, len(names)):
+                m = _DOWN.search(line)
+                assert m is not None
+                theirs[m.group(1)] = (m.group(2), m.group(3) or "", m.group(4) or "")
         finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
             for s in servers.values():
                 s.close()
                 await s.wait_closed()
@@ -576,3 +590,111 @@ def test_status_and_info_match_haproxy(tmp_path: Path) -> None:
     assert set(theirs) == set(ours), theirs
     for name in ours:
         assert ours[name] == theirs[name], name
+
+
+def test_checker_follows_runtime_changes() -> None:
+    """`set server addr` moves the checks; `set server health down` (a write to
+    ServerRuntime.health) makes the next passed checks count from 0 again."""
+    transitions: list[bool] = []
+
+    async def main() -> None:
+        srv = await _serve(_accept_only)
+        async with srv:
+            brt, srt = _runtime(_closed_port(), inter=50, rise=2, fall=1)
+            checker = HealthChecker([brt], lambda s, up, r: transitions.append(up))
+            checker.start()
+            try:
+                assert await _until(lambda: transitions == [False], 2.0)
+                srt.port = _port(srv)  # `set server b/s1 addr 127.0.0.1 port N`
+                assert await _until(lambda: transitions == [False, True], 2.0)
+                assert srt.check_status == "L4OK"
+                n = checker.checks_run(srt)
+                srt.health = 0  # `set server b/s1 health down`, as runtime.py writes it
+                assert await _until(lambda: len(transitions) == 3, 2.0)
+                assert transitions[2] is True
+                assert checker.checks_run(srt) - n >= 2  # rise passed checks again
+                checker.resume(srt)
+                assert srt.health == 2
+            finally:
+                await checker.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("opts", "expect_ssl"), [
+    ({"ssl": True}, True),  # checks inherit `ssl` ...
+    ({"ssl": True, "check_port": 8443}, False),  # ... unless `port` moves them
+    ({"ssl": True, "check_addr": "127.0.0.2"}, False),
+    ({"check_ssl": True, "check_port": 8443}, True),
+    ({}, False),
+])
+def test_check_ssl_inheritance(opts: dict[str, object], expect_ssl: bool) -> None:
+    o = replace(SERVER_DEFAULTS, check=True, **opts)  # type: ignore[arg-type]
+    server = Server("s", Address("ipv4", LOCAL, 6443, 6443), o)
+    spec = CheckSpec.from_config(Proxy(ProxyKind.BACKEND, "b", servers=[server]), server,
+                                 LOCAL, 6443)
+    assert spec.ssl is expect_ssl
+    assert spec.tls.verify  # haproxy 2.6: ssl-server-verify defaults to required
+
+
+_HEALTH_LOG = re.compile(r"^Health check for .*server (\S+)/(\S+) ")
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy (the oracle)")
+def test_log_health_checks_lines_match_haproxy(tmp_path: Path) -> None:
+    """`option log-health-checks`: the first line per server, keeplb vs haproxy 2.6."""
+
+    async def main() -> tuple[dict[str, str], dict[str, str]]:
+        http = await _serve(_http)
+        p = _port(http)
+        text = ("global\n  log stdout format raw local0\n"
+                "defaults\n  mode tcp\n  log global\n  timeout connect 1s\n"
+                "  timeout client 5s\n  timeout server 5s\n"
+                f"frontend fe\n  bind 127.0.0.1:{_closed_port()}\n  default_backend b\n"
+                "backend b\n  option httpchk GET /readyz\n  option log-health-checks\n"
+                "  default-server inter 300 rise 2 fall 2\n"
+                "  http-check expect status 200\n"
+                f"  server ok 127.0.0.1:{p} check\n"
+                f"  server bad 127.0.0.1:{p} check\n"
+                f"  server gone 127.0.0.1:{_closed_port()} check backup\n")
+        # 'bad' is checked in a second run where the URI answers 500
+        text_bad = text.replace("GET /readyz", "GET /fail")
+        cfg_file = tmp_path / "haproxy.cfg"
+        ours: dict[str, str] = {}
+        theirs: dict[str, str] = {}
+        try:
+            for variant, keep in ((text, ("ok", "gone")), (text_bad, ("bad",))):
+                cfg, diags = parse_text(variant)
+                assert not [d for d in diags if d.is_error], diags
+                be = cfg.backend("b")
+                assert be is not None
+                srts = [ServerRuntime(s, "b", i + 1, LOCAL, s.address.port_low, uweight=1)
+                        for i, s in enumerate(be.servers)]
+                brt = BackendRuntime(be, 1, [x for x in srts if x.name in keep])
+
+                def record(s: ServerRuntime, line: str) -> None:
+                    ours.setdefault(s.name, line)
+
+                checker = HealthChecker([brt], lambda s, up, r: None, on_health_log=record)
+                checker.start()
+                try:
+                    await _until(lambda keep=keep: all(k in ours for k in keep),  # type: ignore[misc]
+                                 3.0)
+                finally:
+                    await checker.stop()
+                cfg_file.write_text(variant)
+                for line in await _haproxy_lines(cfg_file, _HEALTH_LOG, 3):
+                    m = _HEALTH_LOG.search(line)
+                    assert m is not None
+                    if m.group(2) in keep:
+                        theirs.setdefault(m.group(2), line)
+        finally:
+            http.close()
+            await http.wait_closed()
+        return ours, theirs
+
+    ours, theirs = asyncio.run(main())
+    assert set(ours) == set(theirs) == {"ok", "bad", "gone"}, (ours, theirs)
+    duration = re.compile(r"check duration: \d+ms")
+    for name in ours:
+        assert duration.sub("", ours[name] + ".") == duration.sub("", theirs[name]), name

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from keeplb.config.keepalived import parse
 
@@ -34,15 +36,19 @@ if SEED.exists():
     FILES.append(SEED)
 
 
-def keepalived_test(path: Path, tmp_path: Path) -> tuple[int, list[str]]:
-    """Run `keepalived -t` on `path`; returns its exit code and its distinct messages."""
+def keepalived_test(path: Path, tmp_path: Path, timeout: float = 30) -> tuple[int, list[str]]:
+    """Run `keepalived -t` on `path`; returns its exit code and its distinct messages.
+
+    Raises subprocess.TimeoutExpired when keepalived does not finish (2.2.7 loops
+    forever on some broken files, e.g. a track_file block left open).
+    """
     assert KEEPALIVED is not None
     proc = subprocess.run(
         [KEEPALIVED, "-t", "-l", "-G", "-f", str(path)],
         capture_output=True,
         text=True,
         errors="replace",  # keepalived can print bytes that are not UTF-8
-        timeout=30,
+        timeout=timeout,
         cwd=tmp_path,  # includes must resolve against the file, not the cwd
     )
     # keepalived parses the file once per child process: the same line repeats.
@@ -99,3 +105,100 @@ def test_seed_each_keepalived_complaint_is_reproduced_with_its_line(tmp_path: Pa
                 [str(d) for d in ours],
             )
     assert len(diags.errors) == 4  # one each; keepalived's range complaints are folded in
+
+
+# --------------------------------------------------------------------------
+# differential: mutate valid configs, keepalived -t and keeplb must agree
+# --------------------------------------------------------------------------
+
+_BASES = [
+    p
+    for p in sorted(CORPUS.glob("ok-*.conf"))
+    if "include" not in p.read_text() and "virtual_server" not in p.read_text()
+]
+_WORDS = [
+    "0",
+    "1",
+    "3",
+    "255",
+    "256",
+    "-1",
+    "1.5",
+    "abc",
+    "MASTER",
+    "BACKUP",
+    "10.77.0.1",
+    "fd00::1",
+    "10.77.0.1/24",
+    "eth0",
+    "lo",
+    '"x y"',
+    "{",
+    "}",
+    "300",
+    "nopreempt",
+    "priority",
+    "state",
+    "weight",
+    "notify",
+    "advert_int",
+    "interface",
+]
+_OPS = ["delete", "duplicate", "last-word", "first-word", "append", "shuffle"]
+
+
+def _mutate(text: str, edits: list[tuple[str, int, str, int]]) -> str:
+    lines = text.splitlines()
+    for op, index, word, seed in edits:
+        if not lines:
+            break
+        i = index % len(lines)
+        words = lines[i].split()
+        if op == "delete":
+            del lines[i]
+            continue
+        if op == "duplicate":
+            lines.insert(i, lines[i])
+            continue
+        if op == "last-word" and words:
+            words[-1] = word
+        elif op == "first-word" and words:
+            words[0] = word
+        elif op == "append":
+            words.append(word)
+        elif op == "shuffle" and words:
+            words = words[seed % len(words) :] + words[: seed % len(words)]
+        lines[i] = "    " + " ".join(words)
+    return "\n".join(lines) + "\n"
+
+
+_EDIT = st.tuples(
+    st.sampled_from(_OPS), st.integers(0, 200), st.sampled_from(_WORDS), st.integers(0, 9)
+)
+
+
+@settings(
+    max_examples=120,
+    derandomize=True,  # the same configs on every run: a failure is a real difference
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time, the example is printed
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(base=st.sampled_from(_BASES), edits=st.lists(_EDIT, min_size=1, max_size=3))
+def test_mutated_configs_get_the_same_verdict(
+    tmp_path: Path, base: Path, edits: list[tuple[str, int, str, int]]
+) -> None:
+    path = tmp_path / "mutant.conf"
+    path.write_text(_mutate(base.read_text(), edits))
+    try:
+        code, messages = keepalived_test(path, tmp_path, timeout=2)
+    except subprocess.TimeoutExpired:
+        return  # keepalived hung (see keepalived_test): no verdict to compare
+    if code < 0:
+        return  # keepalived crashed (it does, on some broken files): no verdict to compare
+    _, diags = parse(str(path))
+    assert (code == 0) == (not diags.has_errors), (
+        path.read_text(),
+        messages,
+        [str(d) for d in diags],
+    )

@@ -49,6 +49,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port p such that p and p+1 are both free (for a port-range bind)."""
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind((LO, p))
+                b.bind((LO, p + 1))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no two consecutive free ports")
+
+
 def addr(port: int, host: str = LO) -> Address:
     return Address("ipv4", host, port, port)
 
@@ -180,7 +194,12 @@ async def running(cfg: HaproxyConfig, **kw: Any) -> AsyncIterator[LoadBalancer]:
         kw.setdefault("checks", False)
         kw.setdefault("drain_timeout", 1.0)
         task = asyncio.create_task(app.serve(cfg, stop=stop, on_ready=ready.set, **kw))
-        await asyncio.wait_for(asyncio.shield(ready.wait()), TIMEOUT)
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({waiter, task}, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()  # serve() failed to start: raise its error here
+        assert ready.is_set(), "keeplb did not become ready"
     finally:
         app.LoadBalancer = orig  # type: ignore[misc]
     try:
@@ -221,6 +240,15 @@ async def closed_promptly(r: asyncio.StreamReader, within: float = 2.0) -> bool:
     except TimeoutError:
         return False
     return data == b""
+
+
+async def settle(lb: LoadBalancer, sessions: int) -> None:
+    """Wait until keeplb has seen the end of the sessions the test closed."""
+    for _ in range(200):
+        if len(lb.limits.sessions) == sessions:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(lb.limits.sessions)} sessions left, expected {sessions}")
 
 
 def fail(lb: LoadBalancer, be: str, srv: str) -> None:
@@ -281,7 +309,7 @@ def test_leastconn_picks_least_loaded() -> None:
                             balance="leastconn"))
         held = []
         try:
-            async with running(cfg):
+            async with running(cfg) as lb:
                 # Hold two connections open: they land on two different servers.
                 for _ in range(2):
                     r, w = await connect(port)
@@ -292,6 +320,7 @@ def test_leastconn_picks_least_loaded() -> None:
                 # Every new short connection goes to the only idle server.
                 for _ in range(3):
                     assert await ask_name(port) == free
+                    await settle(lb, 2)
                 for _, w in held:
                     w.close()
         finally:
@@ -715,13 +744,16 @@ def test_bind_errors_are_reported_not_raised_as_traceback() -> None:
             app.open_listeners(cfg)
 
 
-def test_bind_key_names() -> None:
-    assert app.bind_key(Address("ipv4", "127.0.0.1", 80, 80), 80) == "127.0.0.1:80"
-    assert app.bind_key(Address("ipv6", "::", 80, 80), 80) == "[::]:80"
-    assert app.bind_key(Address("any", "", 80, 80), 80) == "*:80"
-
-
-
+def test_listeners_are_keyed_for_a_master() -> None:
+    port = free_port()
+    socks = app.open_listeners(config(listen("fe", port, [])))
+    try:
+        assert list(socks) == [f"ipv4@127.0.0.1:{port}"]
+        again = app.open_listeners(config(listen("fe", port, [])), socks)
+        assert again[f"ipv4@127.0.0.1:{port}"] is socks[f"ipv4@127.0.0.1:{port}"]
+    finally:
+        for s in socks.values():
+            s.close()
 
 
 def test_real_health_checks_mark_killed_server_down_then_up(
@@ -753,9 +785,180 @@ def test_real_health_checks_mark_killed_server_down_then_up(
     caplog.set_level("INFO", logger="keeplb.lb")
     run(body)
     assert re.search(r'Server kube-apiserver/api1 is DOWN, reason: Layer4 connection problem, '
-                     r'info: "Connection refused", check duration: \d+ms\. 1 active and 0 '
+                     r'info: "Connection (refused|reset by peer)", check duration: \d+ms\. 1 '
+                     r'active and 0 '
                      r'backup servers left\. 0 sessions active, 0 requeued, 0 remaining in '
                      r'queue\.', caplog.text)
     assert re.search(r'Server kube-apiserver/api1 is UP, reason: Layer4 check passed, check '
                      r'duration: \d+ms\. 2 active and 0 backup servers online\. 0 sessions '
                      r'requeued, 0 total in queue\.', caplog.text)
+
+
+def test_slow_client_does_not_make_keeplb_buffer_without_bound() -> None:
+    async def body() -> None:
+        total = 64 * 1024 * 1024
+        src = await Backend("src", f"source:{total}").start()
+        port = free_port()
+        cfg = config(listen("be", port, [server("src", src.port)]))
+        try:
+            async with running(cfg) as lb:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, (LO, port))
+                await asyncio.sleep(1.0)  # the client reads nothing meanwhile
+                (sess,) = lb.limits.sessions
+                buffered = sess.client.transport.get_write_buffer_size()
+                # Bounded by the high-water mark plus one read, not by the 64 MB sent.
+                assert buffered < 2 * 1024 * 1024
+                assert sess.bytes_out < 16 * 1024 * 1024
+                # Reading resumes the flow: everything arrives.
+                got = 0
+                while got < total:
+                    data = await asyncio.wait_for(
+                        asyncio.get_running_loop().sock_recv(sock, 1 << 20), TIMEOUT)
+                    if not data:
+                        break
+                    got += len(data)
+                sock.close()
+                assert got == total
+        finally:
+            await src.stop()
+    run(body)
+
+
+def test_backup_sessions_shut_down_when_active_comes_back() -> None:
+    async def body() -> None:
+        bs = await backends("s1", "bk")
+        port = free_port()
+        cfg = config(listen("be", port, [
+            server("s1", bs[0].port, on_marked_up="shutdown-backup-sessions"),
+            server("bk", bs[1].port, backup=True)]))
+        try:
+            async with running(cfg) as lb:
+                fail(lb, "be", "s1")
+                r, w = await connect(port)
+                assert await r.readline() == b"bk\n"
+                recover(lb, "be", "s1")
+                assert await closed_promptly(r)
+                w.close()
+                assert await ask_name(port) == "s1"
+        finally:
+            await stop_all(bs)
+    run(body)
+
+
+def test_slowstart_ramps_the_weight_up() -> None:
+    async def body() -> None:
+        bs = await backends("s1", "s2")
+        port = free_port()
+        cfg = config(listen("be", port, [server("s1", bs[0].port, slowstart=400),
+                                         server("s2", bs[1].port)]))
+        try:
+            async with running(cfg) as lb:
+                be = lb.backends["be"]
+                bal = be.balancer
+                fail(lb, "be", "s1")
+                recover(lb, "be", "s1")
+                first = bal.weight("s1")  # type: ignore[attr-defined]
+                full = bal.weight("s2")  # type: ignore[attr-defined]
+                assert 0 < first < full
+                assert be.slots["s1"].rt.op.name == "STARTING"
+                for _ in range(40):
+                    await asyncio.sleep(0.05)
+                    if bal.weight("s1") == full:  # type: ignore[attr-defined]
+                        break
+                assert bal.weight("s1") == full  # type: ignore[attr-defined]
+                assert be.slots["s1"].rt.op.name == "RUNNING"
+        finally:
+            await stop_all(bs)
+    run(body)
+
+
+def test_client_fin_timeout_applies_after_half_close() -> None:
+    async def body() -> None:
+        bs = await backends("s1", mode="halfclose")
+        port = free_port()
+        cfg = config(listen("be", port, [server("s1", bs[0].port)],
+                            timeouts={"client": 30000, "server": 30000, "client-fin": 300}))
+        try:
+            async with running(cfg) as lb:
+                r, w = await connect(port)
+                w.write(b"abc")
+                w.write_eof()
+                assert await asyncio.wait_for(r.readline(), TIMEOUT) == b"got 3\n"
+                # The server closed; keeplb passed its FIN on. A client that
+                # never closes its side is let go after client-fin, not client.
+                assert await asyncio.wait_for(r.read(), TIMEOUT) == b""
+                for _ in range(60):
+                    if not lb.limits.sessions:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not lb.limits.sessions
+                w.close()
+        finally:
+            await stop_all(bs)
+    run(body)
+
+
+def test_ipv6_and_port_range_binds() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    async def body() -> None:
+        bs = await backends("s1")
+        base = free_port_pair()
+        v6 = free_port()
+        fe = Proxy(kind=ProxyKind.LISTEN, name="fe",
+                   binds=[Bind(Address("ipv4", LO, base, base + 1)),
+                          Bind(Address("ipv6", "::1", v6, v6))],
+                   servers=[server("s1", bs[0].port)],
+                   timeouts={"connect": 1000, "client": 5000, "server": 5000})
+        try:
+            async with running(config(fe)):
+                for p in (base, base + 1):
+                    assert await ask_name(p) == "s1"
+                r, w = await asyncio.open_connection("::1", v6)
+                assert await asyncio.wait_for(r.readline(), TIMEOUT) == b"s1\n"
+                w.close()
+        finally:
+            await stop_all(bs)
+    run(body)
+
+
+async def stats_cmd(path: str, line: str) -> str:
+    r, w = await asyncio.wait_for(asyncio.open_unix_connection(path), TIMEOUT)
+    w.write(line.encode() + b"\n")
+    out = await asyncio.wait_for(r.read(), TIMEOUT)
+    w.close()
+    return out.decode()
+
+
+def test_runtime_api_drives_the_relay(tmp_path: Any) -> None:
+    from keeplb.config.model import StatsSocket
+
+    async def body() -> None:
+        bs = await backends("s1", "s2")
+        port = free_port()
+        path = str(tmp_path / "stats.sock")
+        cfg = config(listen("be", port, [server(b.name, b.port) for b in bs]))
+        cfg.global_.stats_sockets.append(StatsSocket(Address("unix", path)))
+        try:
+            async with running(cfg) as lb:
+                await stats_cmd(path, "set server be/s1 state maint")
+                assert {await ask_name(port) for _ in range(4)} == {"s2"}
+                await stats_cmd(path, "set server be/s1 state ready")
+                await stats_cmd(path, "set server be/s2 weight 0")
+                assert {await ask_name(port) for _ in range(4)} == {"s1"}
+                await stats_cmd(path, "set server be/s2 weight 1")
+                r, w = await connect(port)
+                name = (await r.readline()).decode().strip()
+                out = await stats_cmd(path, f"shutdown sessions server be/{name}")
+                assert await closed_promptly(r), out
+                w.close()
+                await settle(lb, 0)
+                csv = await stats_cmd(path, "show stat")
+                row = next(x for x in csv.splitlines() if x.startswith("be,BACKEND,"))
+                assert int(row.split(",")[7]) >= 9  # stot: every session went through be
+        finally:
+            await stop_all(bs)
+    run(body)

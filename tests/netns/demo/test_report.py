@@ -73,3 +73,13 @@ def test_generated_haproxy_cfg_is_valid_for_haproxy(tmp_path: Path) -> None:
     f = topo.write_lb_files("lb1", tmp_path)
     res = subprocess.run(["haproxy", "-c", "-f", str(f.haproxy_cfg)], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_demo_without_root_says_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keeplb.lab import demo
+
+    monkeypatch.setattr(demo.os, "geteuid", lambda: 1000)
+    assert demo.main(["--no-live", "--scenario", "crash"]) == 1
+    assert "needs root" in capsys.readouterr().out

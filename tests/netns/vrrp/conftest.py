@@ -80,11 +80,11 @@ GLOBAL_DEFS = """global_defs {
 """
 
 
-def script_conf(name: str, path: str, *, interval: float = 0.2, weight: int = 2,
+def script_conf(name: str, path: str, *, interval: int = 1, weight: int = 2,
                 rise: int = 1, fall: int = 1) -> str:
     """A vrrp_script block running `path`."""
     return (
-        f"vrrp_script {name} {{\n  script \"{path}\"\n  interval {interval:g}\n"
+        f"vrrp_script {name} {{\n  script \"{path}\"\n  interval {interval}\n"
         f"  weight {weight}\n  rise {rise}\n  fall {fall}\n  timeout 1\n}}\n"
     )
 

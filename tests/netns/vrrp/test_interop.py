@@ -64,7 +64,7 @@ def test_v3_unicast_master_link_down_and_back(vlab: VrrpLab) -> None:
     a.link_up()
     assert wait_for(lambda: holders([a, b], VIP) == ["a"], 4), vlab.logs()
     st = k.status()["instances"][0]
-    states = [t["to"] for t in st["transitions"]]
+    states = [t["to"] for t in st["transition_log"]]
     assert states[-3:] == ["FAULT", "BACKUP", "MASTER"], st
     assert st["drops"] == {}, st
 
@@ -133,13 +133,13 @@ def test_sighup_reload_keeps_state_refuses_bad_file_and_applies_priority(vlab: V
     k = vlab.daemon("keeplb", a, instance_conf(priority=150, **conf))
     vlab.daemon("keepalived", b, instance_conf(priority=100, **conf))
     assert wait_for(lambda: holders([a, b], VIP) == ["a"], 5), vlab.logs()
-    n = len(k.status()["instances"][0]["transitions"])
+    n = k.status()["instances"][0]["transitions"]
     # Same file again: the master keeps its state and its address.
     k.signal(signal.SIGHUP)
     assert wait_for(lambda: k.log().count("Reload finished") == 1, 3), k.log()
     time.sleep(0.5)
     assert holders([a, b], VIP) == ["a"]
-    assert len(k.status()["instances"][0]["transitions"]) == n
+    assert k.status()["instances"][0]["transitions"] == n
     # A broken file is refused and the daemon goes on as master.
     good = k.conf.read_text()
     k.conf.write_text(good + "vrrp_instance broken {\n  virtual_router_id 999\n")

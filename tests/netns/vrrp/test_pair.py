@@ -56,7 +56,7 @@ def test_classic_mistake_weight_smaller_than_gap_keeps_the_vip(vlab: VrrpLab, tm
         f.write_text("1\n")
 
     def conf(host: str, prio: int) -> str:
-        return script_conf("chk", f"/usr/bin/test -f {up[host]}", interval=0.2) + instance_conf(
+        return script_conf("chk", f"/usr/bin/test -f {up[host]}") + instance_conf(
             priority=prio, version=3, advert_int=0.2, track_scripts=["chk"]
         )
 
@@ -70,3 +70,19 @@ def test_classic_mistake_weight_smaller_than_gap_keeps_the_vip(vlab: VrrpLab, tm
     time.sleep(1.0)
     assert holders([a, b], VIP) == ["a"], vlab.logs()
     assert "VRRP_Script(chk) failed" in ka.log()
+
+
+def test_track_interface_weight_moves_the_vip(vlab: VrrpLab) -> None:
+    """track_interface with a weight: a link going down lowers the priority below the peer's."""
+    a = vlab.host("a", "10.77.0.1/24")
+    b = vlab.host("b", "10.77.0.2/24")
+    tracked = "  track_interface {\n    lo weight -60\n  }"
+    ka = vlab.daemon("keeplb", a, instance_conf(priority=150, version=3, advert_int=0.2, extra=tracked))
+    vlab.daemon("keeplb", b, instance_conf(priority=100, version=3, advert_int=0.2))
+    assert wait_for(lambda: holders([a, b], VIP) == ["a"], 4), vlab.logs()
+    # `lo` of a's own namespace: taking it down touches nothing outside the test.
+    assert a.run(["ip", "link", "set", "lo", "down"]).returncode == 0
+    assert wait_for(lambda: holders([a, b], VIP) == ["b"], 3), vlab.logs()
+    assert ka.status()["instances"][0]["effective_priority"] == 90
+    assert a.run(["ip", "link", "set", "lo", "up"]).returncode == 0
+    assert wait_for(lambda: holders([a, b], VIP) == ["a"], 3), vlab.logs()

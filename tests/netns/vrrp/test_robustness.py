@@ -71,6 +71,7 @@ def test_bad_packets_are_dropped_counted_and_change_nothing(vlab: VrrpLab) -> No
     inst = st["instances"][0]
     assert k.alive()
     assert inst["state"] == "MASTER"
+    assert inst["transition_log"] == before["instances"][0]["transition_log"]
     assert inst["transitions"] == before["instances"][0]["transitions"]
     assert inst["counters"]["adverts_received"] == 0
     # Per-instance counts: everything but the foreign VRID is charged to 'vi'.

@@ -272,7 +272,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
         }
         vrrp_script chk {
             script "/bin/true"
-            interval 1.5
+            interval 3
             weight -20 reverse
             rise 2
             fall 3
@@ -347,7 +347,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
     assert g.enable_script_security and g.script_user == "root"
     chk = cfg.scripts["chk"]
     assert (chk.interval, chk.weight, chk.weight_reverse, chk.rise, chk.fall) == (
-        1.5,
+        3.0,
         -20,
         True,
         2,

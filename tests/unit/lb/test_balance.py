@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import Counter
 
 import pytest
@@ -41,7 +42,8 @@ def _keys(n: int) -> list[bytes]:
 
 
 def test_registry_has_haproxy_names() -> None:
-    assert set(BALANCERS) == {"roundrobin", "static-rr", "leastconn", "first", "source"}
+    assert set(BALANCERS) == {"roundrobin", "static-rr", "leastconn", "first", "source",
+                              "random"}
     with pytest.raises(ValueError, match="not supported"):
         make_balancer(Balance(algorithm="uri"), _servers([1]))
 
@@ -278,3 +280,21 @@ def test_unknown_server_is_a_key_error() -> None:
     b = RoundRobin(_servers([1]))
     with pytest.raises(KeyError, match="no server 'x'"):
         b.set_up("x")
+
+
+def test_random_follows_weights_and_prefers_the_less_loaded() -> None:
+    servers = _servers([1, 3])
+    b = make_balancer(Balance(algorithm="random", argument="1"), servers,
+                      rng=random.Random(7))
+    for s in servers:
+        b.set_up(s.name)
+    c = Counter(b.pick() for _ in range(8000))
+    assert 0.2 < c["s0"] / 8000 < 0.3  # weight 1 of 4
+    two = make_balancer(Balance(algorithm="random"), _servers([1, 1]), rng=random.Random(7))
+    two.set_up("s0")
+    two.set_up("s1")
+    for _ in range(5):
+        two.take_conn("s0")
+    # with two draws the loaded server wins only when both draws hit it (~1/4)
+    c2 = Counter(two.pick() for _ in range(4000))
+    assert c2["s0"] / 4000 < 0.32

@@ -1,0 +1,507 @@
+"""haproxy.cfg parser: values, addresses, inheritance, checks, the seed and the corpus."""
+
+from __future__ import annotations
+
+import pwd
+from pathlib import Path
+
+import pytest
+
+from keeplb.config.haproxy import (
+    KEYWORDS,
+    inet_aton,
+    keyword_table,
+    parse,
+    parse_address,
+    parse_condition,
+    parse_size,
+    parse_text,
+    parse_time,
+)
+from keeplb.config.model import Address, Mode, ProxyKind
+
+ROOT = Path(__file__).resolve().parents[3]
+SEED = Path("/work/shared/seed/haproxy.cfg")
+EXAMPLE = ROOT / "examples" / "haproxy.cfg"
+CORPUS = ROOT / "tests" / "corpus" / "haproxy"
+
+TIMEOUTS = """\
+defaults
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+"""
+
+
+def messages(text: str, env: dict[str, str] | None = None) -> list[str]:
+    return [d.message for d in parse_text(text, env=env)[1]]
+
+
+def errors(text: str) -> list[str]:
+    return [d.message for d in parse_text(text)[1].errors]
+
+
+# ---------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("0", 0), ("5000", 5000), ("250ms", 250), ("10s", 10_000), ("2m", 120_000),
+        ("1h", 3_600_000), ("1d", 86_400_000), ("1500us", 2), ("1us", 1),
+        ("5sec", 5000),  # haproxy reads the unit from its first letter(s)
+        ("24d", 2_073_600_000),
+    ],
+)
+def test_time_units(text: str, ms: int) -> None:
+    assert parse_time(text) == (ms, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "expects an integer value"),
+        ("1x", "unexpected character 'x'"),
+        ("1.5s", "unexpected character '.'"),
+        ("5S", "unexpected character 'S'"),
+        ("s", "unexpected character 's'"),
+        ("25d", "timer overflow"),
+    ],
+)
+def test_bad_times(text: str, reason: str) -> None:
+    value, err = parse_time(text)
+    assert value is None and err is not None and reason in err
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("16384", 16384), ("16k", 16384), ("16K", 16384), ("2m", 2 << 20), ("1g", 1 << 30)],
+)
+def test_size_units(text: str, size: int) -> None:
+    assert parse_size(text) == (size, None)
+
+
+@pytest.mark.parametrize("text", ["", "k", "1t", "1.5k"])
+def test_bad_sizes(text: str) -> None:
+    assert parse_size(text)[0] is None
+
+
+# ------------------------------------------------------------- addresses
+
+
+def bind_addr(text: str) -> Address | None:
+    return parse_address(text, port_required=True, port_range=True, port_offset=False)[0]
+
+
+def server_addr(text: str) -> Address | None:
+    return parse_address(text, port_required=False, port_range=False, port_offset=True)[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("*:6443", Address("any", "0.0.0.0", 6443, 6443)),
+        (":6443", Address("any", "0.0.0.0", 6443, 6443)),
+        (":::6443", Address("ipv6", "::", 6443, 6443)),
+        ("127.0.0.1:80", Address("ipv4", "127.0.0.1", 80, 80)),
+        ("ipv4@127.0.0.1:80", Address("ipv4", "127.0.0.1", 80, 80)),
+        ("ipv6@::1:80", Address("ipv6", "::1", 80, 80)),
+        ("ipv6@:80", Address("ipv6", "::", 80, 80)),
+        ("10.77.0.1:8000-8010", Address("ipv4", "10.77.0.1", 8000, 8010)),
+        ("unix@/run/x.sock", Address("unix", "/run/x.sock")),
+        ("/run/x.sock", Address("unix", "/run/x.sock")),
+        ("abns@name", Address("abns", "name")),
+        ("fd@3", Address("fd", "3")),
+        ("localhost:80", Address("ipv4", "localhost", 80, 80)),
+        ("127.0.00.1:80", Address("ipv4", "127.0.0.1", 80, 80)),  # inet_aton form
+        ("127.0.0.1:80)", Address("ipv4", "127.0.0.1", 80, 80)),  # haproxy ignores junk after digits
+    ],
+)
+def test_bind_addresses(text: str, expected: Address) -> None:
+    assert bind_addr(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("127.0.0.1", "missing port specification"),
+        ("127.0.0.1:", "missing port specification"),
+        (":99999", "invalid port '99999'"),
+        (":0", "invalid port '0'"),
+        (":abc", "invalid character 'a'"),
+        (":8010-8000", "invalid port range"),
+        (":8000-", "invalid port ''"),
+        (":+5", "port offset not permitted"),
+        ("ipv4@::1:80", "not an ipv4 address"),
+        ("10.7x7.0.1:80", "invalid address"),
+        ("unix@", "missing socket path"),
+    ],
+)
+def test_bad_bind_addresses(text: str, reason: str) -> None:
+    addr, err = parse_address(text, port_required=True, port_range=True, port_offset=False)
+    assert addr is None and err is not None and reason in err
+
+
+def test_server_addresses() -> None:
+    assert server_addr("10.77.0.1") == Address("ipv4", "10.77.0.1")
+    assert server_addr("10.77.0.1:+1000") == Address("ipv4", "10.77.0.1", 1000, 1000, True)
+    assert server_addr("10.77.0.1:-10") == Address("ipv4", "10.77.0.1", -10, -10, True)
+    assert server_addr("10.77.0.1:0") == Address("ipv4", "10.77.0.1", 0, 0)
+    assert server_addr("api.internal:6443") == Address("ipv4", "api.internal", 6443, 6443)
+    assert server_addr("10.77.0.1:80-90") is None
+    assert server_addr("10.77.0.1:65536") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "dotted"),
+    [("1", "0.0.0.1"), ("10.1", "10.0.0.1"), ("010.0.0.1", "8.0.0.1"), ("0x7f.1", "127.0.0.1"),
+     ("256.0.0.1", None), ("1.2.3.4.5", None), ("a.b", None)],
+)
+def test_inet_aton(text: str, dotted: str | None) -> None:
+    assert inet_aton(text) == dotted
+
+
+# ------------------------------------------------------------ conditions
+
+
+def test_conditions() -> None:
+    cond, err = parse_condition(["if", "a", "!b", "||", "{", "src", "10.77.0.1", "}"])
+    assert err is None and cond is not None
+    assert cond.negate is False
+    assert cond.terms == (("a", "!b"), ("{ src 10.77.0.1 }",))
+    cond, _ = parse_condition(["unless", "a", "or", "b"])
+    assert cond is not None and cond.negate and cond.terms == (("a",), ("b",))
+    assert parse_condition(["if", "{", "src"])[0] is None
+    assert parse_condition(["if", "a", "||"])[0] is None
+    bare, _ = parse_condition(["if"])
+    assert bare is not None and bare.terms == ((),)  # haproxy: a bare 'if' always matches
+
+
+# --------------------------------------------------------- inheritance
+
+
+def test_defaults_inheritance_and_default_server() -> None:
+    cfg, diags = parse_text(
+        TIMEOUTS
+        + """\
+    mode http
+    option redispatch
+    retries 5
+    default-server inter 3s fall 5
+    balance leastconn
+frontend f
+    bind 127.0.0.1:8080
+    default_backend b
+backend b
+    default-server rise 4 weight 20
+    server s1 127.0.0.1:81 check
+    server s2 127.0.0.1:82 weight 7 inter 1s
+    no option redispatch
+"""
+    )
+    assert not diags.has_errors, diags
+    f, b = cfg.proxies
+    assert f.mode is Mode.HTTP and b.mode is Mode.HTTP
+    assert b.timeout("server") == 30_000 and b.retries == 5
+    assert b.balance.algorithm == "leastconn"
+    assert b.options["redispatch"] is False
+    s1, s2 = b.servers
+    # own line, then the section's default-server, then the defaults', then haproxy's
+    assert (s1.options.inter, s1.options.fall, s1.options.rise, s1.options.weight) == (3000, 5, 4, 20)
+    assert (s2.options.inter, s2.options.weight, s2.options.check) == (1000, 7, False)
+    assert s1.options.check is True and s1.options.slowstart == 0
+
+
+def test_named_defaults_and_from() -> None:
+    cfg, diags = parse_text(
+        """\
+defaults base
+    mode tcp
+    timeout connect 1s
+    timeout client 2s
+    timeout server 3s
+defaults web from base
+    mode http
+defaults
+    timeout connect 9s
+listen a from web
+    bind 127.0.0.1:1
+listen b
+    bind 127.0.0.1:2
+"""
+    )
+    assert not diags.has_errors, diags
+    assert set(cfg.defaults) == {"base", "web", ""}
+    a, b = cfg.proxies
+    assert (a.mode, a.from_defaults, a.timeouts) == (
+        Mode.HTTP, "web", {"connect": 1000, "client": 2000, "server": 3000})
+    # a defaults section without 'from' starts afresh; b takes the last one
+    assert (b.mode, b.from_defaults, b.timeouts) == (Mode.TCP, "", {"connect": 9000})
+
+
+def test_log_format_options_exclude_each_other() -> None:
+    cfg, _ = parse_text("defaults\n    option httplog\nlisten l\n    option tcplog\n")
+    assert cfg.proxies[0].option("tcplog") and not cfg.proxies[0].option("httplog")
+
+
+# ------------------------------------------------------------- content
+
+
+def test_kube_example_model() -> None:
+    cfg, diags = parse([str(CORPUS / "ok-kube-apiserver.cfg")], env={})
+    assert not diags.has_errors, diags
+    g = cfg.global_
+    assert (g.maxconn, g.daemon, g.stats_timeout) == (4000, True, 30_000)
+    sock = g.stats_sockets[0]
+    assert (sock.address.host, sock.mode, sock.level, sock.expose_fd_listeners) == (
+        "/run/haproxy-keeplb-test.sock", 0o660, "admin", True)
+    fe = cfg.frontends[0]
+    assert fe.binds[0].address == Address("any", "0.0.0.0", 6443, 6443)
+    be = cfg.backend("kube-apiserver")
+    assert be is not None and be.option("tcp-check")
+    assert [s.name for s in be.servers] == ["api1", "api2", "api3"]
+    o = be.servers[0].options
+    assert (o.inter, o.downinter, o.rise, o.fall, o.slowstart, o.maxconn, o.maxqueue, o.weight) == (
+        10_000, 5000, 2, 2, 60_000, 250, 256, 100)
+
+
+def test_rules_and_services() -> None:
+    cfg, diags = parse([str(CORPUS / "ok-prometheus.cfg")], env={})
+    assert not diags.has_errors
+    (rule,) = cfg.proxies[0].rules_of("http-request")
+    assert (rule.action, rule.args) == ("use-service", ("prometheus-exporter",))
+    assert rule.condition is not None and rule.condition.terms == (("{ path /metrics }",),)
+
+
+def test_httpchk_and_stats_page() -> None:
+    cfg, _ = parse([str(CORPUS / "ok-named-defaults.cfg")], env={})
+    app = cfg.backend("app")
+    assert app is not None
+    assert app.option_args["httpchk"] == ("GET", "/healthz", "HTTP/1.1")
+    assert [(r.action, r.args) for r in app.rules_of("http-check")] == [("expect", ("status", "200"))]
+    cfg, _ = parse([str(CORPUS / "ok-stats-page.cfg")], env={})
+    st = cfg.proxies[0].stats
+    assert (st.enabled, st.uri, st.refresh, st.auth, st.realm, st.hide_version) == (
+        True, "/stats", 10_000, (("admin", "secret"),), "HAProxy Statistics", True)
+    assert st.admin is not None and st.admin.terms == (("LOCALHOST",),)
+
+
+def test_bind_options_and_ranges() -> None:
+    cfg, diags = parse([str(CORPUS / "ok-bind-options.cfg")], env={})
+    assert not diags.has_errors
+    binds = cfg.proxies[0].binds
+    first = binds[0]
+    assert (first.name, first.backlog, first.maxconn, first.accept_proxy) == ("first", 128, 1000, True)
+    assert binds[1].v4v6 and binds[2].v6only and binds[3].transparent
+    assert list(binds[3].address.ports()) == [9904, 9905, 9906]
+    assert binds[4].interface == "lo"
+
+
+def test_env_expansion_in_config() -> None:
+    path = str(CORPUS / "ok-env-vars.cfg")
+    cfg, _ = parse([path], env={})
+    assert cfg.proxies[0].binds[0].address == Address("ipv4", "127.0.0.1", 9443, 9443)
+    cfg, _ = parse([path], env={"KEEPLB_TEST_PORT": "7777", "KEEPLB_TEST_TAG": "t"})
+    assert cfg.proxies[0].binds[0].address.port_low == 7777
+    assert cfg.global_.log_tag == "t"
+
+
+def test_directory_and_several_files(tmp_path: Path) -> None:
+    (tmp_path / "b.cfg").write_text("backend b\n    server s 127.0.0.1:2\n")
+    (tmp_path / "a.cfg").write_text(TIMEOUTS + "frontend f\n    bind 127.0.0.1:1\n    default_backend b\n")
+    (tmp_path / "c.txt").write_text("garbage\n")
+    cfg, diags = parse([str(tmp_path)], env={})
+    assert not diags.has_errors, diags
+    assert [Path(f).name for f in cfg.files] == ["a.cfg", "b.cfg"]
+    cfg, diags = parse([str(tmp_path / "a.cfg")], env={})
+    assert [d.message for d in diags.errors] == ["proxy 'f': unable to find required default_backend: 'b'"]
+
+
+def test_missing_file_and_missing_final_newline(tmp_path: Path) -> None:
+    _, diags = parse([str(tmp_path / "nope.cfg")])
+    assert "No such file" in diags.errors[0].message
+    path = tmp_path / "t.cfg"
+    path.write_text("global\n    daemon")
+    _, diags = parse([str(path)])
+    assert "missing LF on last line" in diags.errors[0].message
+
+
+# ------------------------------------------------------ diagnostics
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("global\n    deamon\n", "unknown keyword 'deamon' in 'global' section"),
+        ("listen l\n    timout client 1s\n", "unknown keyword 'timout' in 'listen' section"),
+        ("listen l\n    option tcp-chek\n", "unknown option 'tcp-chek'"),
+        ("listen l\n    server s 127.0.0.1:1 chek\n", "'server l/s' : unknown keyword 'chek'"),
+        ("listen l\n    bind :1 backlogg 3\n", "unknown keyword 'backlogg'"),
+        ("listen l\n    balance round-robin\n", "balance only supports"),
+    ],
+)
+def test_unknown_words_get_a_hint(text: str, message: str) -> None:
+    (diag,) = parse_text(text)[1].errors
+    assert message in diag.message
+    assert diag.hint is not None and diag.hint.startswith("did you mean")
+
+
+def test_diagnostic_format_names_file_line_column() -> None:
+    _, diags = parse_text("listen l\n    timeout server 30x\n", file="haproxy.cfg")
+    assert str(diags.errors[0]) == "haproxy.cfg:2:20: error: unexpected character 'x' in 'timeout server'"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("backend b\n    server s 127.0.0.1:1 weight 300\n", "weight is not within 0 and 256 (300)"),
+        ("backend b\n    server s 127.0.0.1:1 rise 0\n", "'rise' has to be > 0"),
+        ("backend b\n    server s 127.0.0.1:1 inter 0\n", "invalid value 0 for argument 'inter'"),
+        ("backend b\n    server s 127.0.0.1:1 verify maybe\n", "'verify' expects"),
+        ("backend b\n    server s 127.0.0.1 check\n", "has neither service port nor check port"),
+        ("backend b\n    server s 127.0.0.1:1 agent-check\n", "does not have agent port"),
+        ("backend b\n    server s1 127.0.0.1:1\n    server s1 127.0.0.1:2\n", "another server named 's1'"),
+        ("backend b/c\n", "character '/' is not permitted in 'backend' name 'b/c'"),
+        ("backend b\nbackend b\n", "has the same name as backend 'b'"),
+        ("frontend f\n    server s 127.0.0.1:1\n", "has no backend capability"),
+        ("defaults\n    bind :1\n", "'bind' not allowed in 'defaults' section"),
+        ("defaults\n    acl a src 1.2.3.4\n", "not allowed in anonymous 'defaults' section"),
+        ("listen l\n    acl a sorc 1.2.3.4\n", "unknown fetch method 'sorc'"),
+        ("listen l\n    acl a src not-an-ip\n", "is not a valid IPv4 or IPv6 address"),
+        ("listen l\n    use_backend l if nosuch\n", "no such ACL : 'nosuch'"),
+        ("listen l\n    mode health\n", "'mode health' doesn't exist anymore"),
+        ("listen l\n    no option tcplog\n", "negation/default is not supported"),
+        ("listen l\n    tcp-check expect foo bar\n", "'tcp-check expect' only supports"),
+        ("listen l\n    tcp-check send-binary 0g\n", "invalid hexadecimal string"),
+        ("listen l\n    http-request bogus\n", "unknown action 'bogus'"),
+        ("listen l\n    http-request set-header A b c\n", "expects either 'if' or 'unless'"),
+        ("global\n    nbthread 65\n", "'nbthread' value must be between 1 and 64 (was 65)"),
+        ("global\n    stats socket /x level root\n", "'level' only supports"),
+        ("global\n    log 127.0.0.1 local9\n", "unknown log facility 'local9'"),
+        ("global\n    user keeplb-no-such-user\n", "cannot find user id"),
+        ("frontend f from nodefs\n", "defaults section 'nodefs' not found"),
+        ("frontend f 127.0.0.1:80\n", "please use the 'bind' keyword"),
+        ("maxconn 10\n", "out of section"),
+        ("userlist\n", "'userlist' expects <name>"),
+        ("resolvers dns\n    nameserver ns1 127.0.0.1\n", "missing port specification"),
+    ],
+)
+def test_errors_haproxy_makes(text: str, message: str) -> None:
+    errs = errors(text)
+    assert any(message in e for e in errs), errs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("backend b\n    option tcplog\n", "'option tcplog' directive is ignored in backends"),
+        ("frontend f\n    bind :1\n    option httplog\n", "Falling back to 'option tcplog'"),
+        ("frontend f\n    bind :1\n", "missing timeouts for frontend 'f'"),
+        ("frontend f\n", "has no 'bind' directive"),
+        ("frontend f\n    bind :1\n    balance roundrobin\n", "'balance' ignored because frontend 'f'"),
+        ("backend b\n    maxconn 5\n", "'maxconn' ignored because backend 'b'"),
+        ("peers p\n    peer a 127.0.0.1:1024\n", "section 'peers' is not supported by keeplb"),
+        ("listen l\n    compression algo gzip\n", "keyword 'compression' is not supported by keeplb"),
+        ("global\n    cpu-map 1 0\n", "keyword 'cpu-map' is not supported by keeplb"),
+        ("listen l\n    balance uri\n", "balance algorithm 'uri' is not supported by keeplb"),
+        ("listen l\n    bind :1 ssl-min-ver TLSv1.2\n", "bind option 'ssl-min-ver' is not supported"),
+        ("backend b\n    server s 127.0.0.1:1 ws auto\n", "server option 'ws' is not supported"),
+        ("listen l\n    option forwardfor\n", "keyword 'option forwardfor' is not supported"),
+    ],
+)
+def test_warnings(text: str, message: str) -> None:
+    _, diags = parse_text(text)
+    assert not diags.has_errors, diags
+    assert any(message in d.message for d in diags.warnings), [str(d) for d in diags]
+
+
+def test_ignored_keyword_is_still_checked() -> None:
+    # haproxy warns that retries is ignored in a frontend, and still refuses the extra word
+    errs = errors(TIMEOUTS + "frontend f\n    bind :1\n    retries 3 x\n")
+    assert errs == ["'retries' cannot handle unexpected argument 'x'"]
+
+
+def test_keeps_going_after_errors() -> None:
+    errs = errors("global\n    deamon\n    nbthread 0\nlisten l\n    timeout client 1x\n")
+    assert len(errs) == 3
+
+
+# --------------------------------------------------- seed and example
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="the seed files are not on this machine")
+def test_seed_fails_on_first_server_name() -> None:
+    _, diags = parse([str(SEED)])
+    first = diags.errors[0]
+    assert first.span is not None and first.span.line == 32
+    assert "character '后' is not permitted in server name '后端服务器1的主机名'" in first.message
+    assert [e.span.line for e in diags.errors if e.span] == [32, 33, 34]
+
+
+def test_example_passes_with_haproxys_warning() -> None:
+    try:
+        pwd.getpwnam("haproxy")
+    except KeyError:
+        pytest.skip("the example runs as user haproxy, which this machine lacks")
+    cfg, diags = parse([str(EXAMPLE)])
+    assert not diags.has_errors, [str(d) for d in diags]
+    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
+        (28, "backend 'kube-apiserver' : 'option tcplog' directive is ignored in backends")]
+    assert [s.name for s in cfg.backends[0].servers] == ["api1", "api2", "api3"]
+
+
+# ------------------------------------------------------------- corpus
+
+
+CORPUS_FILES = sorted(CORPUS.glob("*.cfg"))
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CORPUS_FILES) >= 35
+    assert sum(f.name.startswith("ok-") for f in CORPUS_FILES) >= 15
+    assert sum(f.name.startswith("bad-") for f in CORPUS_FILES) >= 15
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+def test_corpus_verdict_matches_its_name(path: Path) -> None:
+    """ok-* files are valid for haproxy 2.6, bad-* are not (the oracle test checks
+    that claim against the real haproxy)."""
+    _, diags = parse([str(path)], env={})
+    if path.name.startswith("ok-"):
+        assert not diags.has_errors, [str(d) for d in diags.errors]
+    else:
+        assert diags.has_errors
+
+
+# ----------------------------------------------------------- keywords
+
+
+def test_keyword_table_covers_sections() -> None:
+    rows = keyword_table()
+    assert ("global", "daemon", "supported") in rows
+    assert ("global", "cpu-map", "unsupported") in rows
+    assert ("backend", "balance", "supported") in rows
+    assert ("frontend", "balance", "supported") not in rows  # no backend capability
+    assert ("listen", "option httpchk", "supported") in rows
+    assert ("server", "slowstart", "supported") in rows
+    assert ("bind", "ssl", "unsupported") in rows
+    assert ("peers", "*", "unsupported") in rows
+    assert {status for _, _, status in rows} == {"supported", "unsupported"}
+    assert KEYWORDS["defaults"]["timeout connect"] == "supported"
+
+
+def test_every_unsupported_proxy_keyword_warns() -> None:
+    """Every keyword the table calls unsupported parses with the warning, never silently."""
+    for kw, status in KEYWORDS["listen"].items():
+        if status != "unsupported" or kw.startswith("option "):
+            continue
+        _, diags = parse_text(f"listen l\n    {kw}\n")
+        assert any("is not supported by keeplb" in d.message for d in diags.warnings), kw
+
+
+@pytest.mark.parametrize("kind", [ProxyKind.FRONTEND, ProxyKind.BACKEND, ProxyKind.LISTEN])
+def test_supported_keywords_are_handled(kind: ProxyKind) -> None:
+    for kw, status in KEYWORDS[kind.value].items():
+        if status == "supported":
+            _, diags = parse_text(f"{kind.value} p\n    {kw}\n")
+            assert not any("not supported by keeplb" in d.message for d in diags), kw
