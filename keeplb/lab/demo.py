@@ -633,6 +633,8 @@ def _comeback_nopreempt(d: Demo, b: Band) -> None:
         if n.vrrp_proc is not None and n.vrrp_proc.poll() is None:
             n.vrrp_proc.send_signal(signal.SIGHUP)
     d.event("both: reloaded with the original (preempting) config")
+    # lb1's higher priority takes the VIP back now that preemption is on again.
+    d.wait_for(lambda: d.holder() == "lb1", 8, "lb1 to preempt after the reload")
 
 
 def _partition(d: Demo, b: Band) -> None:
@@ -657,7 +659,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Demo, Band], None]]] = {
     "partition": ("lb1 and lb2 cannot see each other, then heal", _partition),
 }
 _BUDGET = {"steady": 8, "backend-dies": 80, "lb-stops": 40, "crash": 30, "comeback": 40,
-           "comeback-nopreempt": 60, "partition": 40}
+           "comeback-nopreempt": 70, "partition": 40}
 
 
 # ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from keeplb.config.model import HaproxyConfig
+from keeplb.errors import KeeplbError
 from keeplb.proc import listeners, notify
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.privileges import drop_privileges
@@ -40,6 +41,27 @@ def _health_writer(fd: int | None) -> Callable[[dict[str, tuple[int, int]]], Non
             os.write(fd, line.encode())
 
     return write
+
+
+def check_fd_limit(cfg: HaproxyConfig) -> int:
+    """Raises the descriptor limit for `maxconn`/`ulimit-n`, or fails as haproxy does.
+
+    haproxy needs two descriptors per session plus a reserve; when the hard
+    limit is lower it refuses to start rather than fail under load later.
+    """
+    from keeplb.lb import app
+
+    g = cfg.global_
+    if g.ulimit_n is not None:
+        needed = g.ulimit_n
+    elif g.maxconn is not None:
+        needed = 2 * g.maxconn + 200
+    else:
+        return app.raise_nofile(0)
+    got = app.raise_nofile(needed)
+    if got < needed:
+        raise KeeplbError(f"[keeplb.main()] Cannot raise FD limit to {needed}, limit is {got}.")
+    return got
 
 
 def _drop(cfg: HaproxyConfig) -> None:
@@ -62,8 +84,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     """Binds what is not inherited, drops privileges, serves until a stop signal."""
     from keeplb.lb import app
 
-    g = cfg.global_
-    app.raise_nofile(g.ulimit_n or 2 * (g.maxconn or 0) + 200)
+    check_fd_limit(cfg)
     socks = app.open_listeners(cfg, sockets)
     _drop(cfg)
     on_health = _health_writer(health_fd)
@@ -99,7 +120,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         loop.add_signal_handler(signal.SIGTERM, hard)
         loop.add_signal_handler(signal.SIGINT, hard)
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
-        hs = g.hard_stop_after
+        hs = cfg.global_.hard_stop_after
         rc = await app.serve(cfg, stop=stop, force=force, on_ready=on_ready, on_health=on_health,
                              listen_sockets=socks,
                              drain_timeout=hs / 1000 if hs else 24 * 3600.0)
@@ -120,6 +141,8 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
 
     cfg = app.load(paths)
     g = cfg.global_
+    if worker is None:
+        check_fd_limit(cfg)  # before forking, so the error reaches the terminal
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
     if worker is not None:
         set_title(f"lb worker {worker}")

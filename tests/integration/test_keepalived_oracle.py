@@ -177,6 +177,7 @@ _EDIT = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=120,
     derandomize=True,  # the same configs on every run: a failure is a real difference

@@ -62,3 +62,19 @@ def test_lb_state_from_health():
     assert lb_state_from_health({"be": [0, 0], "x": [1, 0]}) == {
         "lb": False, "backends": {"be": False, "x": True}}
     assert lb_state_from_health({}) == {"lb": True, "backends": {}}
+
+
+def test_maxconn_beyond_the_fd_limit_is_a_clear_startup_error(tmp_path, capsys):
+    from keeplb import cli
+
+    cfg = tmp_path / "fd.cfg"
+    cfg.write_text(
+        "global\n    maxconn 1000000000\n"
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n"
+        "frontend f\n    bind 127.0.0.1:0\n    default_backend b\n"
+        "backend b\n    server s 127.0.0.1:9\n"
+    )
+    assert cli.main(["lb", "-f", str(cfg)]) == cli.STARTUP_FAILURE
+    err = capsys.readouterr().err
+    assert "Cannot raise FD limit to 2000000200" in err
+    assert "Traceback" not in err
