@@ -192,7 +192,7 @@ def test_mutated_configs_get_the_same_verdict(
     path = tmp_path / "mutant.conf"
     path.write_text(_mutate(base.read_text(), edits))
     try:
-        code, messages = keepalived_test(path, tmp_path, timeout=2)
+        code, messages = keepalived_test(path, tmp_path, timeout=1)
     except subprocess.TimeoutExpired:
         return  # keepalived hung (see keepalived_test): no verdict to compare
     if code < 0:

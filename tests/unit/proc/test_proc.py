@@ -71,7 +71,7 @@ def test_maxconn_beyond_the_fd_limit_is_a_clear_startup_error(tmp_path, capsys):
     cfg.write_text(
         "global\n    maxconn 1000000000\n"
         "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n"
-        "frontend f\n    bind 127.0.0.1:0\n    default_backend b\n"
+        "frontend f\n    bind 127.0.0.1:1\n    default_backend b\n"
         "backend b\n    server s 127.0.0.1:9\n"
     )
     assert cli.main(["lb", "-f", str(cfg)]) == cli.STARTUP_FAILURE
