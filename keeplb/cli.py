@@ -78,6 +78,21 @@ def _parse_keepalived(path: str, defines: Sequence[str] = ()) -> tuple[object, D
     return keepalived.parse(path, defines=list(defines))
 
 
+def keepalived_exit_code(diags: Diagnostics) -> int:
+    """What `keepalived -t` exits with for these diagnostics (1 if the parser cannot say)."""
+    code = getattr(diags, "exit_code", None)
+    if callable(code):
+        return int(code())
+    return EXIT_CONFIG if diags.has_errors else EXIT_OK
+
+
+def keepalived_can_run(diags: Diagnostics) -> bool:
+    """keepalived runs a config despite most errors (it falls back to defaults and
+    drops what cannot run); it stops only when it cannot read the file or a
+    keyword lacks its value (exit codes 4 and 2 of -t)."""
+    return keepalived_exit_code(diags) not in (2, 4)
+
+
 def _missing(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
@@ -101,6 +116,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             _, diags = _parse_haproxy([path])
         print_diagnostics(diags, quiet=args.quiet)
         n_err = len(diags.errors)
+        if fmt == "keepalived" and n_err and keepalived_can_run(diags):
+            print(f"{path}: note: keepalived would still run this file, falling back to defaults")
         n_warn = len(diags.warnings)
         verdict = "invalid" if n_err else "valid"
         print(f"{path}: {fmt} config {verdict} ({n_err} error(s), {n_warn} warning(s))")
@@ -169,12 +186,13 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
     cfg, diags = _parse_keepalived(path, args.config_id or ())
     print_diagnostics(diags, quiet=args.quiet)
     if args.test:
-        if diags.has_errors:
-            _err(f"{path}: configuration is invalid")
-            return EXIT_CONFIG
+        code = keepalived_exit_code(diags)
+        if code:
+            _err(f"{path}: configuration is invalid (keepalived -t would exit {code})")
+            return code
         print(f"{path}: configuration is valid")
         return EXIT_OK
-    if diags.has_errors:
+    if not keepalived_can_run(diags):
         return EXIT_CONFIG
     from keeplb.vrrp import daemon
 
@@ -201,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, hdiags = _parse_haproxy(args.file)
     _, kdiags = _parse_keepalived(args.keepalived)
     print_diagnostics([*hdiags, *kdiags], quiet=args.quiet)
-    if hdiags.has_errors or kdiags.has_errors:
+    if hdiags.has_errors or not keepalived_can_run(kdiags):
         return EXIT_CONFIG
     if args.check:
         print("Configuration files are valid")

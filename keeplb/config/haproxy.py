@@ -508,6 +508,16 @@ def parse_time(text: str) -> tuple[int | None, str | None]:
     return ms, None
 
 
+def time_trailer(text: str) -> str | None:
+    """The characters haproxy 2.6 ignores after a time unit ('5sec' -> 'ec'), or None."""
+    m = _NUM.match(text)
+    if not m or not m.group(2):
+        return None
+    rest = m.group(2)
+    unit_len = 2 if rest.startswith(("us", "ms")) else 1
+    return rest[unit_len:] or None
+
+
 def parse_size(text: str) -> tuple[int | None, str | None]:
     """A haproxy size: a number with an optional k, m or g suffix (powers of 1024)."""
     m = _NUM.match(text)
@@ -665,7 +675,7 @@ def inet_aton(text: str) -> str | None:
         return None
     values = []
     for part in parts:
-        m = re.fullmatch(r"0[xX]([0-9a-fA-F]*)|0([0-7]*)|([1-9]\d*)", part)
+        m = re.fullmatch(r"0[xX]([0-9a-fA-F]+)|0([0-7]*)|([1-9]\d*)", part)
         if not m:
             return None
         hexa, octal, dec = m.groups()
@@ -994,6 +1004,7 @@ class _ProxyInfo:
     acl_names: set[str] = field(default_factory=set)
     server_spans: dict[str, Span] = field(default_factory=dict)
     inherited_rules: int = 0
+    own_log_option: str = ""
 
 
 def _proxy_word(kind: ProxyKind) -> str:
@@ -1015,6 +1026,8 @@ class _Parser:
         self.global_seen = False
         self.other_sections: dict[str, set[str]] = {}  # kind -> names, for references
         self.by_name: dict[str, list[Proxy]] = {}
+        self.explicit_defaults: set[str] = set()  # named defaults used through 'from'
+        self.implicit_defaults: set[str] = set()  # named defaults used as the last one
         self.backends: dict[str, Proxy] = {}  # filled by finish()
 
     # ---------------------------------------------------------------- files
@@ -1084,7 +1097,7 @@ class _Parser:
                 if len(line) < 3 or line.words[1] not in events:
                     self.d.error(line.at(1), "'hold' expects an <event> ('nx', 'timeout', "
                                  "'valid', 'obsolete', 'other' or 'refused') and a <time>")
-                elif parse_time(line.words[2])[0] is None:
+                elif self._time(line.words[2], line.at(2))[0] is None:
                     self.d.error(line.at(2), f"'hold' : invalid time '{line.words[2]}'")
             elif self.section == "userlist" and head == "user":
                 rest = line.words[2:]
@@ -1150,10 +1163,11 @@ class _Parser:
             if base is None or not from_name:
                 self.d.error(line.at(len(line) - 1),
                              f"defaults section '{from_name}' not found for {kind.value} '{name}'")
+        self._check_defaults_use(base, explicit=from_name is not None, line=line)
         proxy = self._inherit(base, kind, name, line.span)
         info = _ProxyInfo(proxy, anonymous=not name, inherited_rules=len(proxy.rules))
         if base is not None:
-            info.spans = dict(base.spans)
+            info.spans = {k: v for k, v in base.spans.items() if k != "own log option"}
         self.info = info
         if kind is ProxyKind.DEFAULTS:
             self.cfg.defaults[name] = proxy
@@ -1163,6 +1177,23 @@ class _Parser:
         self._check_duplicate(info, line)
         self.cfg.proxies.append(proxy)
         self.infos.append(info)
+
+    def _check_defaults_use(self, base: _ProxyInfo | None, explicit: bool, line: Line) -> None:
+        """haproxy 2.6 refuses a named defaults section used both through 'from' and as
+        the implicit last defaults section."""
+        if base is None or base.anonymous:
+            return
+        name = base.proxy.name
+        mine, other = ((self.explicit_defaults, self.implicit_defaults) if explicit
+                       else (self.implicit_defaults, self.explicit_defaults))
+        mine.add(name)
+        if name in other:
+            # haproxy 2.6 prints this as an ALERT yet exits 0 and starts: a warning here
+            self.d.warning(line.at(0), f"defaults section '{name}' (declared at "
+                           f"{base.proxy.span}) is explicitly referenced by another proxy and "
+                           "implicitly used here",
+                         hint="to avoid any ambiguity don't mix both usages: add a last defaults "
+                         "section not explicitly used, or always use explicit references")
 
     def _check_duplicate(self, info: _ProxyInfo, line: Line) -> None:
         proxy = info.proxy
@@ -1275,6 +1306,16 @@ class _Parser:
                 self.d.error(line.at(j), f"unknown option '{w}' on global statement "
                              f"'{words[0]}'")
                 return
+
+    def _time(self, text: str, span: Span | None) -> tuple[int | None, str | None]:
+        """parse_time() plus haproxy's warning about characters after the unit."""
+        value, err = parse_time(text)
+        junk = time_trailer(text) if value is not None else None
+        if junk:
+            self.d.warning(span, f"unexpected character '{junk[0]}' after the timer value "
+                           f"'{text}', only us, ms, s, m, h and d are supported",
+                           hint="haproxy 2.6 ignores it; later versions refuse it")
+        return value, err
 
     def _too_many(self, line: Line, allowed: int, what: str | None = None) -> bool:
         """haproxy's alertif_too_many_args(): True (and an error) past `allowed` arguments."""
@@ -1420,7 +1461,7 @@ class _Parser:
         if len(line) < 2:
             self.d.error(line.at(0), "'hard-stop-after' expects <time> as argument")
             return
-        value, err = parse_time(line.words[1])
+        value, err = self._time(line.words[1], line.at(1))
         if err:
             self.d.error(line.at(1), f"{err} in argument to <hard-stop-after>")
             return
@@ -1441,7 +1482,7 @@ class _Parser:
             self._unsupported(line, "stats bind-process")
             return
         if sub == "timeout":
-            value, err = parse_time(line.words[2] if len(line) > 2 else "")
+            value, err = self._time(line.words[2] if len(line) > 2 else "", line.at(2))
             if err:
                 self.d.error(line.at(2), f"'stats timeout' : {err}")
             g.stats_timeout = value
@@ -1623,8 +1664,13 @@ class _Parser:
                 self.d.error(line.at(0), "'capture' expects 'cookie' <cookie_name> 'len' <len>")
         elif key == "cookie":
             self._check_cookie(line)
+            assert self.info is not None
+            self.info.spans["cookie"] = line.span
+        elif key == "source" and len(words) < 2:
+            self.d.error(line.at(0), "'source' expects <addr>[:<port>], and optionally 'usesrc' "
+                         "<addr>, and 'interface' <name>")
         elif key == "source":
-            addr, err = parse_address(words[1] if len(words) > 1 else "", port_required=False,
+            addr, err = parse_address(words[1], port_required=False,
                                       port_range=True, port_offset=False)
             if addr is not None and not _is_ip_or_any(addr):
                 err = f"invalid address: '{addr.host}'"
@@ -1743,6 +1789,12 @@ class _Parser:
             proxy.options.pop(name, None)
             return
         if name in ("tcplog", "httplog", "httpslog") and value:
+            previous = info.spans.get("own log option")
+            if proxy.kind is ProxyKind.DEFAULTS and previous is not None:
+                self.d.warning(line.at(at), f"'option {name}' overrides previous "
+                               f"'option {info.own_log_option}' in 'defaults' section")
+            info.spans["own log option"] = line.span
+            info.own_log_option = name
             # one log format per proxy: the last of these wins
             for other in ("tcplog", "httplog", "httpslog"):
                 proxy.options.pop(other, None)
@@ -1910,7 +1962,7 @@ class _Parser:
             return
         if self._too_many(line, 2, what):
             return
-        value, err = parse_time(line.words[2])
+        value, err = self._time(line.words[2], line.at(2))
         if value is None:
             self.d.error(line.at(2), f"{err} in '{what}'")
             return
@@ -2085,7 +2137,7 @@ class _Parser:
             if len(words) < 3:
                 self.d.error(line.at(1), "'tcp-request inspect-delay' expects a delay")
                 return
-            value, err = parse_time(words[2])
+            value, err = self._time(words[2], line.at(2))
             if value is None:
                 self.d.error(line.at(2), f"{err} in 'tcp-request inspect-delay'")
                 return
@@ -2138,7 +2190,7 @@ class _Parser:
         proxy.stats = replace(proxy.stats, enabled=True, realm=line.words[2])
 
     def p_stats_refresh(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
-        value, err = parse_time(line.words[2] if len(line) > 2 else "")
+        value, err = self._time(line.words[2] if len(line) > 2 else "", line.at(2))
         if value is None:
             self.d.error(line.at(2 if len(line) > 2 else 1), f"'stats refresh' : {err}")
             return
@@ -2296,7 +2348,7 @@ class _Parser:
                 return None
             if kw not in SERVER_SUPPORTED:
                 self.d.warning(line.at(i), f"server option '{kw}' is not supported by keeplb")
-            err = self._server_option(kw, value, values)
+            err = self._server_option(kw, value, values, line.at(i + 1))
             if err:
                 self.d.error(line.at(i + 1 if nargs else i), f"'{what}' : {err}")
                 return None
@@ -2311,8 +2363,8 @@ class _Parser:
             return None
         return ServerOptions(**values)  # type: ignore[arg-type]
 
-    @staticmethod
-    def _server_option(kw: str, value: str, values: dict[str, object]) -> str | None:
+    def _server_option(self, kw: str, value: str, values: dict[str, object],
+                       span: Span) -> str | None:
         """Store one server option in `values`; returns haproxy's reason on a bad value."""
         flags = {
             "check": ("check", True), "no-check": ("check", False),
@@ -2328,7 +2380,7 @@ class _Parser:
             values[field_name] = flag
             return None
         if kw in ("inter", "fastinter", "downinter", "slowstart", "agent-inter"):
-            ms, err = parse_time(value)
+            ms, err = self._time(value, span)
             if ms is None:
                 if not value:
                     return f"'{kw}' expects a delay as argument"
@@ -2417,8 +2469,9 @@ class _Parser:
                     if o.resolvers and o.resolvers not in self.other_sections.get("resolvers", ()):
                         self.d.error(server.span, f"proxy '{proxy.name}', server '{server.name}': "
                                      f"unable to find required resolvers '{o.resolvers}'")
+                    no_port = server.address.port_low is None or server.address.port_offset
                     if (o.check and server.address.family in ("ipv4", "ipv6", "any")
-                            and server.address.port_low is None and o.check_port is None):
+                            and no_port and o.check_port is None):
                         self.d.error(server.span, f"backend '{proxy.name}': server "
                                      f"'{server.name}' has neither service port nor check port")
             self._check_modes(info)
@@ -2449,6 +2502,9 @@ class _Parser:
             if proxy.stats.enabled:
                 self.d.warning(proxy.stats.span or proxy.span, f"'stats' statement ignored for "
                                f"{word} '{proxy.name}' as it requires HTTP mode")
+        if proxy.kind.has_backend and proxy.mode is not Mode.HTTP and "cookie" in info.spans:
+            self.d.warning(proxy.span, f"cookie will be ignored for {word} '{proxy.name}' "
+                           "(needs 'mode http')")
         if proxy.kind.has_backend:
             for keyword, option in (("http-check", "httpchk"), ("tcp-check", "tcp-check")):
                 if any(r.keyword == keyword for r in proxy.rules) and not proxy.option(option):

@@ -91,6 +91,10 @@ class KeepalivedDiagnostics(Diagnostics):
 # --------------------------------------------------------------------------
 
 
+BadValue = Callable[[str], tuple[str, str | None]]
+"""Given the bad text, the (message, hint) a keyword wants instead of the generic one."""
+
+
 class _Ctx:
     def __init__(
         self, diags: KeepalivedDiagnostics, env: Mapping[str, str], host_checks: bool
@@ -103,6 +107,7 @@ class _Ctx:
         self.dropped_instances: set[str] = set()
         self.notify_scripts: list[tuple[Span, str]] = []
         self.has_vrrp = False  # a vrrp_instance block exists: keepalived's VRRP checks run
+        self.spans: dict[int, dict[str, Span]] = {}  # id(model object) -> setting -> span
 
     # --- diagnostics -------------------------------------------------------
 
@@ -122,38 +127,52 @@ class _Ctx:
         self.diags.aborted = True
         return None
 
-    def integer(self, node: Node, lo: int, hi: int, index: int = 1) -> int | None:
+    def integer(
+        self, node: Node, lo: int, hi: int, index: int = 1, bad: BadValue | None = None
+    ) -> int | None:
+        """Word `index` as an integer in [lo, hi]; None (and an error) otherwise.
+
+        `bad(text)` gives the message and hint to use instead of the generic one.
+        """
         text = self.arg(node, index)
         if text is None:
             return None
-        span = node.word_span(index)
         try:
             value = int(text.strip(), 10)
         except ValueError:
-            self.error(span, f"{node.keyword}: invalid number '{text}'")
+            self._bad(node, index, f"invalid number '{text}'", bad)
             return None
         if not lo <= value <= hi:
-            self.error(span, f"{node.keyword}: number '{text}' outside range [{lo}, {hi}]")
+            self._bad(node, index, f"number '{text}' outside range [{lo}, {hi}]", bad)
             return None
         return value
 
-    def number(self, node: Node, lo: float, hi: float, index: int = 1) -> float | None:
+    def number(
+        self, node: Node, lo: float, hi: float, index: int = 1, bad: BadValue | None = None
+    ) -> float | None:
+        """Word `index` as a finite decimal in [lo, hi]; None (and an error) otherwise."""
         text = self.arg(node, index)
         if text is None:
             return None
-        span = node.word_span(index)
         try:
             value = float(text)
         except ValueError:
-            self.error(span, f"{node.keyword}: invalid number '{text}'")
+            self._bad(node, index, f"invalid number '{text}'", bad)
             return None
         if math.isnan(value) or math.isinf(value):
-            self.error(span, f"{node.keyword}: '{text}' is not a finite number")
+            self._bad(node, index, f"'{text}' is not a finite number", bad)
             return None
         if not lo <= value <= hi:
-            self.error(span, f"{node.keyword}: number '{text}' outside range [{lo:g}, {hi:g}]")
+            self._bad(node, index, f"number '{text}' outside range [{lo:g}, {hi:g}]", bad)
             return None
         return value
+
+    def _bad(self, node: Node, index: int, problem: str, bad: BadValue | None) -> None:
+        if bad is None:
+            self.error(node.word_span(index), f"{node.keyword}: {problem}")
+        else:
+            message, hint = bad(node.words[index])
+            self.error(node.word_span(index), message, hint)
 
     def address(self, text: str, span: Span, what: str) -> IPAddress | None:
         try:
@@ -291,20 +310,17 @@ def _g_notification_email(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
 
 def _g_interval(attr: str) -> Handler:
     def handler(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
-        value = ctx.number(node, *_US_RANGE)
-        if value is None:
-            ctx.diags[-1:] = []  # replaced by one message naming the keyword and the fallback
-            text = node.words[1] if len(node.words) > 1 else ""
-            if len(node.words) > 1:
-                ctx.error(
-                    node.word_span(1),
-                    f"{node.keyword} '{text}' is invalid: it must be between "
-                    f"0.000001 and 4294.967295 seconds; the default "
-                    f"({getattr(GlobalDefs(), attr):g}, no delay) is used",
-                    hint=f"remove the {node.keyword} line to get the default",
-                )
-            return
-        setattr(g, attr, value)
+        def bad(text: str) -> tuple[str, str | None]:
+            return (
+                f"{node.keyword} '{text}' is invalid: it must be between "
+                f"0.000001 and 4294.967295 seconds; the default "
+                f"({getattr(GlobalDefs(), attr):g}, no delay) is used",
+                f"remove the {node.keyword} line to get the default",
+            )
+
+        value = ctx.number(node, *_US_RANGE, bad=bad)
+        if value is not None:
+            setattr(g, attr, value)
 
     return handler
 
@@ -447,8 +463,17 @@ def _s_weight(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
     if value is None:
         return
     s.weight = value
-    if len(node.words) > 2 and node.words[2] == "reverse":
-        s.weight_reverse = True
+    s.weight_reverse = _weight_reverse(ctx, node, 2)
+
+
+def _weight_reverse(ctx: _Ctx, node: Node, index: int) -> bool:
+    """The optional `reverse` after a weight; any other word there is an error."""
+    if len(node.words) <= index:
+        return False
+    if node.words[index] == "reverse":
+        return True
+    ctx.error(node.word_span(index), f"unknown weight option '{node.words[index]}'")
+    return False
 
 
 def _s_user(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
@@ -491,8 +516,7 @@ def _f_weight(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
     if value is None:
         return
     f.weight = value
-    if len(node.words) > 2 and node.words[2] == "reverse":
-        f.weight_reverse = True
+    f.weight_reverse = _weight_reverse(ctx, node, 2)
 
 
 def _f_init_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
@@ -558,44 +582,40 @@ def _interface_exists(name: str) -> bool:
 
 
 def _i_vrid(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
-    value = ctx.integer(node, 1, 255)
-    if value is None:
-        if ctx.diags and len(node.words) > 1:
-            ctx.diags[-1:] = []
-            ctx.error(
-                node.word_span(1),
-                f"({inst.name}) virtual_router_id '{node.words[1]}' is not valid: it must be between 1 and 255",
-            )
-        return
-    inst.virtual_router_id = value
+    def bad(text: str) -> tuple[str, str | None]:
+        return (
+            f"({inst.name}) virtual_router_id '{text}' is not valid: it must be between 1 and 255",
+            None,
+        )
+
+    value = ctx.integer(node, 1, 255, bad=bad)
+    if value is not None:
+        inst.virtual_router_id = value
 
 
 def _i_priority(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
-    value = ctx.integer(node, 1, 255)
-    if value is None and len(node.words) > 1:
-        ctx.diags[-1:] = []
-        ctx.error(
-            node.word_span(1),
-            f"({inst.name}) priority '{node.words[1]}' is not valid: it must be between 1 and 255; "
+    def bad(text: str) -> tuple[str, str | None]:
+        return (
+            f"({inst.name}) priority '{text}' is not valid: it must be between 1 and 255; "
             "the default 100 is used",
-            hint="255 is only for the router that owns the virtual addresses",
+            "255 is only for the router that owns the virtual addresses",
         )
-        return
+
+    value = ctx.integer(node, 1, 255, bad=bad)
     if value is not None:
         inst.priority = value
         inst_spans(ctx, inst)["priority"] = node.word_span(1)
 
 
 def _i_advert_int(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
-    value = ctx.number(node, 0.01, 255)
-    if value is None and len(node.words) > 1:
-        ctx.diags[-1:] = []
-        ctx.error(
-            node.word_span(1),
-            f"({inst.name}) advert_int '{node.words[1]}' is not valid: it must be between 0.01 and 255 "
+    def bad(text: str) -> tuple[str, str | None]:
+        return (
+            f"({inst.name}) advert_int '{text}' is not valid: it must be between 0.01 and 255 "
             "seconds; the default 1 is used",
+            None,
         )
-        return
+
+    value = ctx.number(node, 0.01, 255, bad=bad)
     if value is not None:
         inst.advert_int = value
         inst_spans(ctx, inst)["advert_int"] = node.word_span(1)
@@ -886,8 +906,7 @@ def _track_refs(attr: str, kind: str) -> Handler:
                     ctx.error(child.word_span(1), f"'weight' needs a value ({kind} {name})")
                 else:
                     weight = ctx.integer(child, -254, 254, index=2)
-                    if len(rest) > 2 and rest[2] == "reverse":
-                        reverse = True
+                    reverse = _weight_reverse(ctx, child, 3)
             elif rest:
                 ctx.error(
                     child.word_span(1),
@@ -1078,10 +1097,11 @@ def keyword_table() -> list[tuple[str, str, str]]:
 
 
 def inst_spans(ctx: _Ctx, obj: Any) -> dict[str, Span]:
-    """Spans of particular settings of an object, for the whole-config checks."""
-    key = id(obj)
-    store: dict[int, dict[str, Span]] = ctx.__dict__.setdefault("_spans", {})
-    return store.setdefault(key, {})
+    """Spans of particular settings of a model object, for the whole-config checks.
+
+    The objects live as long as the parse, so their id() is a stable key.
+    """
+    return ctx.spans.setdefault(id(obj), {})
 
 
 def _unknown(ctx: _Ctx, node: Node, block: str, choices: Sequence[str]) -> None:

@@ -381,6 +381,8 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
         lb.start_listeners(socks)
         control = AppControl(lb)
         lb.control = control
+        for fe in lb.frontends:
+            fe.runtime, fe.control = lb.runtime, control
         timeout = (cfg.global_.stats_timeout or 10000) / 1000
         for ss in cfg.global_.stats_sockets:
             stats_servers.append(await start_stats_socket(ss, lb.runtime, control,

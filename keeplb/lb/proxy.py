@@ -20,14 +20,15 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import re
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from keeplb.config.model import Acl, Condition, Proxy
+from keeplb.config.model import Acl, Condition, Mode, Proxy
 from keeplb.lb.balance import Balancer
 from keeplb.lb.health import BE_WEIGHT_SCALE, slowstart_weight
 from keeplb.lb.log import (
@@ -48,6 +49,9 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+
+if TYPE_CHECKING:
+    from keeplb.lb.runtime import RuntimeControl
 
 _log = logging.getLogger("keeplb.lb")
 
@@ -218,6 +222,44 @@ def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
                 items.append((neg, _any_of(ms)))
         out.append(tuple(items))
     return tuple(out), cond.negate
+
+
+def _path_ok(criterion: str, values: Sequence[str], path: str) -> bool | None:
+    if criterion == "path":
+        return path in values
+    if criterion == "path_beg":
+        return any(path.startswith(v) for v in values)
+    if criterion == "path_end":
+        return any(path.endswith(v) for v in values)
+    if criterion in ("always_true", "TRUE"):
+        return True
+    if criterion in ("always_false", "FALSE"):
+        return False
+    return None
+
+
+def http_condition_matches(cond: Condition | None, acls: Sequence[Acl], path: str) -> bool:
+    """An `if`/`unless` of a service rule on the request path (path, path_beg,
+    path_end); anything else does not match."""
+    if cond is None:
+        return True
+    named: dict[str, list[Acl]] = {}
+    for acl in acls:
+        named.setdefault(acl.name, []).append(acl)
+
+    def term(word: str) -> bool:
+        neg = word.startswith("!")
+        word = word.lstrip("!")
+        if word.startswith("{"):
+            parts = word.strip("{} ").split()
+            ok = bool(parts) and bool(_path_ok(parts[0], [p for p in parts[1:]
+                                                           if not p.startswith("-")], path))
+        else:
+            ok = any(_path_ok(a.criterion, a.values, path) for a in named.get(word, ()))
+        return ok != neg
+
+    hit = any(all(term(w) for w in conj) for conj in cond.terms)
+    return hit != cond.negate
 
 
 # --------------------------------------------------------------------------
@@ -600,6 +642,13 @@ class Listener:
             self._opening = None
 
 
+# haproxy 2.6's answer when an http frontend has nowhere to send a request.
+NO_SERVER_503 = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 107\r\n"
+                 b"cache-control: no-cache\r\ncontent-type: text/html\r\n"
+                 b"connection: close\r\n\r\n<html><body><h1>503 Service Unavailable</h1>\n"
+                 b"No server is available to handle this request.\n</body></html>\n")
+
+
 class Frontend:
     def __init__(self, rt: FrontendRuntime, limits: Limits, backends: dict[str, Backend],
                  log: ProxyLog) -> None:
@@ -625,10 +674,35 @@ class Frontend:
         elif self.cfg.kind.has_backend and self.cfg.name in backends:
             self.default = backends[self.cfg.name]
         self.backends = backends
+        self.stats_page = self.cfg.stats if self.cfg.stats.enabled else None
+        self.metrics_rules = [r for r in self.cfg.rules_of("http-request")
+                              if r.action == "use-service" and r.args[:1] == ("prometheus-exporter",)]
+        # haproxy answers these itself in an http frontend; keeplb's relay is TCP,
+        # so such a frontend reads one request and answers it here.
+        self.service = self.cfg.mode is Mode.HTTP and bool(self.stats_page or self.metrics_rules)
+        self.runtime: ProcessRuntime | None = None
+        self.control: RuntimeControl | None = None
 
     @property
     def name(self) -> str:
         return self.rt.name
+
+    def answer(self, request: bytes, client: str) -> bytes | None:
+        """The response of a stats / metrics frontend, or None to relay the request."""
+        from keeplb.lb import metrics, stats
+
+        head = request.split(b"\r\n", 1)[0].split()
+        path = head[1].decode("latin-1").split("?", 1)[0] if len(head) >= 2 else ""
+        for rule in self.metrics_rules:
+            if http_condition_matches(rule.condition, self.cfg.acls, path):
+                return metrics.handle_metrics_http(request, self.runtime)
+        if self.stats_page is not None and (self.default is None or
+                                            stats.stats_uri_matches(self.stats_page, path)):
+            return stats.handle_stats_http(request, self.stats_page, self.runtime or
+                                           self.limits.process, self.control, client=client)
+        if self.default is None and not self.routes:
+            return NO_SERVER_503
+        return None
 
     def can_accept(self) -> bool:
         mc = self.rt.maxconn
@@ -707,11 +781,15 @@ class ClientSide(asyncio.Protocol):
         else:
             self.buf.append(data)
             self.buffered += len(data)
+            if s.wake is not None:
+                s.wake.set()
             if self.buffered >= PRECONNECT_BUFFER and self.transport is not None:
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.s.on_eof(client=True)
+        if self.s.wake is not None:
+            self.s.wake.set()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -799,6 +877,7 @@ class Session:
         self.server_name = "<NOSRV>"
         self.t_connect_ms = -1
         self.pending: Pending | None = None
+        self.wake: asyncio.Event | None = None
         self.idle_s = 0.0
         self.idle_side = "c"
 
@@ -826,6 +905,13 @@ class Session:
 
     async def run(self) -> None:
         fe = self.fe
+        if fe.service:
+            try:
+                if await self._serve_http():
+                    return
+            except asyncio.CancelledError:
+                self._finish()
+                return
         be = fe.route(self.src, self.dst) if fe.routes else fe.default
         if be is None:
             self.term = "R"
@@ -848,6 +934,44 @@ class Session:
             self.term = "S" if self.term == "-" else self.term
             self._close_client()
             return
+
+    async def _serve_http(self) -> bool:
+        """Read one request (head and Content-Length body, at most 64 kB) and answer
+        it when a stats / metrics rule wants it; False: relay it as usual."""
+        c = self.client
+        self.wake = asyncio.Event()
+        limit = (self.fe.timeout_client or 10000) / 1000
+        request = b""
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    request = b"".join(c.buf)
+                    head, sep, body = request.partition(b"\r\n\r\n")
+                    if sep:
+                        m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                        if len(body) >= (int(m.group(1)) if m else 0):
+                            break
+                    if self.client_eof or len(request) >= PRECONNECT_BUFFER:
+                        break
+                    self.wake.clear()
+                    await self.wake.wait()
+        except TimeoutError:
+            self.term = "c"
+            self.phase = "R"
+            self._abort()
+            return True
+        finally:
+            self.wake = None
+        response = self.fe.answer(request, self.src[0])
+        if response is None:
+            return False
+        self.bytes_out += len(response)
+        tr = self._client_transport()
+        if not tr.is_closing():
+            tr.write(response)
+        self.term, self.phase = "-", "-"
+        self._close_client()
+        return True
 
     async def _establish(self, be: Backend) -> None:
         """Assign a server (queueing if needed) and connect, with `retries` on failure.
@@ -929,9 +1053,11 @@ class Session:
                 self.term = "s"
                 raise _NoServer()
             target = None  # haproxy lets a redispatchable connection wait anywhere
+        self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
+        # %sq/%bq: the queue length with this session in it (haproxy logs 0/1 for
+        # the only waiter of a backend queue).
         self.srv_queue = target.queue_len if target is not None else 0
         self.be_queue = be.queue_len if target is None else 0
-        self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
         try:
             async with asyncio.timeout(be.timeout_queue):
                 got = await self.pending.future

@@ -163,7 +163,7 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
     else:
         socks = None
     set_title("lb")
-    pf = pidfile or (g.pidfile if background else None)
+    pf = pidfile or g.pidfile
     if pf:
         write_pidfile(pf)
     try:

@@ -74,6 +74,8 @@ from keeplb.vrrp.net import (
 from keeplb.vrrp.scripts import FileWatcher, NotifyRunner, ScriptRunner
 from keeplb.vrrp.track import FileTracker, Tracker, TrackKind, effective_priority
 
+__all__ = ["Instance", "VrrpDaemon", "main", "parse_config", "print_status", "run"]
+
 log = logging.getLogger("keeplb.vrrp")
 
 STATE_DIR_ENV = "KEEPLB_VRRP_STATE_DIR"

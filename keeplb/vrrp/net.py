@@ -31,6 +31,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 from keeplb.config.model import IPAddress, VirtualAddress
 from keeplb.errors import NetlinkOpError
 
+__all__ = [
+    "AddressManager",
+    "LinkMonitor",
+    "Received",
+    "VrrpSocket",
+    "garp_frame",
+    "na_message",
+    "send_gratuitous_arp",
+    "send_unsolicited_na",
+]
+
 log = logging.getLogger("keeplb.vrrp")
 
 IPPROTO_VRRP = 112

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 from keeplb.config.model import TrackFileDef, VrrpScript
 
+__all__ = ["FileWatcher", "NotifyRunner", "ScriptRunner", "read_track_file", "run_command"]
+
 log = logging.getLogger("keeplb.vrrp")
 
 # How often a tracked file is looked at; keepalived uses inotify, a stat()

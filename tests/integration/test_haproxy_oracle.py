@@ -36,6 +36,22 @@ def test_same_verdict_as_haproxy(path: Path) -> None:
         + "\n".join(str(d) for d in diags))
 
 
+def own_warnings(stderr: str) -> list[str]:
+    """haproxy's warnings (and the alerts it prints on files it still accepts)."""
+    return [line for line in stderr.splitlines() if line.startswith(("[WARNING]", "[ALERT]"))]
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("ok-*.cfg")), ids=lambda p: p.name)
+def test_same_warnings_as_haproxy(path: Path) -> None:
+    """Where haproxy warns keeplb warns, once per haproxy warning; keeplb's own
+    'not supported by keeplb' warnings come on top."""
+    valid, stderr = haproxy_accepts(path)
+    assert valid
+    _, diags = parse([str(path)], env={})
+    ours = [d for d in diags.warnings if "not supported by keeplb" not in d.message]
+    assert len(ours) == len(own_warnings(stderr)), (stderr, [str(d) for d in ours])
+
+
 @pytest.mark.parametrize("path", sorted((CORPUS.parents[2] / "examples").glob("*.cfg")),
                          ids=lambda p: p.name)
 def test_examples_same_warnings_as_haproxy(path: Path) -> None:

@@ -116,12 +116,17 @@ listen fe
 listen fe2
     bind 127.0.0.1:{port2}
     server s2 127.0.0.1:{srv} disabled
+listen fe3
+    bind 127.0.0.1:{port3}
+    timeout queue 300
+    server s3 127.0.0.1:{srv} maxconn 1
 """
 
 
-def _client_sessions(port: int, port2: int) -> None:
+def _client_sessions(port: int, port2: int, port3: int) -> None:
     """The same client behaviour for both proxies: one normal exchange, one
-    connection that sends nothing, one to a backend without a usable server."""
+    connection that sends nothing, one to a backend without a usable server,
+    and one that times out in the queue behind another."""
     with socket.create_connection((LO, port), timeout=5) as c:
         c.sendall(b"hello\n")
         got = b""
@@ -139,14 +144,23 @@ def _client_sessions(port: int, port2: int) -> None:
         c.settimeout(5)
         assert c.recv(100) == b""
     time.sleep(0.1)
+    with socket.create_connection((LO, port3), timeout=5) as first:
+        first.sendall(b"x")
+        assert first.recv(100).startswith(b"s1\n")
+        with socket.create_connection((LO, port3), timeout=5) as queued:
+            queued.sendall(b"y")
+            queued.settimeout(5)
+            assert queued.recv(100) == b""
+    time.sleep(0.1)
 
 
 def _haproxy_lines(srv_port: int, dontlognull: bool) -> list[str]:
     log = UdpLog()
-    port, port2 = free_port(), free_port()
+    port, port2, port3 = free_port(), free_port(), free_port()
     path = f"/tmp/klb-lblog-{os.getpid()}.cfg"
     with open(path, "w") as f:
-        f.write(HAPROXY_CFG.format(log=log.port, port=port, port2=port2, srv=srv_port,
+        f.write(HAPROXY_CFG.format(log=log.port, port=port, port2=port2, port3=port3,
+                                   srv=srv_port,
                                    dontlognull="option dontlognull" if dontlognull else ""))
     proc = subprocess.Popen([HAPROXY, "-f", path, "-db"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -158,7 +172,7 @@ def _haproxy_lines(srv_port: int, dontlognull: bool) -> list[str]:
             except OSError:
                 time.sleep(0.05)
         log.lines(0.3)  # drop the probe's line
-        _client_sessions(port, port2)
+        _client_sessions(port, port2, port3)
         return log.lines()
     finally:
         proc.terminate()
@@ -169,19 +183,21 @@ def _haproxy_lines(srv_port: int, dontlognull: bool) -> list[str]:
 
 def _keeplb_lines(srv_port: int, dontlognull: bool) -> list[str]:
     log = UdpLog()
-    port, port2 = free_port(), free_port()
+    port, port2, port3 = free_port(), free_port(), free_port()
     opts = {"tcplog": True, "dontlognull": dontlognull}
     cfg = config(listen("fe", port, [server("s1", srv_port)], options=opts,
                         log_global=True),
                  listen("fe2", port2, [server("s2", srv_port, disabled=True)], options=opts,
                         log_global=True),
+                 listen("fe3", port3, [server("s3", srv_port, maxconn=1)], options=opts,
+                        log_global=True, timeouts={"queue": 300}),
                  logs=[LogTarget(f"127.0.0.1:{log.port}", "local0")])
     lines: list[str] = []
 
     async def body() -> None:
         async with running(cfg):
             await asyncio.get_running_loop().run_in_executor(
-                None, _client_sessions, port, port2)
+                None, _client_sessions, port, port2, port3)
             lines.extend(await asyncio.get_running_loop().run_in_executor(None, log.lines))
 
     try:
@@ -214,5 +230,5 @@ def test_tcplog_lines_match_real_haproxy(dontlognull: bool) -> None:
     # haproxy logs its own startup/stop lines too; compare the session lines.
     theirs = [x for x in theirs if "[ACCEPT]" in x]
     ours = [x for x in ours if "[ACCEPT]" in x]
-    assert len(theirs) == (1 if dontlognull else 3), theirs
+    assert len(theirs) == (3 if dontlognull else 5), theirs
     assert ours == theirs

@@ -962,3 +962,41 @@ def test_runtime_api_drives_the_relay(tmp_path: Any) -> None:
         finally:
             await stop_all(bs)
     run(body)
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    r, w = await connect(port)
+    w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = await asyncio.wait_for(r.read(), TIMEOUT)
+    w.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_stats_page_and_prometheus_exporter_frontends() -> None:
+    from keeplb.config.model import Mode, Rule, StatsPage
+
+    async def body() -> None:
+        bs = await backends("api1")
+        port, prom, st = free_port(), free_port(), free_port()
+        kube = listen("kube", port, [server("api1", bs[0].port)])
+        metrics = Proxy(kind=ProxyKind.FRONTEND, name="prom", mode=Mode.HTTP,
+                        binds=[Bind(addr(prom))], timeouts={"client": 5000},
+                        rules=[Rule("http-request", "use-service", ("prometheus-exporter",),
+                                    Condition(False, (("{ path /metrics }",),)))])
+        page = Proxy(kind=ProxyKind.LISTEN, name="stats", mode=Mode.HTTP,
+                     binds=[Bind(addr(st))], timeouts={"client": 5000},
+                     stats=StatsPage(enabled=True, uri="/stats"))
+        try:
+            async with running(config(kube, metrics, page)):
+                assert await ask_name(port) == "api1"
+                status, text = await http_get(prom, "/metrics")
+                assert status == 200
+                assert b'haproxy_backend_sessions_total{proxy="kube"} 1' in text
+                status, _ = await http_get(prom, "/elsewhere")
+                assert status == 503
+                status, csv = await http_get(st, "/stats;csv")
+                assert status == 200 and b"\nkube,api1," in csv
+        finally:
+            await stop_all(bs)
+    run(body)
