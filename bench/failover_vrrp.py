@@ -84,13 +84,22 @@ def run_case(impl: str, case: str, vrrp: Vrrp, backend: str = "api1") -> Result:
     """One failover of ``case`` with ``impl`` as the VRRP daemon on both balancers."""
     res = Result(impl, case, vrrp.label)
     t_begin = time.monotonic()
+    try:
+        _run_case(res, vrrp, backend)
+    finally:
+        res.seconds = time.monotonic() - t_begin
+    return res
+
+
+def _run_case(res: Result, vrrp: Vrrp, backend: str) -> None:
+    impl, case = res.impl, res.case
     with Testbed(backends={backend: "10.77.0.4"}) as tb:
         tb.start_backends()
         haproxies = {lb: tb.start_haproxy(lb) for lb in ("lb1", "lb2")}
         for h in (backend, "lb1", "lb2"):
             if not tb.wait_listening(h):
                 res.error = f"nothing listens on {h}:6443"
-                return res
+                return
         up = {lb: tb.dir(lb) / "service-up" for lb in ("lb1", "lb2")}
         vrrps = {}
         for lb, prio, state in (("lb1", 101, "MASTER"), ("lb2", 100, "BACKUP")):
@@ -103,7 +112,7 @@ def run_case(impl: str, case: str, vrrp: Vrrp, backend: str = "api1") -> Result:
             dead = [lb for lb, p in vrrps.items() if not p.alive()]
             res.error = (f"VIP not on lb1 alone (holders {tb.holders()}); "
                          f"exited: {dead or 'none'}; lb1 log: {vrrps['lb1'].tail(300)!r}")
-            return res
+            return
         # Let lb2 hear a few advertisements, so it is a settled backup.
         time.sleep(max(0.5, 2 * vrrp.advert_int))
         tb.start_client()
@@ -111,7 +120,7 @@ def run_case(impl: str, case: str, vrrp: Vrrp, backend: str = "api1") -> Result:
         if not wait_for(lambda: tb.client_ok_since(t0), 3.0):
             res.error = "the client never reached VIP:6443 before the fault"
             tb.stop_client()
-            return res
+            return
         time.sleep(1.0)
         t_fault = time.monotonic()
         if case == "crash":
@@ -137,8 +146,6 @@ def run_case(impl: str, case: str, vrrp: Vrrp, backend: str = "api1") -> Result:
         res.failed = sum(not a.ok for a in attempts)
         if not res.recovered and not res.error:
             res.error = "the client was not served again"
-    res.seconds = time.monotonic() - t_begin
-    return res
 
 
 def median_of(runs: list[Result]) -> Result:

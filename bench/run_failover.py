@@ -159,30 +159,40 @@ def stop_balancer(tb: Testbed, lb: str, run: Proc | None) -> bool:
 
 
 def run_case(impl: str, case: str) -> Result:
+    """One fault ``case`` on the master, with ``impl`` on both balancers."""
     res = Result(impl, case)
     t_begin = time.monotonic()
+    try:
+        _run_case(res)
+    finally:
+        res.seconds = time.monotonic() - t_begin
+    return res
+
+
+def _run_case(res: Result) -> None:
+    impl, case = res.impl, res.case
     with Testbed(backends=dict(BACKENDS3)) as tb:
         tb.start_backends()
         for h in BACKENDS3:
             if not tb.wait_listening(h):
                 res.error = f"backend {h} does not listen"
-                return res
+                return
         try:
             procs = setup_pair(tb, impl)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             res.error = str(exc)
-            return res
+            return
         master = wait_single_holder(tb, 12.0)
         if master is None:
             dead = [lb for lb, p in procs.items() if not p.alive()]
             res.error = (f"no single VIP holder (holders {tb.holders()}, exited: {dead or 'none'}); "
                          f"lb1 log: {procs['lb1'].tail(300)!r}")
-            return res
+            return
         other = "lb2" if master == "lb1" else "lb1"
         res.master = master
         if not (tb.wait_listening("lb1") and tb.wait_listening("lb2")):
             res.error = "a balancer does not listen on :6443"
-            return res
+            return
         # Let both balancers see their servers UP and VRRP settle after the election.
         time.sleep(2.5)
         tb.start_client()
@@ -190,7 +200,7 @@ def run_case(impl: str, case: str) -> Result:
         if not wait_for(lambda: tb.client_ok_since(t0), 3.0):
             res.error = "the client never reached VIP:6443 before the fault"
             tb.stop_client()
-            return res
+            return
         time.sleep(1.0)
         t_fault = time.monotonic()
         if case == "lb-stop":
@@ -214,8 +224,6 @@ def run_case(impl: str, case: str) -> Result:
         attempts = tb.stop_client()
         first_ok = min((a.t + a.d for a in attempts if a.ok), default=t0)
         res.gap, res.recovered = longest_gap(attempts, first_ok, t_end)
-    res.seconds = time.monotonic() - t_begin
-    return res
 
 
 def print_table(results: list[Result], impls: list[str]) -> None:

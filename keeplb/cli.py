@@ -243,7 +243,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from keeplb.lab import demo
 
-    return demo.main(list(args.rest))
+    rest = list(args.rest)
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return demo.main(rest)
 
 
 # --------------------------------------------------------------------------
@@ -315,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # The demo has its own options; argparse's REMAINDER would swallow none of them.
+        argv = ["demo", "--", *argv[1:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)

@@ -911,6 +911,12 @@ def check_rule_args(keyword: str, action: str, args: Sequence[str]) -> tuple[int
                        f"(got '{args[j]}')")
         if j + 1 >= len(args):
             return j, f"'{keyword} expect {match}' expects <pattern> as an argument"
+        if match == "status" and keyword == "http-check":
+            for code in args[j + 1].split(","):
+                if not re.fullmatch(r"\d+(?:-\d+)?", code):
+                    bad = next((c for c in code if not c.isdigit() and c != "-"), code[:1])
+                    return j + 1, (f"'http-check expect' : invalid character '{bad}' in the "
+                                   "list of status codes")
         if match == "binary" and not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", args[j + 1]):
             return j + 1, (f"'{keyword} expect' : invalid binary string (an even number of hex "
                            "digits is expected)")
@@ -1138,18 +1144,26 @@ class _Parser:
         kind = ProxyKind(head)
         args = list(line.words[1:])
         from_name: str | None = None
-        if len(args) >= 2 and args[-2] == "from":
-            from_name = args[-1]
-            args = args[:-2]
-        elif len(args) > 1 and args[-1] == "from":
-            self.d.error(line.at(len(line) - 1), f"'{head}' : 'from' expects a defaults section name")
-            args = args[:-1]
+        if len(args) >= 2 and args[1] == "from":
+            if len(args) < 3 or not args[2]:
+                self.d.error(line.at(2), f"'{head}' : 'from' expects a defaults section name")
+                return
+            from_name = args[2]
+            if len(args) > 3 and kind is not ProxyKind.DEFAULTS:
+                self.d.error(line.at(4), f"'{head}' cannot handle unexpected argument '{args[3]}'")
+                return
+            args = args[:1]
         name = args[0] if args else ""
-        if len(args) > 1 and kind.has_frontend:
-            # the 1.x syntax 'listen name addr:port'
-            self.d.error(line.at(2), "please use the 'bind' keyword for listening addresses")
-        elif len(args) > 1 and kind is ProxyKind.BACKEND:
-            self.d.error(line.at(2), f"'backend' cannot handle unexpected argument '{args[1]}'")
+        if len(args) > 1 and kind is not ProxyKind.DEFAULTS:
+            # the 1.x syntax 'listen name addr:port': haproxy 2.6 prints an alert yet
+            # does not fail, creates no proxy, and refuses every line of the section
+            if kind.has_frontend:
+                self.d.warning(line.at(2), "please use the 'bind' keyword for listening "
+                               "addresses; this section is ignored")
+            else:
+                self.d.warning(line.at(2), f"unexpected argument '{args[1]}' after the backend "
+                               "name; this section is ignored")
+            return
         if not name and kind is not ProxyKind.DEFAULTS:
             self.d.error(line.at(0), f"'{head}' expects <name> as an argument")
         # haproxy 2.6 checks the names of proxies, not those of defaults sections
@@ -1599,6 +1613,9 @@ class _Parser:
     def proxy_line(self, line: Line) -> None:
         info = self.info
         if info is None:
+            # the section header was refused (see start_section)
+            self.d.error(line.at(0), "'listen' or 'defaults' expected: the section header "
+                         "above was not accepted")
             return
         proxy = info.proxy
         words = line.words

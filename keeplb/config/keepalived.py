@@ -18,10 +18,12 @@ Contract: parse() never raises on bad input and never prints.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import math
 import os
 import pwd
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -325,6 +327,11 @@ def _g_interval(attr: str) -> Handler:
     return handler
 
 
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$"
+)
+
+
 def _g_smtp_server(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     server = ctx.arg(node)
     if server is None:
@@ -333,9 +340,12 @@ def _g_smtp_server(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     try:
         ipaddress.ip_address(server)
     except ValueError:
-        # keepalived resolves a name when it reads the file and rejects it if that
-        # fails; keeplb does no DNS while parsing, so it can only point it out.
-        ctx.warning(node.word_span(1), f"smtp_server '{server}' is not an IP address")
+        if not _HOSTNAME.match(server):
+            ctx.error(node.word_span(1), f"invalid smtp_server '{server}'")
+        else:
+            # keepalived resolves a name when it reads the file and rejects it if
+            # that fails; keeplb does no DNS while parsing, so it only points it out.
+            ctx.warning(node.word_span(1), f"smtp_server '{server}' is not an IP address")
     if len(node.words) > 2:
         ctx.integer(node, 1, 65535, index=2)
 
@@ -366,6 +376,11 @@ def _g_script_user(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
             pwd.getpwnam(user)
         except KeyError:
             ctx.error(node.word_span(1), f"script_user '{user}': no such user")
+        if g.script_group is not None:
+            try:
+                grp.getgrnam(g.script_group)
+            except KeyError:
+                ctx.error(node.word_span(2), f"script_user: no such group '{g.script_group}'")
 
 
 def _g_mcast(attr: str, version: int) -> Handler:
@@ -520,12 +535,18 @@ def _f_weight(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
 
 
 def _f_init_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
-    if len(node.words) > 1 and node.words[1] != "overwrite":
+    """`init_file [VALUE] [overwrite]`."""
+    rest = node.words[1:]
+    f.init_file = 0
+    if rest and rest[0] != "overwrite":
         value = ctx.integer(node, -254, 254)
         f.init_file = value if value is not None else 0
-    else:
-        f.init_file = 0
-    f.init_file_overwrite = "overwrite" in node.words[1:]
+        rest = rest[1:]
+    if rest and rest[0] == "overwrite":
+        f.init_file_overwrite = True
+        rest = rest[1:]
+    if rest:
+        ctx.error(node.span, f"unknown init_file option '{rest[0]}' for track file {f.name}")
 
 
 def _f_file(ctx: _Ctx, node: Node, f: TrackFileDef) -> None:
@@ -750,7 +771,7 @@ def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
     if dev is not None and ctx.host_checks and not _interface_exists(dev):
         ctx.error(node.span, f"interface '{dev}' for address {text} does not exist on this host")
     scope = opts.get("scope")
-    if scope is not None and scope not in _SCOPES and not scope.isdigit():
+    if scope is not None and scope not in _SCOPES and not (scope.isdigit() and int(scope) <= 255):
         ctx.error(node.span, f"invalid scope '{scope}' for {text}; use one of {', '.join(_SCOPES)}")
     if "brd" in opts or "broadcast" in opts:
         brd = opts.get("brd", opts.get("broadcast", ""))
@@ -881,8 +902,14 @@ def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
         if addr is None:
             continue
         rest = child.words[1:]
-        if rest and rest[0] not in ("min_ttl", "max_ttl"):
-            ctx.error(child.word_span(1), f"unknown option '{rest[0]}' for unicast peer {addr}")
+        while rest:
+            if rest[0] not in ("min_ttl", "max_ttl"):
+                ctx.error(child.span, f"unknown option '{rest[0]}' for unicast peer {addr}")
+                break
+            if len(rest) < 2:
+                ctx.error(child.span, f"({inst.name}) {rest[0]} is missing a value")
+                break
+            rest = rest[2:]
         if addr in inst.unicast_peers:
             ctx.warning(child.span, f"unicast peer {addr} listed twice")
             continue
@@ -1228,9 +1255,48 @@ def _first(span: Span | None) -> str | None:
     return f"first defined at {span}" if span else None
 
 
+# What keepalived 2.2.7 accepts inside the blocks keeplb does not run (probed
+# against the binary). keeplb checks the keywords so that the verdict matches
+# keepalived -t, and goes no further.
+_LVS_COMMON = (
+    "alpha connect_timeout delay_before_retry delay_loop inhibit_on_failure lvs_method "
+    "retry smtp_alert snmp_name warmup weight"
+).split()
+VIRTUAL_SERVER_KEYWORDS = frozenset(
+    _LVS_COMMON
+    + (
+        "ha_suspend hashed hysteresis ip_family lb_algo lb_kind lvs_sched omega ops "
+        "persistence_engine persistence_granularity persistence_timeout protocol quorum "
+        "quorum_down quorum_up real_server sorry_server sorry_server_inhibit "
+        "sorry_server_lvs_method virtualhost"
+    ).split()
+)
+REAL_SERVER_KEYWORDS = frozenset(
+    _LVS_COMMON + "lthreshold uthreshold notify_down notify_up".split()
+)
+LVS_CHECKERS = frozenset(
+    "TCP_CHECK HTTP_GET SSL_GET MISC_CHECK SMTP_CHECK DNS_CHECK BFD_CHECK UDP_CHECK "
+    "PING_CHECK FILE_CHECK".split()
+)
+BFD_KEYWORDS = frozenset(
+    "checker hoplimit idle_tx max_hops min_rx min_tx multiplier neighbor_ip neighbour_ip "
+    "passive source_ip ttl vrrp weight".split()
+)
+
+
+def _check_keywords(ctx: _Ctx, node: Node, block: str, known: frozenset[str]) -> None:
+    for child in node.children or []:
+        if child.keyword not in known:
+            _unknown(ctx, child, block, sorted(known))
+
+
 def _check_virtual_server(ctx: _Ctx, node: Node) -> None:
-    """The two checks keepalived -t makes on every LVS virtual_server, kept for the verdict."""
+    """The checks keepalived -t makes on an LVS virtual_server, kept for the verdict."""
     children = node.children or []
+    _check_keywords(ctx, node, "virtual_server", VIRTUAL_SERVER_KEYWORDS)
+    for child in children:
+        if child.keyword == "real_server":
+            _check_keywords(ctx, child, "real_server", REAL_SERVER_KEYWORDS | LVS_CHECKERS)
     if not any(c.keyword == "real_server" for c in children):
         ctx.error(node.span, f"virtual server {' '.join(node.args)} has no real servers")
     if not any(c.keyword in ("lb_kind", "lvs_method") for c in children):
@@ -1243,7 +1309,8 @@ def _check_virtual_server(ctx: _Ctx, node: Node) -> None:
 
 def _check_bfd(ctx: _Ctx, node: Node) -> None:
     """keepalived -t refuses a bfd_instance without a valid neighbor_ip."""
-    neighbors = [c for c in node.children or [] if c.keyword == "neighbor_ip"]
+    _check_keywords(ctx, node, "bfd_instance", BFD_KEYWORDS)
+    neighbors = [c for c in node.children or [] if c.keyword in ("neighbor_ip", "neighbour_ip")]
     if not neighbors:
         ctx.error(node.span, f"bfd_instance {' '.join(node.args)} has no neighbor_ip")
     for child in neighbors:
@@ -1255,6 +1322,13 @@ def _vrrp_instance(ctx: _Ctx, node: Node) -> None:
     ctx.has_vrrp = True
     name = _name(ctx, node)
     if name is None:
+        return
+    if len(node.words) > 2:
+        # keepalived 2.2.7 says "vrrp_instance must have a name" and drops the block.
+        ctx.error(
+            node.word_span(2),
+            f"vrrp_instance takes one name; extra words: {' '.join(node.words[2:])}",
+        )
         return
     inst = VrrpInstance(name, span=node.span)
     _apply(ctx, node, "vrrp_instance", VRRP_INSTANCE, inst)
@@ -1296,6 +1370,12 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
         ctx.error(
             where,
             f"({inst.name}) preempt_delay is incompatible with nopreempt; preempt_delay is reset",
+        )
+        inst.preempt_delay = 0.0
+    if inst.preempt_delay and inst.state is VrrpStateName.MASTER:
+        ctx.error(
+            where,
+            f"({inst.name}) preempt_delay will not work with initial state MASTER; it is cleared",
         )
         inst.preempt_delay = 0.0
     if inst.nopreempt and inst.state is VrrpStateName.MASTER:
@@ -1518,6 +1598,22 @@ def _check_references(ctx: _Ctx) -> None:
             )
         else:
             seen[key] = inst
+    owners: dict[IPAddress, VrrpInstance] = {}
+    for inst in cfg.instances:
+        local: set[IPAddress] = set()
+        for vip in inst.virtual_ipaddresses:
+            ip = vip.address.ip
+            if ip in local:
+                ctx.warning(vip.span, f"({inst.name}) virtual address {ip} is listed twice")
+                continue
+            local.add(ip)
+            other = owners.setdefault(ip, inst)
+            if other is not inst:
+                ctx.warning(
+                    vip.span,
+                    f"({inst.name}) virtual address {ip} is also in {other.name}",
+                    hint="the two instances will fight over the address when both are MASTER",
+                )
     names = {i.name for i in cfg.instances}
     in_group: dict[str, str] = {}
     for sg in cfg.sync_groups:

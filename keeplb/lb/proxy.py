@@ -437,6 +437,8 @@ class Backend:
                 slot.queue.popleft()
             assert p is not None
             self.dequeue(p)
+            if p.future.done():
+                continue  # its session gave up (cancelled) a moment ago
             self.take(slot, p.session)
             p.future.set_result(slot)
 
@@ -934,6 +936,18 @@ class Session:
             self.term = "S" if self.term == "-" else self.term
             self._close_client()
             return
+        except Exception:
+            # A bug must cost one session, never a leaked slot or the process.
+            _log.exception("%s/%s: internal error on a session from %s:%d", fe.name,
+                           be.name, *self.src)
+            self.term = "I"
+            self._abort()
+            self._finish_if_detached()
+
+    def _finish_if_detached(self) -> None:
+        if self.client.transport is None or self.client_lost:
+            if self.server_tr is None or self.server_lost:
+                self._finish()
 
     async def _serve_http(self) -> bool:
         """Read one request (head and Content-Length body, at most 64 kB) and answer
@@ -1058,16 +1072,27 @@ class Session:
         # the only waiter of a backend queue).
         self.srv_queue = target.queue_len if target is not None else 0
         self.be_queue = be.queue_len if target is None else 0
+        pending = self.pending
         try:
             async with asyncio.timeout(be.timeout_queue):
-                got = await self.pending.future
-        except TimeoutError:
-            be.dequeue(self.pending)
-            self.term = "s"
-            raise _NoServer() from None
+                return await pending.future
+        except BaseException as exc:
+            be.dequeue(pending)
+            fut = pending.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # A slot was handed over just as we timed out or were cancelled:
+                # keep it on the session so that _finish() gives it back.
+                self.slot = fut.result()
+                if isinstance(exc, TimeoutError):
+                    return self.slot
+            elif not fut.done():
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                self.term = "s"
+                raise _NoServer() from None
+            raise
         finally:
             self.pending = None
-        return got
 
     def _server_port(self, slot: Slot) -> int:
         """A server without a port, or with '+N'/'-N', follows the port the client hit."""

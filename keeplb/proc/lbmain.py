@@ -86,10 +86,12 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
 
     check_fd_limit(cfg)
     socks = app.open_listeners(cfg, sockets)
-    _drop(cfg)
     on_health = _health_writer(health_fd)
 
     def on_ready() -> None:
+        # serve() has bound the listeners and the stats sockets by now: drop root
+        # only then, as haproxy does (a stats socket path lives outside the chroot).
+        _drop(cfg)
         if ready_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"READY\n")
