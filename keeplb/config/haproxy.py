@@ -1011,6 +1011,7 @@ class _ProxyInfo:
     server_spans: dict[str, Span] = field(default_factory=dict)
     inherited_rules: int = 0
     own_log_option: str = ""
+    ignored_default_backend: tuple[str, Span] | None = None
 
 
 def _proxy_word(kind: ProxyKind) -> str:
@@ -1653,11 +1654,9 @@ class _Parser:
         if verdict == "refused":
             return
         if verdict == "ignored":
-            if key == "default_backend" and words[1:] == (proxy.name,):
-                # haproxy keeps it anyway and later finds the loop
-                self.d.error(line.at(1), f"proxy '{proxy.name}': loop detected for "
-                             f"default_backend: '{proxy.name}'")
-                return
+            if key == "default_backend" and len(words) == 2:
+                # haproxy keeps it anyway and checks it once every file is read
+                info.ignored_default_backend = (words[1], line.at(1))
             # haproxy still checks the arguments of an ignored keyword: do it on a copy
             proxy, info = self._scratch(info)
         if key not in PROXY_SUPPORTED:
@@ -2480,6 +2479,14 @@ class _Parser:
             word = _proxy_word(proxy.kind)
             if proxy.kind.has_frontend:
                 self._check_frontend(info, global_logs)
+            elif info.ignored_default_backend is not None:
+                name, span = info.ignored_default_backend
+                if name == proxy.name:
+                    self.d.error(span, f"proxy '{proxy.name}': loop detected for "
+                                 f"default_backend: '{name}'")
+                elif "%" not in name and name not in self.backends:
+                    self.d.error(span, f"proxy '{proxy.name}': unable to find required "
+                                 f"default_backend: '{name}'")
             if proxy.kind.has_backend:
                 for server in proxy.servers:
                     o = server.options

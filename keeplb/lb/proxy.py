@@ -44,6 +44,7 @@ from keeplb.lb.log import (
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
+    Counters,
     FrontendRuntime,
     OpState,
     ProcessRuntime,
@@ -773,7 +774,10 @@ class ClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         s = self.s
-        s.bytes_in += len(data)
+        n = len(data)
+        s.bytes_in += n
+        for c in s.counters:  # live, so that long sessions show in the stats
+            c.bytes_in += n
         s.last = s.loop_time()
         if self.peer is not None:
             try:
@@ -821,7 +825,10 @@ class ServerSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         s = self.s
-        s.bytes_out += len(data)
+        n = len(data)
+        s.bytes_out += n
+        for c in s.counters:
+            c.bytes_out += n
         s.last = s.loop_time()
         try:
             self.peer.write(data)
@@ -863,6 +870,9 @@ class Session:
         self.timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self.bytes_out = 0
+        # frontend, backend and server Counters once connected; bytes before that
+        # are added to them at connect time (or to the frontend's at the end).
+        self.counters: tuple[Counters, ...] = ()
         self.client_eof = False
         self.server_eof = False
         self.client_lost = False
@@ -1120,6 +1130,12 @@ class Session:
             transport.writelines(c.buf)
             c.buf = []
         c.peer = transport
+        if self.backend is not None and self.slot is not None:
+            self.counters = (self.fe.rt.counters, self.backend.rt.counters,
+                             self.slot.rt.counters)
+            for k in self.counters:
+                k.bytes_in += self.bytes_in
+                k.bytes_out += self.bytes_out
         ctr = self._client_transport()
         if c.buffered >= PRECONNECT_BUFFER and not self.client_eof:
             ctr.resume_reading()
@@ -1272,16 +1288,17 @@ class Session:
             self.timer = None
         now = self.loop_time()
         fe, be, slot = self.fe, self.backend, self.slot
-        fe.rt.counters.bytes_in += self.bytes_in
-        fe.rt.counters.bytes_out += self.bytes_out
+        if not self.counters:
+            fe.rt.counters.bytes_in += self.bytes_in
+            fe.rt.counters.bytes_out += self.bytes_out
+            if be is not None:
+                be.rt.counters.bytes_in += self.bytes_in
+                be.rt.counters.bytes_out += self.bytes_out
+        self.counters = ()
         if be is not None:
-            be.rt.counters.bytes_in += self.bytes_in
-            be.rt.counters.bytes_out += self.bytes_out
             be.sessions -= 1
             be.rt.counters.session_ended()
         if slot is not None and be is not None:
-            slot.rt.counters.bytes_in += self.bytes_in
-            slot.rt.counters.bytes_out += self.bytes_out
             be.release(slot, self)
         if fe.tcplog and fe.log.enabled:
             entry = self._log_entry(now, be, slot)

@@ -72,7 +72,9 @@ class Supervisor:
         self.track_lb = track_lb
         self.python = python
         self.stop = asyncio.Event()
-        self.lb_state: dict[str, object] = {"lb": False, "backends": {}}
+        # None until the balancer first reports: VRRP starts in BACKUP as usual and
+        # hears "cannot serve" only from a balancer that failed or reported so.
+        self.lb_state: dict[str, object] | None = None
         self._vrrp_writer: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_sent = False
@@ -80,7 +82,7 @@ class Supervisor:
     # --- the VRRP side ------------------------------------------------------
 
     def _send_vrrp(self) -> None:
-        if self._vrrp_writer is None or not self.track_lb:
+        if self._vrrp_writer is None or not self.track_lb or self.lb_state is None:
             return
         line = (json.dumps(self.lb_state) + "\n").encode()
         try:

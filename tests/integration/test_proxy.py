@@ -812,6 +812,8 @@ def test_slow_client_does_not_make_keeplb_buffer_without_bound() -> None:
                 # Bounded by the high-water mark plus one read, not by the 64 MB sent.
                 assert buffered < 2 * 1024 * 1024
                 assert sess.bytes_out < 16 * 1024 * 1024
+                # Byte counters are live, not only added when a session ends.
+                assert lb.backends["be"].rt.counters.bytes_out == sess.bytes_out > 0
                 # Reading resumes the flow: everything arrives.
                 got = 0
                 while got < total:

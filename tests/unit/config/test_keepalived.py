@@ -289,7 +289,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
             init_file 3 overwrite
         }
         vrrp_instance VI_ALL {
-            state MASTER
+            state BACKUP
             interface eth0
             virtual_router_id 200
             priority 250
@@ -357,7 +357,7 @@ def test_every_instance_keyword_is_modelled(tmp_path: Path) -> None:
     assert (chk2.timeout, chk2.init_fail, chk2.user, chk2.group) == (4.0, True, "nobody", "nogroup")
     assert cfg.track_files["flag"].init_file == 3 and cfg.track_files["flag"].init_file_overwrite
     (inst,) = cfg.instances
-    assert inst.state is VrrpStateName.MASTER
+    assert inst.state is VrrpStateName.BACKUP
     assert (inst.virtual_router_id, inst.priority, inst.advert_int, inst.version) == (
         200,
         250,
@@ -490,6 +490,13 @@ CHECKS = [
     ("nopreempt\npreempt_delay 5", "preempt_delay is incompatible with nopreempt", 2),
     ("virtual_ipaddress x {\n10.77.0.9\n}", "has extra parameters: x", 10),
     ("virtual_ipaddress {\n10.77.0.9 scope bogus\n}", "invalid scope 'bogus'", 11),
+    ("virtual_ipaddress {\n10.77.0.9 {\n}\n}", "unexpected '{' in 'virtual_ipaddress'", 11),
+    ("virtual_routes {\n10.77.5.0/24 metric via dev eth0\n}", "invalid number 'via'", 11),
+    ("unicast_peer {\n10.77.0.3 min_ttl\n}", "min_ttl is missing a value", 11),
+    ("state MASTER\npreempt_delay 5", "preempt_delay will not work with initial state MASTER", 2),
+    ("garp_master_delay 0.5", "garp_master_delay: invalid number '0.5'", 10),
+    ("track_interface {\neth1 weight 5 sideways\n}", "unknown weight option 'sideways'", 11),
+    ("track_interface {\neth1\neth1\n}", "duplicate track_interface eth1", 12),
 ]
 
 
@@ -699,3 +706,69 @@ def test_mutated_config_never_raises(tmp_path: Path, data: st.DataObject) -> Non
     for d in diags:
         assert d.span is None or d.span.line >= 0
         str(d)
+
+
+def test_master_without_priority_is_the_address_owner(tmp_path: Path) -> None:
+    # keepalived: initial state MASTER and no priority means priority 255, and the
+    # address owner cannot have weighted tracking.
+    text = (
+        "global_defs {\n enable_script_security\n script_user root\n}\n"
+        'vrrp_script chk {\n script "/bin/true"\n weight 2\n}\n'
+        + instance("state MASTER\ntrack_script {\nchk\n}").replace("priority 100", "")
+    )
+    cfg, diags = check(tmp_path, text)
+    assert cfg.instances[0].priority == 255
+    assert lines_of(diags.errors, "tracked script chk has a weight") == [20]
+    assert cfg.instances[0].track_scripts == []
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("vrrp_instance VI_1 3 {\n}\n", "vrrp_instance takes one name"),
+        (instance() + "vrrp_sync_group G {\n group {\n VI_1\n }\n}\n", "has only 1 virtual router"),
+        ("global_defs {\n smtp_server 10.77.0.1/24\n}\n", "invalid smtp_server"),
+        ("track_file f {\n file /tmp/f\n init_file 3 sideways\n}\n", "unknown init_file option"),
+        ("track_file f {\n file /tmp/f\n file /tmp/g\n}\n", "file already set for track file f"),
+        ("track_file f {\n file /tmp/f\n init_file 255\n}\n", "outside range [-254, 254]"),
+        ("bfd_instance b {\n min_rx 10\n}\n", "has no neighbor_ip"),
+        (
+            "bfd_instance b {\n neighbor_ip 10.77.0.3\n neighbour 1\n}\n",
+            "unknown keyword 'neighbour'",
+        ),
+        ("bfd_instance b {\n neighbor_ip lo\n}\n", "invalid IP address 'lo'"),
+        (
+            "virtual_server 10.77.0.1 80 {\n lb_kind NAT\n lb_algoo rr\n"
+            " real_server 10.77.0.2 80 {\n  TCP_CHECK {\n  }\n }\n}\n",
+            "unknown keyword 'lb_algoo' in 'virtual_server'",
+        ),
+    ],
+)
+def test_other_keepalived_checks(tmp_path: Path, text: str, needle: str) -> None:
+    _, diags = check(tmp_path, text)
+    assert any(needle in m for m in messages(diags)), [str(d) for d in diags]
+
+
+def test_script_user_group_must_exist(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "global_defs {\n enable_script_security\n script_user root klbnogroup\n}\n"
+    )
+    _, diags = parse(path)
+    assert lines_of(diags.errors, "no such group 'klbnogroup'") == [3]
+
+
+def test_notify_script_not_found_is_skipped_quietly(tmp_path: Path) -> None:
+    # keepalived runs no missing notify script, and so asks for no script security.
+    path = write(tmp_path, instance("notify_master /nonexistent/klb-notify"))
+    cfg, diags = parse(path)
+    assert not diags.has_errors, [str(d) for d in diags]
+    assert lines_of(diags.warnings, "notify script '/nonexistent/klb-notify' not found") == [10]
+
+
+def test_duplicate_virtual_addresses_warn(tmp_path: Path) -> None:
+    twice = instance().replace("10.77.0.10/24\n", "10.77.0.10/24\n        10.77.0.10\n")
+    other = instance().replace("VI_1", "VI_2").replace("51", "52")
+    _, diags = check(tmp_path, twice + other)
+    assert not diags.has_errors
+    assert lines_of(diags.warnings, "virtual address 10.77.0.10 is listed twice") == [9]
+    assert lines_of(diags.warnings, "virtual address 10.77.0.10 is also in VI_1") == [20]
