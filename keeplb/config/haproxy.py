@@ -2632,6 +2632,8 @@ def parse_text(text: str, file: str = "haproxy.cfg",
 
 __all__ = [
     "KEYWORDS",
+    "check_rule_args",
+    "inet_aton",
     "keyword_table",
     "parse",
     "parse_address",
@@ -2639,4 +2641,5 @@ __all__ = [
     "parse_size",
     "parse_text",
     "parse_time",
+    "time_trailer",
 ]

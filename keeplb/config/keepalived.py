@@ -24,6 +24,7 @@ import math
 import os
 import pwd
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -1486,24 +1487,33 @@ def _check_scripts(ctx: _Ctx) -> None:
     cfg = ctx.cfg
     path = ctx.env.get("PATH", DEFAULT_PATH)
     running: list[Span | None] = []
+    secure = g.enable_script_security
     for name, script in list(cfg.scripts.items()):
         program = _program(script.script)
-        if ctx.host_checks and not _find_program(program, path):
-            ctx.error(
-                script.span,
-                f"vrrp_script {name}: '{program}' not found or not executable; "
-                "the script is disabled",
-            )
-            del cfg.scripts[name]
-            continue
-        running.append(inst_spans(ctx, script).get("script", script.span))
+        where = inst_spans(ctx, script).get("script", script.span)
+        if ctx.host_checks:
+            found = _find_program(program, path)
+            why = _insecure(found) if found and secure else None
+            if found is None or why is not None:
+                ctx.error(
+                    where,
+                    f"vrrp_script {name}: '{program}' "
+                    + (f"is insecure ({why})" if why else "not found or not executable")
+                    + "; the script is disabled",
+                )
+                del cfg.scripts[name]
+                continue
+        running.append(where)
     for span, command in ctx.notify_scripts:
         program = _program(command)
-        if ctx.host_checks and not _find_program(program, path):
-            ctx.warning(
-                span, f"notify script '{program}' not found or not executable; it will not run"
-            )
-            continue
+        if ctx.host_checks:
+            # keepalived skips a missing or insecure notify script without failing -t.
+            found = _find_program(program, path)
+            why = _insecure(found) if found and secure else None
+            if found is None or why is not None:
+                problem = f"is insecure ({why})" if why else "not found or not executable"
+                ctx.warning(span, f"notify script '{program}' {problem}; it will not run")
+                continue
         running.append(span)
     for inst in cfg.instances:
         inst.track_scripts = [t for t in inst.track_scripts if t.name in cfg.scripts]
@@ -1539,14 +1549,41 @@ def _program(command: str) -> str:
     return words[0] if words else ""
 
 
-def _find_program(program: str, path: str) -> bool:
+def _find_program(program: str, path: str) -> str | None:
+    """The executable file `program` names (looked up in `path` without a '/'), or None."""
     if "/" in program:
-        return os.path.isfile(program) and os.access(program, os.X_OK)
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
     for folder in path.split(":"):
         candidate = os.path.join(folder or ".", program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return True
-    return False
+            return candidate
+    return None
+
+
+def _insecure(program: str) -> str | None:
+    """Why keepalived's script security would refuse `program`, or None when it is safe.
+
+    The rule of keepalived's check_script_secure: the file and every directory
+    above it must be owned by root and not writable by group or others (a
+    directory with the sticky bit, like /tmp, may be).
+    """
+    path = os.path.realpath(program)
+    first = True
+    while True:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return f"cannot stat {path}"
+        if st.st_uid != 0:
+            return f"{path} is not owned by root"
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and (first or not st.st_mode & stat.S_ISVTX):
+            return f"{path} is writable by group or others"
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+        first = False
 
 
 def _check_references(ctx: _Ctx) -> None:

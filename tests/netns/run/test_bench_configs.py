@@ -64,10 +64,11 @@ def _ok(t: float, d: float = 0.001) -> Attempt:
 
 
 def test_longest_gap_uses_completion_times_and_flags_no_recovery() -> None:
-    attempts = [_ok(0.0), _ok(0.01), Attempt(0.02, 0.9, False), _ok(0.03, 0.5), _ok(1.0), _ok(1.01)]
-    # Successes complete at 0.001, 0.011, 0.53, 1.001, 1.011: the longest gap is 0.53 -> 1.001.
+    attempts = [_ok(0.0), _ok(0.01), Attempt(0.02, 0.9, False), _ok(0.05, 0.8), _ok(1.0), _ok(1.01)]
+    # Successes complete at 0.001, 0.011, 0.85, 1.001, 1.011: the longest gap is
+    # 0.011 -> 0.85 (by start times it would be 0.05 -> 1.0).
     gap, recovered = longest_gap(attempts, 0.0, 1.02)
-    assert recovered and gap == pytest.approx(0.471)
+    assert recovered and gap == pytest.approx(0.839)
     gap, recovered = longest_gap(attempts[:2], 0.0, 3.0)
     assert not recovered and gap == pytest.approx(3.0 - 0.011)
     assert longest_gap([], 1.0, 2.0) == (1.0, False)

@@ -772,3 +772,26 @@ def test_duplicate_virtual_addresses_warn(tmp_path: Path) -> None:
     assert not diags.has_errors
     assert lines_of(diags.warnings, "virtual address 10.77.0.10 is listed twice") == [9]
     assert lines_of(diags.warnings, "virtual address 10.77.0.10 is also in VI_1") == [20]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs files owned by root")
+@pytest.mark.parametrize(
+    ("mode", "problem"), [(0o755, None), (0o777, "writable by group or others")]
+)
+def test_insecure_scripts_are_disabled(tmp_path: Path, mode: int, problem: str | None) -> None:
+    script = tmp_path / "check.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(mode)
+    text = (
+        "global_defs {\n enable_script_security\n script_user root\n}\n"
+        f'vrrp_script chk {{\n script "{script} arg"\n}}\n'
+        + instance(f"track_script {{\nchk\n}}\nnotify_master {script}")
+    )
+    cfg, diags = parse(write(tmp_path, text))
+    if problem is None:
+        assert not diags.has_errors and not diags.warnings, [str(d) for d in diags]
+        assert [t.name for t in cfg.instances[0].track_scripts] == ["chk"]
+    else:
+        assert lines_of(diags.errors, problem) == [6]
+        assert lines_of(diags.warnings, problem) == [20]
+        assert cfg.instances[0].track_scripts == [] and "chk" not in cfg.scripts
