@@ -312,7 +312,7 @@ BALANCE_ALGORITHMS = (
     "roundrobin", "static-rr", "leastconn", "first", "source", "uri", "url_param", "hdr",
     "random", "rdp-cookie",
 )
-BALANCE_SUPPORTED = {"roundrobin", "static-rr", "leastconn", "first", "source"}
+BALANCE_SUPPORTED = {"roundrobin", "static-rr", "leastconn", "first", "source", "random"}
 
 LOG_FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",

@@ -565,7 +565,7 @@ def test_script_not_found_is_reported_with_host_checks(tmp_path: Path) -> None:
         'vrrp_script chk {\n script "/nonexistent/klb-check arg"\n}\n' + instance()
     )
     cfg, diags = parse(write(tmp_path, text), env={"PATH": "/usr/bin:/bin"})
-    assert lines_of(diags.errors, "'/nonexistent/klb-check' not found") == [5]
+    assert lines_of(diags.errors, "'/nonexistent/klb-check' not found") == [6]
     assert "chk" not in cfg.scripts
 
 
