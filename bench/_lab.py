@@ -18,10 +18,8 @@ Measures, for one failover:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -446,14 +444,3 @@ class Testbed:
                  tb: TracebackType | None) -> None:
         self.close()
 
-
-def json_line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True)
-
-
-def send_signal(pid: int, sig: int = signal.SIGTERM) -> bool:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        return False
-    return True

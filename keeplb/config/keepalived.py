@@ -111,6 +111,12 @@ class _Ctx:
         self.notify_scripts: list[tuple[Span, str]] = []
         self.has_vrrp = False  # a vrrp_instance block exists: keepalived's VRRP checks run
         self.spans: dict[int, dict[str, Span]] = {}  # id(model object) -> setting -> span
+        # id(instance) -> address family, set by the first keyword that implies one
+        # (keepalived's rule: a VIP, unicast_src_ip, mcast_src_ip, a peer, native_ipv6).
+        self.family: dict[int, int] = {}
+
+    def imply_family(self, obj: object, version: int) -> None:
+        self.family.setdefault(id(obj), version)
 
     # --- diagnostics -------------------------------------------------------
 
@@ -706,6 +712,8 @@ def _vip_list(attr: str) -> Handler:
             vip = _virtual_address(ctx, child)
             if vip is not None:
                 out.append(vip)
+                if attr == "virtual_ipaddresses":
+                    ctx.imply_family(inst, vip.address.version)
 
     return handler
 
@@ -878,18 +886,28 @@ def _is_network(text: str) -> bool:
     return True
 
 
+def _i_native_ipv6(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    inst.native_ipv6 = _flag(node)
+    if inst.native_ipv6:
+        ctx.imply_family(inst, 6)
+
+
 def _i_unicast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
     text = ctx.arg(node)
     if text is not None:
         inst.unicast_src_ip = ctx.address(text, node.word_span(1), "unicast_src_ip")
         if inst.unicast_src_ip is not None:
             inst_spans(ctx, inst)["unicast_src_ip"] = node.word_span(1)
+            ctx.imply_family(inst, inst.unicast_src_ip.version)
 
 
 def _i_mcast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
     text = ctx.arg(node)
     if text is not None:
         inst.mcast_src_ip = ctx.address(text, node.word_span(1), "mcast_src_ip")
+        if inst.mcast_src_ip is not None:
+            inst_spans(ctx, inst)["mcast_src_ip"] = node.word_span(1)
+            ctx.imply_family(inst, inst.mcast_src_ip.version)
 
 
 def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
@@ -915,6 +933,7 @@ def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
             ctx.warning(child.span, f"unicast peer {addr} listed twice")
             continue
         inst.unicast_peers.append(addr)
+        ctx.imply_family(inst, addr.version)
         peer_spans[f"peer:{addr}"] = child.span
 
 
@@ -1014,7 +1033,7 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "no_accept": Keyword(_i_accept(False)),
     "strict_mode": Keyword(_set("strict_mode", _bool)),
     "smtp_alert": Keyword(_set("smtp_alert", _bool)),
-    "native_ipv6": Keyword(_set("native_ipv6", _bool)),
+    "native_ipv6": Keyword(_i_native_ipv6),
     "use_vmac": Keyword(_i_use_vmac, UNSUPPORTED),
     "debug": Keyword(_i_debug),
 }
@@ -1080,7 +1099,6 @@ ROOT_UNSUPPORTED: dict[str, str] = {
     "linkbeat_interfaces": "linkbeat is not supported by keeplb",
     "linkbeat_use_polling": "linkbeat is not supported by keeplb",
     "vrrp_track_process": "process tracking is not supported by keeplb; use a vrrp_script",
-    "track_process": "process tracking is not supported by keeplb; use a vrrp_script",
     "garp_group": "garp_group is not supported by keeplb",
     "track_group": "track_group is not supported by keeplb",
     "net_namespace": "net_namespace is not supported by keeplb; run keeplb inside the namespace",
@@ -1116,6 +1134,12 @@ def keyword_table() -> list[tuple[str, str, str]]:
             rows.append((block, keyword, kw.status))
     rows.append(("authentication", "auth_type", SUPPORTED))
     rows.append(("authentication", "auth_pass", SUPPORTED))
+    for block, names in (
+        ("virtual_server", VIRTUAL_SERVER_KEYWORDS),
+        ("real_server", REAL_SERVER_KEYWORDS | LVS_CHECKERS),
+        ("bfd_instance", BFD_KEYWORDS),
+    ):
+        rows.extend((block, name, UNSUPPORTED) for name in sorted(names))
     return rows
 
 
@@ -1285,10 +1309,18 @@ BFD_KEYWORDS = frozenset(
 )
 
 
+_LVS_BLOCKS = LVS_CHECKERS | {"real_server", "sorry_server"}
+
+
 def _check_keywords(ctx: _Ctx, node: Node, block: str, known: frozenset[str]) -> None:
     for child in node.children or []:
         if child.keyword not in known:
             _unknown(ctx, child, block, sorted(known))
+        elif child.children is not None and child.keyword not in _LVS_BLOCKS:
+            ctx.error(
+                child.open_span or child.span,
+                f"unexpected '{{' after '{child.keyword}'; block ignored",
+            )
 
 
 def _check_virtual_server(ctx: _Ctx, node: Node) -> None:
@@ -1401,17 +1433,29 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
                 hint="use 'weight 0' to make the script put the instance in FAULT instead",
             )
         inst.track_scripts = [t for t in inst.track_scripts if t not in weighted]
-    family = inst.family
+    family = ctx.family.get(id(inst), inst.family)
+    vips = []
+    for vip in inst.virtual_ipaddresses:
+        if vip.address.version != family:
+            ctx.error(
+                vip.span,
+                f"({inst.name}) address {vip.address} is not IPv{family} like the instance; "
+                "it is ignored",
+                hint="put addresses of the other family in virtual_ipaddress_excluded",
+            )
+            continue
+        vips.append(vip)
+    inst.virtual_ipaddresses = vips
+    if family == 6:
+        inst.native_ipv6 = True  # keeps inst.family right when no VIP is left
     if not inst.virtual_ipaddresses:
         ctx.error(where, f"({inst.name}) no virtual_ipaddress specified; at least one is sensible")
-    else:
-        for vip in inst.virtual_ipaddresses[1:]:
-            if vip.address.version != family:
-                ctx.error(
-                    vip.span,
-                    f"({inst.name}) address {vip.address} is not IPv{family} like the "
-                    "first virtual address; use virtual_ipaddress_excluded for the other family",
-                )
+    if inst.mcast_src_ip is not None and inst.mcast_src_ip.version != family:
+        ctx.error(
+            spans.get("mcast_src_ip", where),
+            f"({inst.name}) mcast_src_ip {inst.mcast_src_ip} is not IPv{family} like the instance",
+        )
+        inst.mcast_src_ip = None
     if family == 6 and version == 2:
         if inst.version == 2:
             ctx.error(

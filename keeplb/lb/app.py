@@ -1,15 +1,21 @@
 """The `keeplb lb` worker: HaproxyConfig -> runtime objects -> listening sockets,
-relay, health checks and logs, until asked to stop.
+relay, health checks, stats socket and logs, until asked to stop.
 
 Entry points:
 - `build_runtime(cfg)`: the ProcessRuntime (counters and states) for a config.
-- `open_listeners(cfg)`: bind every `bind` line; a master binds once and passes
-  the sockets to each new worker on reload (`listen_sockets`, keyed by `bind_key`).
+- `open_listeners(cfg)`: bind every `bind` line, keyed as keeplb.proc.listeners
+  names them; a master binds once and passes the sockets to each worker
+  (`serve(listen_sockets=...)`).
 - `serve(cfg, stop=...)`: run until `stop` is set, then stop accepting and
   drain the sessions for at most the drain timeout (`hard-stop-after`, or 10 s).
-- `main(paths)`: what `keeplb lb -f FILE` runs in the foreground.
-"""
+- `LoadBalancer.on_transition`: the HealthChecker's callback; `AppControl`: the
+  runtime API's RuntimeControl / SessionControl.
+- `main(paths)`: `keeplb lb -f FILE`, through keeplb.proc.lbmain.
 
+nbthread N (with -W): the master starts N worker processes on the same
+sockets; each runs its own health checks (same servers, same verdicts, N times
+the probes, like haproxy's old nbproc). One shared checker is not done yet.
+"""
 from __future__ import annotations
 
 import asyncio

@@ -14,6 +14,7 @@ Values come from stats.stat_rows(), the same rows `show stat` prints.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -268,6 +269,11 @@ def _add(metric: CounterMetricFamily | GaugeMetricFamily, fam: Family, labels: l
         metric.add_metric(labels, v * fam.scale if fam.scale != 1.0 else v)
 
 
+def _nofile() -> float:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return float(soft) if soft != resource.RLIM_INFINITY else math.nan
+
+
 def process_families(rt: ProcessRuntime, wall: float) -> Iterator[Metric]:
     info = dict(stats.info_fields(rt, wall))
     g = GaugeMetricFamily
@@ -277,13 +283,18 @@ def process_families(rt: ProcessRuntime, wall: float) -> Iterator[Metric]:
         (g, "nbproc", "Number of started worker processes (historical, always 1)", 1),
         (g, "relative_process_id", "Relative worker process number (1)", 1),
         (g, "uptime_seconds", "How long ago this worker process was started (seconds)", _num(info["Uptime_sec"])),
+        (g, "max_fds", "Hard limit on the number of per-process file descriptors", _nofile()),
+        (g, "max_sockets", "Hard limit on the number of per-process sockets", _nofile()),
         (g, "max_connections", "Hard limit on the number of per-process connections (configured or imposed by Ulimit-n)", rt.maxconn),
         (g, "hard_max_connections", "Hard limit on the number of per-process connections (imposed by Memmax_MB or Ulimit-n)", rt.maxconn),
         (g, "current_connections", "Current number of connections on this worker process", rt.cur_conns),
         (c, "connections_total", "Total number of connections on this worker process since started", rt.cum_conns),
         (g, "stopping", "1 if the worker process is currently stopping, otherwise zero", int(rt.stopping)),
         (g, "jobs", "Current number of active jobs on the current worker process (frontend connections, master connections, listeners)", _num(info["Jobs"])),
+        (g, "unstoppable_jobs", "Current number of unstoppable jobs on the current worker process (master connections)", 0),
         (g, "listeners", "Current number of active listeners on the current worker process", _num(info["Listeners"])),
+        (g, "active_peers", "Current number of verified active peers connections on the current worker process", 0),
+        (g, "connected_peers", "Current number of peers having passed the connection step on the current worker process", 0),
         (c, "bytes_out_total", "Total number of bytes emitted by current worker process since started", _num(info["TotalBytesOut"])),
         (g, "start_time_seconds", "Start time in seconds", int(rt.started)),
     ]

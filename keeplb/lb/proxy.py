@@ -638,6 +638,13 @@ class Listener:
         self.server = srv
         self._sync()
 
+    def check(self) -> None:
+        """Reopen after uvloop closed the server on an accept error (EMFILE...)."""
+        if self.want and self.server is not None and not self.server.is_serving():
+            self.server.close()
+            self.server = None
+            self._sync()
+
     def close(self) -> None:
         self.pause()
         if self._opening is not None:
@@ -1307,6 +1314,8 @@ class Session:
         fe.rt.counters.session_ended()
         fe.limits.sessions.discard(self)
         fe.limits.session_ended()
+        for li in fe.listeners:
+            li.check()
         if fe.paused and fe.can_accept() and not fe.limits.stopping:
             fe.resume()
 

@@ -38,6 +38,22 @@ those commands answer that keeplb does not support them here.
 ServerRuntime fields the stats read. app.py's control can subclass it and
 add the balancer / checker calls (Balancer.set_down on MAINT and DRAIN,
 set_up on READY when the server is up, update_weight on a weight change).
+MAINT also pauses the server's checks (haproxy: no traffic, no checks);
+DRAIN keeps them running (no new traffic, checks go on).
+
+Wiring (for app.py)
+-------------------
+
+    for sock in cfg.global_.stats_sockets:
+        servers.append(await start_stats_socket(
+            sock, lb.runtime, control, timeout=(cfg.global_.stats_timeout or 10000) / 1000))
+    ...
+    for s in servers: s.close()          # on stop; then `await s.wait_closed()`
+
+A `mode http` frontend with `stats enable` answers with
+`stats.handle_stats_http(request_bytes, proxy.stats, runtime, control,
+client=peer_ip)`; `http-request use-service prometheus-exporter` answers with
+`metrics.handle_metrics_http(request_bytes, runtime, vrrp_status)`.
 """
 
 from __future__ import annotations
@@ -825,9 +841,10 @@ class CliSession:
             return PERMISSION_DENIED
         try:
             return command.handler(self, args)
-        except (KeeplbError, ValueError, LookupError, TypeError) as exc:
-            # a handler bug or a control that refused: keep the session alive
-            _log.warning("runtime command %r failed: %s", cmd, exc)
+        except Exception as exc:
+            # The session boundary: a bug in one command or a control that
+            # raised must cost that command only, never the socket.
+            _log.exception("runtime command %r failed", cmd)
             return f"Internal error: {exc}\n"
 
     def execute_line(self, line: str) -> str:

@@ -281,6 +281,7 @@ def server_row(rt: ProcessRuntime, be: BackendRuntime, s: ServerRuntime, now: fl
     if be.config.mode is Mode.HTTP:
         for name in _HRSP:
             row[name] = 0
+        row["req_tot"] = 0
     if show_legends:
         row["addr"] = _addr(s)
     _module_counters(row, h2h1=False)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from keeplb.config.model import HaproxyConfig
 from keeplb.errors import KeeplbError
-from keeplb.proc import listeners, notify
+from keeplb.proc import listeners, notify, serverstate
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.privileges import drop_privileges
 from keeplb.proc.title import set_title
@@ -80,9 +80,15 @@ def _signal_pids(pids: Sequence[int], sig: int) -> None:
 def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | None = None,
                   ready_fd: int | None = None, health_fd: int | None = None,
                   soft_stop_pids: Sequence[int] = (), hard_stop_pids: Sequence[int] = (),
-                  systemd: bool = True) -> int:
+                  systemd: bool = True, state_file: str | None = None) -> int:
     """Binds what is not inherited, drops privileges, serves until a stop signal."""
     from keeplb.lb import app
+
+    runtime = app.build_runtime(cfg)
+    saved = serverstate.load(state_file)
+    if saved:
+        n = serverstate.apply_servers_state(runtime, saved)
+        log.info("loaded the state of %d server(s) from %s", n, state_file)
 
     check_fd_limit(cfg)
     socks = app.open_listeners(cfg, sockets)
@@ -124,7 +130,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
         hs = cfg.global_.hard_stop_after
         rc = await app.serve(cfg, stop=stop, force=force, on_ready=on_ready, on_health=on_health,
-                             listen_sockets=socks,
+                             listen_sockets=socks, runtime=runtime,
                              drain_timeout=hs / 1000 if hs else 24 * 3600.0)
         if systemd:
             notify.stopping()
@@ -150,7 +156,8 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
         set_title(f"lb worker {worker}")
         inherited = listeners.import_fds(os.environ.pop(listeners.ENV_FDS, None))
         return serve_process(cfg, sockets=inherited, ready_fd=ready_fd, health_fd=health_fd,
-                             systemd=False)
+                             systemd=False,
+                             state_file=os.environ.get(serverstate.ENV_STATE_FILE))
     background = (daemon or g.daemon) and not foreground
     if master_worker or g.master_worker:
         from keeplb.proc import master

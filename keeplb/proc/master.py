@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from keeplb.config.diagnostics import Diagnostics
 from keeplb.config.model import HaproxyConfig
-from keeplb.proc import listeners, notify
+from keeplb.proc import listeners, notify, serverstate
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.title import set_title
 
@@ -80,6 +80,7 @@ class Master:
         self.soft = False
         self.reload_requested = asyncio.Event()
         self.reloads_ok = 0
+        self.state_file: str | None = None
         self.reloads_failed = 0
 
     @property
@@ -90,6 +91,8 @@ class Master:
         rfd, wfd = os.pipe()
         env = dict(os.environ)
         env[listeners.ENV_FDS] = listeners.export_fds(self.sockets)
+        if self.state_file:
+            env[serverstate.ENV_STATE_FILE] = self.state_file
         argv = [self.python, "-m", "keeplb", "lb", "--worker", str(relative_id),
                 "--ready-fd", str(wfd), *self.extra_worker_args]
         for p in self.paths:
@@ -153,6 +156,12 @@ class Master:
             return
         old_sockets = {k: s for k, s in self.sockets.items() if k not in new_sockets}
         old_workers = [w for w in self.workers if not w.leaving]
+        # What operators set at runtime (maint, drain, weights) must survive the reload.
+        dump = await serverstate.fetch_servers_state(self.cfg)
+        if dump is not None:
+            path = serverstate.state_file_path(cfg, os.getpid())
+            if serverstate.save(path, dump):
+                self.state_file = path
         self.cfg = cfg
         self.sockets = new_sockets
         await self._start_generation()

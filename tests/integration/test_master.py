@@ -196,3 +196,49 @@ def test_worker_drops_privileges(tmp_path, echo, master):
     assert uid_line.split()[1:] == [str(pw.pw_uid)] * 4
     master_status = Path(f"/proc/{p.pid}/status").read_text()
     assert next(line for line in master_status.splitlines() if line.startswith("Uid:")).split()[1] == "0"
+
+
+def stats_command(path: Path, command: str, timeout: float = 3.0) -> str:
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(timeout)
+        c.connect(str(path))
+        c.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+def test_server_state_set_at_runtime_survives_a_reload(tmp_path, master):
+    a, b = Echo(b"A"), Echo(b"B")
+    try:
+        port = free_port()
+        stats = tmp_path / "stats.sock"
+        cfg = tmp_path / "lb.cfg"
+        cfg.write_text(
+            f"global\n    stats socket {stats} level admin\n"
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+            "    timeout server 10s\n"
+            f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
+            f"backend be\n    server s1 127.0.0.1:{a.port}\n    server s2 127.0.0.1:{b.port}\n"
+        )
+        p = master["start"](cfg)
+        deadline = time.monotonic() + 15
+        while not stats.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {request(port) for _ in range(4)} == {b"A", b"B"}
+        assert stats_command(stats, "set server be/s1 state maint").strip() == ""
+        assert {request(port) for _ in range(4)} == {b"B"}
+        old = children_of(p.pid)
+        p.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and set(children_of(p.pid)) & set(old):
+            time.sleep(0.1)
+        assert not set(children_of(p.pid)) & set(old), "old worker did not leave"
+        state = stats_command(stats, "show servers state be")
+        s1 = next(line.split() for line in state.splitlines() if " s1 " in f" {line} ")
+        assert s1[6] == "1"  # SRV_ADMF_FMAINT, still in maintenance
+        assert {request(port) for _ in range(6)} == {b"B"}
+    finally:
+        a.close()
+        b.close()

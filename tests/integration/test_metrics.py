@@ -205,6 +205,9 @@ backend kube
     mode tcp
     server api1 127.0.0.1:{free_port()} check inter 60s
     server api2 127.0.0.1:{free_port()} check inter 60s weight 3
+backend web
+    mode http
+    server w1 127.0.0.1:{free_port()} weight 2
 frontend prom
     mode http
     bind 127.0.0.1:{port}
@@ -245,7 +248,13 @@ def test_family_names_and_labels_match_haproxy_exporter(haproxy_metrics: str) ->
         return out
 
     theirs = families(haproxy_metrics)
-    ours = families(render_metrics(make_runtime()).decode())
+    rt = make_runtime()
+    http = make_runtime(Mode.HTTP).backends[0]
+    web_cfg = Proxy(ProxyKind.BACKEND, "web", mode=Mode.HTTP, servers=http.config.servers[:1])
+    web = BackendRuntime(web_cfg, iid=3, servers=http.servers[:1])
+    web.servers[0].check_enabled = False
+    rt.backends.append(web)
+    ours = families(render_metrics(rt).decode())
     assert sorted(set(theirs) - set(ours)) == []
     assert sorted(set(ours) - set(theirs)) == []
     assert {k: v for k, v in ours.items() if theirs[k] != v} == {}

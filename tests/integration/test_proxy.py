@@ -1002,3 +1002,22 @@ def test_stats_page_and_prometheus_exporter_frontends() -> None:
         finally:
             await stop_all(bs)
     run(body)
+
+
+def test_tunnel_timeout_replaces_client_and_server_timeouts() -> None:
+    async def body() -> None:
+        bs = await backends("s1")
+        port = free_port()
+        cfg = config(listen("be", port, [server("s1", bs[0].port)],
+                            timeouts={"client": 200, "server": 200, "tunnel": 5000}))
+        try:
+            async with running(cfg):
+                r, w = await connect(port)
+                assert await r.readline() == b"s1\n"
+                await asyncio.sleep(0.6)  # idle three times the client timeout
+                w.write(b"ping\n")
+                assert await asyncio.wait_for(r.readline(), TIMEOUT) == b"ping\n"
+                w.close()
+        finally:
+            await stop_all(bs)
+    run(body)

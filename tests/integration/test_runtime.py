@@ -632,3 +632,14 @@ def test_show_stat_and_info_typed_and_json() -> None:
     assert typed[0] == "S.2.2.0.pxname.1:KNS:str:be1" and typed[-1] == ""
     assert run(sess, "show info typed").startswith("0.Name.1:POS:str:HAProxy\n")
     assert json.loads(run(sess, "show info json"))[6]["field"] == {"pos": 6, "name": "Pid"}
+
+
+def test_a_failing_control_costs_one_command_only(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(DirectControl):
+        def set_weight(self, server: ServerRuntime, weight: int) -> None:
+            raise RuntimeError("balancer refused")
+
+    sess = CliSession(make_runtime(), Broken(), level=AccessLevel.ADMIN)
+    out = run(sess, "set weight be1/s2 3; get weight be1/s2")
+    assert out == "Internal error: balancer refused\n\n5 (initial 5)\n\n"
+    assert "runtime command 'set weight be1/s2 3' failed" in caplog.text

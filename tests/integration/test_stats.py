@@ -278,6 +278,7 @@ listen st
     bind 127.0.0.1:{p2}
     stats enable
     stats uri /stats
+    server w1 127.0.0.1:{p6} weight 2
 """
 
 
@@ -288,7 +289,7 @@ def real_haproxy(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         pytest.skip("haproxy is not installed")
     sock = tmp_path / "h.sock"
     cfg_text = ORACLE_CFG.format(sock=sock, p1=free_port(), p2=free_port(), p3=free_port(),
-                                 p4=free_port(), p5=free_port())
+                                 p4=free_port(), p5=free_port(), p6=free_port())
     cfg = tmp_path / "h.cfg"
     cfg.write_text(cfg_text)
     proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
