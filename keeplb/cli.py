@@ -178,7 +178,8 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
     if args.action == "status":
         from keeplb.vrrp import daemon
 
-        return daemon.print_status(args.status_file)
+        return daemon.print_status(
+            args.status_file or os.path.join(daemon.state_dir(), "keeplb-vrrp.json"))
     path = args.file or "/etc/keepalived/keepalived.conf"
     if not os.path.exists(path):
         _err(f"{path}: error: no such file or directory")
@@ -295,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-i", "--config-id", dest="config_id", action="append", metavar="ID",
                    help="config id for @ID conditional lines")
     v.add_argument("-q", dest="quiet", action="store_true", help="errors only")
-    v.add_argument("--status-file", default="/tmp/keeplb-vrrp.json", help="status JSON to read for 'status'")
+    v.add_argument("--status-file", help="status JSON to read for 'status' "
+                   "(default: $KEEPLB_VRRP_STATE_DIR or /tmp, keeplb-vrrp.json)")
     v.add_argument("--lb-health-fd", type=int, help=argparse.SUPPRESS)
     v.set_defaults(func=cmd_vrrp)
 

@@ -409,13 +409,20 @@ def _g_mcast(attr: str, version: int) -> Handler:
     return handler
 
 
+_NO_SMTP = "keeplb sends no e-mail; use notify scripts"
+
 GLOBAL_DEFS: dict[str, Keyword] = {
     "router_id": Keyword(_set("router_id", _str)),
-    "notification_email": Keyword(_g_notification_email, block=True),
-    "notification_email_from": Keyword(_set("notification_email_from", _str)),
-    "smtp_server": Keyword(_g_smtp_server),
-    "smtp_connect_timeout": Keyword(_set("smtp_connect_timeout", _uint(1, 4294))),
-    "smtp_helo_name": Keyword(_g_other),
+    # keeplb sends no e-mail: these are read and checked (keepalived -t does) and warned.
+    "notification_email": Keyword(_g_notification_email, UNSUPPORTED, True, _NO_SMTP),
+    "notification_email_from": Keyword(
+        _set("notification_email_from", _str), UNSUPPORTED, note=_NO_SMTP
+    ),
+    "smtp_server": Keyword(_g_smtp_server, UNSUPPORTED, note=_NO_SMTP),
+    "smtp_connect_timeout": Keyword(
+        _set("smtp_connect_timeout", _uint(1, 4294)), UNSUPPORTED, note=_NO_SMTP
+    ),
+    "smtp_helo_name": Keyword(_g_other, UNSUPPORTED, note=_NO_SMTP),
     "vrrp_skip_check_adv_addr": Keyword(_set("vrrp_skip_check_adv_addr", _bool)),
     "vrrp_strict": Keyword(_set("vrrp_strict", _bool)),
     "vrrp_version": Keyword(_g_version),
@@ -980,11 +987,6 @@ def _i_track_lb(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
 
 def _i_use_vmac(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
     inst.use_vmac = True
-    ctx.warning(
-        node.span,
-        f"keyword '{node.keyword}' is not supported by keeplb; the instance uses "
-        "the interface's own MAC address",
-    )
 
 
 def _i_accept(value: bool) -> Handler:
@@ -1032,9 +1034,11 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "accept": Keyword(_i_accept(True)),
     "no_accept": Keyword(_i_accept(False)),
     "strict_mode": Keyword(_set("strict_mode", _bool)),
-    "smtp_alert": Keyword(_set("smtp_alert", _bool)),
+    "smtp_alert": Keyword(_set("smtp_alert", _bool), UNSUPPORTED, note=_NO_SMTP),
     "native_ipv6": Keyword(_i_native_ipv6),
-    "use_vmac": Keyword(_i_use_vmac, UNSUPPORTED),
+    "use_vmac": Keyword(
+        _i_use_vmac, UNSUPPORTED, note="the instance uses the interface's own MAC address"
+    ),
     "debug": Keyword(_i_debug),
 }
 _INSTANCE_UNSUPPORTED = """
@@ -1072,7 +1076,7 @@ SYNC_GROUP: dict[str, Keyword] = {
     "track_script": Keyword(_track_refs("track_scripts", "vrrp_script"), block=True),
     "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
     "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
-    "smtp_alert": Keyword(_set("smtp_alert", _bool)),
+    "smtp_alert": Keyword(_set("smtp_alert", _bool), UNSUPPORTED, note=_NO_SMTP),
     "global_tracking": _unsupported("deprecated in keepalived"),
     "sync_group_tracking_weight": _unsupported(),
     "track_bfd": _unsupported(block=True),
@@ -1187,11 +1191,12 @@ def _apply(ctx: _Ctx, node: Node, block: str, table: Mapping[str, Keyword], obj:
                 f"unexpected '{{' after '{child.keyword}'; block ignored",
             )
             continue
-        if kw.status == UNSUPPORTED and kw.handler is None:
-            ctx.warning(child.word_span(0), f"keyword '{child.keyword}' is not supported by keeplb")
-            continue
-        if kw.status == UNSUPPORTED and block == "global_defs":
-            ctx.warning(child.word_span(0), f"keyword '{child.keyword}' is not supported by keeplb")
+        if kw.status == UNSUPPORTED:
+            ctx.warning(
+                child.word_span(0),
+                f"keyword '{child.keyword}' is not supported by keeplb",
+                hint=kw.note or None,
+            )
         if kw.handler is not None:
             kw.handler(ctx, child, obj)
 
@@ -1512,10 +1517,6 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
         ctx.error(
             spans.get("unicast_peer", spans.get("unicast_src_ip", where)),
             f"({inst.name}) a unicast keyword is given without any unicast peer; multicast is used",
-        )
-    if g.vrrp_strict and inst.unicast_peers:
-        ctx.error(
-            spans.get("unicast_peer", where), f"({inst.name}) vrrp_strict forbids unicast peers"
         )
     return keep
 

@@ -198,6 +198,7 @@ class LoadBalancer:
         if be is None:
             return
         desc, info, duration, code = _result_fields(result, went_up)
+        from_cli = info == "changed from CLI" or result is None
         now = time.monotonic()
         if went_up:
             if server.op is OpState.STOPPED and server.last_change:
@@ -206,12 +207,12 @@ class LoadBalancer:
             server.op = OpState.STARTING if slowstart > 0 else OpState.RUNNING
             server.eweight = server.uweight
             server.last_change = now
-            be.server_up(server, desc, info, duration, code)
+            be.server_up(server, desc, info, duration, code, from_cli=from_cli)
         else:
             server.op = OpState.STOPPED
             server.check_downs += 1
             server.last_change = now
-            be.server_down(server, desc, info, duration, code)
+            be.server_down(server, desc, info, duration, code, from_cli=from_cli)
 
     # -- listening ---------------------------------------------------------
 
@@ -270,7 +271,11 @@ class AppControl(DirectControl):
         self.lb._health_changed()
 
     def set_admin_state(self, server: ServerRuntime, state: AdminState) -> None:
+        old = server.admin
         super().set_admin_state(server, state)
+        be = self._backend(server)
+        if be is not None:
+            be.admin_changed(server, old)
         self._sync_balancer(server)
         if state is AdminState.READY and self.lb.checker is not None:
             self.lb.checker.wake(server)
@@ -280,12 +285,18 @@ class AppControl(DirectControl):
         self._sync_balancer(server)
 
     def set_health(self, server: ServerRuntime, op: OpState) -> None:
-        if self.lb.checker is not None and op in (OpState.RUNNING, OpState.STOPPED):
-            # The checker keeps its own counter and reports a change through
-            # on_transition (balancer, log line), as a check result would.
-            self.lb.checker.set_health(server, op is OpState.RUNNING)
-        if server.op is not op:
-            super().set_health(server, op)
+        if op in (OpState.RUNNING, OpState.STOPPED):
+            up = op is OpState.RUNNING
+            checker = self.lb.checker
+            if checker is not None and checker.health_of(server) is not None:
+                # The checker keeps its own counter and reports a change through
+                # on_transition (balancer, "changed from CLI" line).
+                checker.set_health(server, up)
+            elif (server.op is not OpState.STOPPED) != up:
+                self.lb.on_transition(server, up, None)
+        if server.op is not op and not (op is OpState.RUNNING
+                                        and server.op is OpState.STARTING):
+            super().set_health(server, op)  # NOLB, or a state the lines above did not set
             self._sync_balancer(server)
 
     def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:

@@ -450,43 +450,106 @@ class Backend:
 
     # -- health transitions --------------------------------------------------
 
-    def server_down(self, rt: ServerRuntime, desc: str, info: str = "",
-                    duration_ms: int | None = None, code: int | None = None) -> str:
-        """A check (or an operator) took `rt` down; returns the line it logged."""
-        slot = self.slots[rt.name]
-        self.balancer.set_down(rt.name)
-        if slot.ramp is not None:
-            slot.ramp.cancel()
-            slot.ramp = None
-        requeued = 0
-        # Waiters for this server go back to the backend queue (haproxy's
-        # pendconn_redistribute), keeping their place in arrival order.
+    def counts(self) -> tuple[int, int]:
+        """(active, backup) servers that can take traffic, as haproxy's srv_act /
+        srv_bck count them for the state-change lines (DRAIN and MAINT excluded)."""
+        act = bck = 0
+        for slot in self.slots.values():
+            rt = slot.rt
+            if rt.admin is AdminState.READY and rt.op is not OpState.STOPPED:
+                if rt.backup:
+                    bck += 1
+                else:
+                    act += 1
+        return act, bck
+
+    def _requeue(self, slot: Slot) -> int:
+        """Waiters for `slot` go back to the backend queue (haproxy's
+        pendconn_redistribute), keeping their place in arrival order."""
         moved = [p for p in slot.queue if not p.done]
         for p in moved:
             self.dequeue(p)
             p.done = False
             p.server = None
             self.queue_len += 1
-            requeued += 1
         slot.queue.clear()
         if moved:
             merged = sorted(itertools.chain(moved, (p for p in self.queue if not p.done)),
                             key=lambda p: p.seq)
             self.queue = deque(merged)
             self.rt.queue_cur = self.queue_len
-        msg = server_down_message(self.name, rt.name, rt.backup, desc, info, duration_ms, code,
-                                  self.rt.active_up, self.rt.backup_up, len(slot.sessions),
-                                  requeued, slot.queue_len)
-        self.log.send(LOG_ALERT, msg)
+        return len(moved)
+
+    def _emit(self, level: int, msg: str) -> str:
+        self.log.send(level, msg)
         _log.warning("%s", msg)
+        return msg
+
+    def server_down(self, rt: ServerRuntime, desc: str, info: str = "",
+                    duration_ms: int | None = None, code: int | None = None,
+                    from_cli: bool = False) -> str:
+        """A check (or an operator) took `rt` down; returns the line it logged."""
+        slot = self.slots[rt.name]
+        self.balancer.set_down(rt.name)
+        if slot.ramp is not None:
+            slot.ramp.cancel()
+            slot.ramp = None
+        requeued = self._requeue(slot)
+        act, bck = self.counts()
+        if from_cli:
+            who = "Backup Server" if rt.backup else "Server"
+            msg = (f"{who} {self.name}/{rt.name} is DOWN, changed from CLI. {act} active and "
+                   f"{bck} backup servers left.{' Running on backup.' if not act and bck else ''}"
+                   f" {len(slot.sessions)} sessions active, {requeued} requeued, "
+                   f"{slot.queue_len} remaining in queue.")
+        else:
+            msg = server_down_message(self.name, rt.name, rt.backup, desc, info, duration_ms,
+                                      code, act, bck, len(slot.sessions), requeued,
+                                      slot.queue_len)
+        self._emit(LOG_ALERT, msg)
         if rt.config.options.on_marked_down == "shutdown-sessions":
             for sess in list(slot.sessions):
                 sess.kill("D")
         self._after_change()
         return msg
 
+    def admin_changed(self, rt: ServerRuntime, old: AdminState) -> str | None:
+        """An operator moved `rt` from `old` to rt.admin (runtime API or stats page);
+        updates the balancer and logs haproxy's line, which is returned."""
+        slot = self.slots[rt.name]
+        new = rt.admin
+        if new is old:
+            return None
+        who = "Backup Server" if rt.backup else "Server"
+        name = f"{who} {self.name}/{rt.name}"
+        if new is AdminState.READY:
+            if rt.op is not OpState.STOPPED:
+                self.balancer.set_up(rt.name)
+            leaving = "maintenance" if old is AdminState.MAINT else "drain"
+            state = "UP/READY" if old is AdminState.MAINT else "UP"
+            msg = self._emit(LOG_NOTICE, f"{name} is {state} (leaving forced {leaving}).")
+            self.serve_all()
+        else:
+            self.balancer.set_down(rt.name)
+            requeued = self._requeue(slot)
+            act, bck = self.counts()
+            backup_note = " Running on backup." if not act and bck else ""
+            if new is AdminState.MAINT:
+                msg = self._emit(LOG_ALERT, (
+                    f"{name} is going DOWN for maintenance. {act} active and {bck} backup "
+                    f"servers left.{backup_note} {len(slot.sessions)} sessions active, "
+                    f"{requeued} requeued, {slot.queue_len} remaining in queue."))
+            else:
+                msg = self._emit(LOG_NOTICE, (
+                    f"{name} enters drain state. {act} active and {bck} backup servers "
+                    f"online.{backup_note} {requeued} sessions requeued, {self.queue_len} "
+                    f"total in queue."))
+        self._after_change()
+        return msg
+
     def server_up(self, rt: ServerRuntime, desc: str, info: str = "",
-                  duration_ms: int | None = None, code: int | None = None) -> str:
+                  duration_ms: int | None = None, code: int | None = None,
+                  from_cli: bool = False) -> str:
         slot = self.slots[rt.name]
         if rt.admin is AdminState.READY:
             self.balancer.set_up(rt.name)
@@ -495,10 +558,16 @@ class Backend:
             self._ramp(slot, time.monotonic(), slowstart)
         else:
             self.balancer.update_weight(rt.name, rt.uweight * BE_WEIGHT_SCALE)
-        msg = server_up_message(self.name, rt.name, rt.backup, desc, info, duration_ms, code,
-                                self.rt.active_up, self.rt.backup_up, 0, self.queue_len)
-        self.log.send(LOG_NOTICE, msg)
-        _log.warning("%s", msg)
+        act, bck = self.counts()
+        if from_cli:
+            who = "Backup Server" if rt.backup else "Server"
+            msg = (f"{who} {self.name}/{rt.name} is UP, changed from CLI. {act} active and "
+                   f"{bck} backup servers online. 0 sessions requeued, {self.queue_len} total "
+                   f"in queue.")
+        else:
+            msg = server_up_message(self.name, rt.name, rt.backup, desc, info, duration_ms,
+                                    code, act, bck, 0, self.queue_len)
+        self._emit(LOG_NOTICE, msg)
         if not rt.backup and rt.config.options.on_marked_up == "shutdown-backup-sessions":
             for other in self.slots.values():
                 if other.rt.backup:

@@ -31,6 +31,7 @@ from keeplb.proc.title import set_title
 log = logging.getLogger("keeplb.run")
 
 RESTART_DELAY_S = 1.0
+VRRP_STATUS_ENV = "KEEPLB_VRRP_STATUS_FILE"
 STOP_TIMEOUT_S = 10.0
 
 
@@ -125,7 +126,11 @@ class Supervisor:
             for p in self.haproxy_paths:
                 argv += ["-f", p]
             child.argv = argv
-            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(wfd,))
+            env = dict(os.environ)
+            # The balancer's /metrics adds keeplb_vrrp_* from the VRRP child's status file.
+            env.setdefault(VRRP_STATUS_ENV, os.path.join(
+                os.environ.get("KEEPLB_VRRP_STATE_DIR") or "/tmp", "keeplb-vrrp.json"))
+            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(wfd,), env=env)
             os.close(wfd)
             self.lb = child
             reader = asyncio.StreamReader()

@@ -296,6 +296,7 @@ class Instance:
             self.stop_garp()
         self.transitions.append({"time": time.time(), "from": old.value, "to": new.value})
         del self.transitions[:-TRANSITIONS_KEPT]
+        self.daemon.publish_status()
 
     # ------------------------------------------------------------ packets
 
@@ -453,6 +454,8 @@ class Instance:
                 self.feed(ev)
             else:
                 self.machine.handle(ev, asyncio.get_running_loop().time())
+        if events:
+            self.daemon.publish_status()
 
     def on_link(self, ifname: str, up: bool) -> None:
         if ifname == self.ifname and not self.cfg.dont_track_primary:
@@ -910,6 +913,18 @@ class VrrpDaemon:
             },
         }
 
+    def publish_status(self) -> None:
+        """keeplb-vrrp.json, rewritten at every state or priority change, so that
+        `keeplb vrrp status` and the balancer's /metrics read the current state
+        without a signal. A failure to write is logged once and never stops VRRP."""
+        try:
+            _write_atomic(os.path.join(state_dir(), "keeplb-vrrp.json"),
+                          json.dumps(self.status(), indent=1) + "\n")
+        except OSError as e:
+            if not getattr(self, "_publish_failed", False):
+                log.warning("cannot write the status file: %s", e)
+                self._publish_failed = True
+
     def write_data(self, directory: str | None = None) -> None:
         """SIGUSR1: keepalived.data (keepalived's layout) and keeplb-vrrp.json."""
         d = directory or state_dir()
@@ -1194,6 +1209,9 @@ def main(
     could not start.
     """
     setup_logging(console=log_console)
+    from keeplb.proc.title import set_title
+
+    set_title("vrrp")
     cfg, errors, _ = parse_config(config_path, defines=defines)
     for line in errors:
         log.error("%s", line)
@@ -1270,3 +1288,4 @@ def print_status(status_file: str) -> int:
     for r in rows:
         sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
     return 0
+

@@ -935,7 +935,7 @@ async def stats_cmd(path: str, line: str) -> str:
     return out.decode()
 
 
-def test_runtime_api_drives_the_relay(tmp_path: Any) -> None:
+def test_runtime_api_drives_the_relay(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
     from keeplb.config.model import StatsSocket
 
     async def body() -> None:
@@ -961,9 +961,24 @@ def test_runtime_api_drives_the_relay(tmp_path: Any) -> None:
                 csv = await stats_cmd(path, "show stat")
                 row = next(x for x in csv.splitlines() if x.startswith("be,BACKEND,"))
                 assert int(row.split(",")[7]) >= 9  # stot: every session went through be
+                await stats_cmd(path, "set server be/s2 state drain")
+                await stats_cmd(path, "set server be/s2 state ready")
+                await stats_cmd(path, "set server be/s2 health down")
+                assert {await ask_name(port) for _ in range(3)} == {"s1"}
         finally:
             await stop_all(bs)
+    caplog.set_level("INFO", logger="keeplb.lb")
     run(body)
+    # haproxy 2.6's lines for the same commands (checked against it on loopback)
+    for line in ("Server be/s1 is going DOWN for maintenance. 1 active and 0 backup servers "
+                 "left. 0 sessions active, 0 requeued, 0 remaining in queue.",
+                 "Server be/s1 is UP/READY (leaving forced maintenance).",
+                 "Server be/s2 enters drain state. 1 active and 0 backup servers online. "
+                 "0 sessions requeued, 0 total in queue.",
+                 "Server be/s2 is UP (leaving forced drain).",
+                 "Server be/s2 is DOWN, changed from CLI. 1 active and 0 backup servers left. "
+                 "0 sessions active, 0 requeued, 0 remaining in queue."):
+        assert line in caplog.text
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
