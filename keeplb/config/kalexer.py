@@ -144,12 +144,14 @@ class _Reader:
         if not body:
             return
         if body.startswith("@"):
-            head, _, rest = body.partition(" ")
+            parts = body.split(None, 1)
+            head = parts[0]
             negate = head.startswith("@^")
             ident = head[2:] if negate else head[1:]
             if (ident in self.defines) == negate:
                 return
-            col0 = col0 + len(head) + 1 + (len(rest) - len(rest.lstrip()))
+            rest = parts[1] if len(parts) > 1 else ""
+            col0 += len(body) - len(rest)
             body = rest.strip()
             if not body:
                 return

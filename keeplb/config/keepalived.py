@@ -212,10 +212,30 @@ def _entries(ctx: _Ctx, node: Node) -> list[Node]:
 
 
 def _flag(node: Node) -> bool:
-    """keepalived's boolean keywords: bare means true; an argument may say otherwise."""
+    """keepalived's flag keywords: bare means true; an argument may say otherwise."""
     if len(node.words) < 2:
         return True
     return node.words[1].lower() not in ("false", "no", "off", "0")
+
+
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off")
+
+
+def _strict_bool(ctx: _Ctx, node: Node) -> bool | None:
+    """keepalived's get_true_false keywords: bare, or exactly true/yes/on/false/no/off."""
+    if len(node.words) < 2:
+        return True
+    word = node.words[1]
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    ctx.error(
+        node.word_span(1),
+        f"invalid value '{word}' for {node.keyword}; use {'/'.join(_TRUE + _FALSE)}",
+    )
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -254,6 +274,78 @@ def _bool(ctx: _Ctx, node: Node) -> bool:
     return _flag(node)
 
 
+def _umask_ok(text: str) -> bool:
+    """A number (octal with a leading 0, hex with 0x) or S_I* bits joined by '|'."""
+    try:
+        return int(text, 0) >= 0
+    except ValueError:
+        return all(part.strip().startswith(("IR", "IW", "IX")) for part in text.split("|"))
+
+
+def _check_value(spec: str) -> Handler:
+    """Checks the value of a keyword keeplb does not use the way keepalived -t does.
+
+    spec: 'bool' (true/false...), 'str' (any word, required), 'uint' / 'uint1'
+    (unsigned, >= 0 / >= 1), 'int', 'range:LO:HI', 'deprecated:NEW', 'optuint'
+    (an optional unsigned).
+    """
+
+    def handler(ctx: _Ctx, node: Node, obj: Any) -> None:
+        kind, _, arg = spec.partition(":")
+        if kind == "bool":
+            _strict_bool(ctx, node)
+        elif kind == "str":
+            ctx.arg(node)
+        elif kind == "uint":
+            ctx.integer(node, 0, _UINT_MAX)
+        elif kind == "uint1":
+            ctx.integer(node, 1, _UINT_MAX)
+        elif kind == "optuint":
+            if len(node.words) > 1:
+                ctx.integer(node, 0, _UINT_MAX)
+        elif kind == "int":
+            ctx.integer(node, -(2**31), 2**31 - 1)
+        elif kind == "range":
+            lo, hi = (int(x) for x in arg.split(":"))
+            ctx.integer(node, lo, hi)
+        elif kind == "script":
+            ctx.script_path(node)
+        elif kind == "umask":
+            text = ctx.arg(node)
+            if text is not None and not _umask_ok(text):
+                ctx.error(node.word_span(1), f"unknown umask bit '{text}'")
+        elif kind == "rxbufs":
+            text = ctx.arg(node)
+            if text is not None and text.upper() not in ("MTU", "ADVERT", "SIZE"):
+                ctx.integer(node, 0, _UINT_MAX)
+        elif kind == "lvs_timeouts":
+            words = node.args
+            if (
+                not words
+                or len(words) % 2
+                or any(
+                    k not in ("tcp", "tcpfin", "udp") or not v.isdigit()
+                    for k, v in zip(words[::2], words[1::2], strict=True)
+                )
+            ):
+                ctx.error(node.span, "lvs_timeouts needs 'tcp N', 'tcpfin N' or 'udp N'")
+        elif kind == "unicast":
+            lo, hi = (int(x) for x in arg.split(":"))
+            ctx.integer(node, lo, hi)
+            inst_spans(ctx, obj).setdefault("unicast_keyword", node.span)
+        elif kind == "deprecated":
+            ctx.error(
+                node.word_span(0),
+                f"keyword '{node.keyword}' is deprecated"
+                + (f"; use '{arg}'" if arg else "")
+                + " (keepalived -t fails on it)",
+            )
+        if isinstance(obj, GlobalDefs):
+            obj.other[node.keyword] = tuple(node.args)
+
+    return handler
+
+
 def _uint(lo: int, hi: int) -> Callable[[_Ctx, Node], int | None]:
     return lambda ctx, node: ctx.integer(node, lo, hi)
 
@@ -270,10 +362,6 @@ def _secs(lo: int, hi: int) -> Callable[[_Ctx, Node], float | None]:
         return None if value is None else float(value)
 
     return reader
-
-
-def _script(ctx: _Ctx, node: Node) -> str | None:
-    return ctx.script_path(node)
 
 
 def _notify(attr: str) -> Handler:
@@ -357,6 +445,20 @@ def _g_smtp_server(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
         ctx.integer(node, 1, 65535, index=2)
 
 
+def _g_dynamic_interfaces(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    if len(node.words) > 1 and node.words[1] != "allow_if_changes":
+        ctx.error(node.word_span(1), f"unknown dynamic_interfaces option '{node.words[1]}'")
+        return
+    g.dynamic_interfaces = True
+
+
+def _g_max_auto_priority(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    # Bare: the highest real-time priority (keepalived's default of 99 for it).
+    value = ctx.integer(node, -1, 99) if len(node.words) > 1 else 99
+    if value is not None:
+        g.max_auto_priority = value
+
+
 def _g_version(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     value = ctx.integer(node, 2, 3)
     if value is not None:
@@ -438,8 +540,8 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_garp_lower_prio_repeat": Keyword(
         _set("vrrp_garp_lower_prio_repeat", _uint(0, _UINT_MAX))
     ),
-    "vrrp_lower_prio_no_advert": Keyword(_set("vrrp_lower_prio_no_advert", _bool)),
-    "vrrp_higher_prio_send_advert": Keyword(_set("vrrp_higher_prio_send_advert", _bool)),
+    "vrrp_lower_prio_no_advert": Keyword(_set("vrrp_lower_prio_no_advert", _strict_bool)),
+    "vrrp_higher_prio_send_advert": Keyword(_set("vrrp_higher_prio_send_advert", _strict_bool)),
     "vrrp_startup_delay": Keyword(_set("vrrp_startup_delay", _float(0.001, 4294.967295))),
     "vrrp_mcast_group4": Keyword(_g_mcast("vrrp_mcast_group4", 4)),
     "vrrp_mcast_group6": Keyword(_g_mcast("vrrp_mcast_group6", 6)),
@@ -448,8 +550,8 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_notify_fifo": Keyword(_set("vrrp_notify_fifo", _str)),
     "enable_script_security": Keyword(_g_script_security),
     "script_user": Keyword(_g_script_user),
-    "dynamic_interfaces": Keyword(_set("dynamic_interfaces", _bool)),
-    "max_auto_priority": Keyword(_set("max_auto_priority", _uint(-1, 99))),
+    "dynamic_interfaces": Keyword(_g_dynamic_interfaces),
+    "max_auto_priority": Keyword(_g_max_auto_priority),
 }
 # Valid keepalived 2.2.7 global_defs keywords keeplb has no use for (probed
 # against the real binary). LVS, SNMP, D-Bus, nftables/iptables and
@@ -474,14 +576,60 @@ reload_time_file rs_init_notifies shutdown_script shutdown_script_timeout
 smtp_alert smtp_alert_checker smtp_alert_vrrp snmp_socket startup_script
 startup_script_timeout tmp_config_directory umask vmac_addr_prefix vmac_prefix
 vrrp_cpu_affinity vrrp_down_timer_adverts vrrp_garp_extra_if vrrp_iptables
-vrrp_ipsets vrrp_min_garp vrrp_netlink_cmd_rcv_bufs vrrp_netlink_cmd_rcv_bufs_force
+vrrp_min_garp vrrp_netlink_cmd_rcv_bufs vrrp_netlink_cmd_rcv_bufs_force
 vrrp_netlink_monitor_rcv_bufs vrrp_netlink_monitor_rcv_bufs_force
 vrrp_notify_fifo_script vrrp_notify_priority_changes vrrp_priority
 vrrp_process_name vrrp_rlimit_rtime vrrp_rlimit_rttime vrrp_rt_priority
 vrrp_rx_bufs_multiplier vrrp_rx_bufs_policy vrrp_vmac_garp_intvl process_name
 """.split()
+# How keepalived 2.2.7 checks the values of some of them (probed with -t).
+_GLOBAL_VALUE_SPECS = {
+    **dict.fromkeys(
+        "checker_log_all_failures data_use_instance lvs_netlink_cmd_rcv_bufs_force "
+        "lvs_netlink_monitor_rcv_bufs_force no_checker_emails process_monitor_rcv_bufs_force "
+        "rs_init_notifies smtp_alert smtp_alert_checker smtp_alert_vrrp vrrp_min_garp "
+        "vrrp_netlink_cmd_rcv_bufs_force vrrp_netlink_monitor_rcv_bufs_force "
+        "vrrp_notify_priority_changes".split(),
+        "bool",
+    ),
+    **dict.fromkeys(
+        "bfd_process_name checker_process_name config_save_dir dbus_service_name "
+        "default_interface lvs_notify_fifo lvs_notify_fifo_script lvs_process_name "
+        "lvs_sync_daemon notify_fifo reload_time_file "
+        "snmp_socket tmp_config_directory "
+        "vmac_addr_prefix vmac_prefix vrrp_process_name process_name".split(),
+        "str",
+    ),
+    **dict.fromkeys(
+        "lvs_netlink_cmd_rcv_bufs lvs_netlink_monitor_rcv_bufs process_monitor_rcv_bufs "
+        "vrrp_netlink_cmd_rcv_bufs vrrp_netlink_monitor_rcv_bufs bfd_cpu_affinity "
+        "checker_cpu_affinity vrrp_cpu_affinity random_seed".split(),
+        "uint",
+    ),
+    **dict.fromkeys(
+        "bfd_rlimit_rtime bfd_rlimit_rttime checker_rlimit_rtime checker_rlimit_rttime "
+        "vrrp_rlimit_rtime vrrp_rlimit_rttime min_auto_priority_delay shutdown_script_timeout "
+        "startup_script_timeout vrrp_rx_bufs_multiplier nftables_ipvs_start_fwmark".split(),
+        "uint1",
+    ),
+    **dict.fromkeys(
+        "notify_fifo_script vrrp_notify_fifo_script startup_script shutdown_script".split(),
+        "script",
+    ),
+    "vrrp_garp_extra_if": "range:1:86400",
+    "lvs_timeouts": "lvs_timeouts",
+    "umask": "umask",
+    "vrrp_rx_bufs_policy": "rxbufs",
+    **dict.fromkeys("bfd_priority checker_priority vrrp_priority".split(), "range:-20:19"),
+    **dict.fromkeys("bfd_rt_priority checker_rt_priority vrrp_rt_priority".split(), "range:1:99"),
+    **dict.fromkeys("nftables_priority nftables_ipvs_priority".split(), "int"),
+    "vrrp_down_timer_adverts": "range:1:100",
+    "vrrp_vmac_garp_intvl": "deprecated:vrrp_garp_extra_if",
+    "vrrp_iptables": "deprecated:nftables",
+}
 for _kw in _GLOBAL_UNSUPPORTED:
-    GLOBAL_DEFS.setdefault(_kw, Keyword(_g_other, UNSUPPORTED))
+    _spec = _GLOBAL_VALUE_SPECS.get(_kw)
+    GLOBAL_DEFS.setdefault(_kw, Keyword(_check_value(_spec) if _spec else _g_other, UNSUPPORTED))
 
 
 # --- vrrp_script ------------------------------------------------------------
@@ -512,9 +660,28 @@ def _s_user(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
     s.user = user
     if len(node.words) > 2:
         s.group = node.words[2]
+    if ctx.host_checks and not _user_group_exist(user, s.group):
+        ctx.error(
+            node.span,
+            f"vrrp_script {s.name}: cannot run as '{' '.join(node.args)}' (no such user or group)",
+        )
+
+
+def _user_group_exist(user: str, group: str | None) -> bool:
+    try:
+        pwd.getpwnam(user)
+        if group is not None:
+            grp.getgrnam(group)
+    except KeyError:
+        return False
+    return True
 
 
 def _s_script(ctx: _Ctx, node: Node, s: VrrpScript) -> None:
+    if len(node.words) < 2:
+        # keepalived ignores a bare `script` line without failing -t.
+        ctx.warning(node.span, f"vrrp_script {s.name}: 'script' without a command is ignored")
+        return
     command = ctx.arg(node)
     if command is not None:
         s.script = command
@@ -894,9 +1061,9 @@ def _is_network(text: str) -> bool:
 
 
 def _i_native_ipv6(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
-    inst.native_ipv6 = _flag(node)
-    if inst.native_ipv6:
-        ctx.imply_family(inst, 6)
+    # keepalived ignores any argument: `native_ipv6 0` still means IPv6.
+    inst.native_ipv6 = True
+    ctx.imply_family(inst, 6)
 
 
 def _i_unicast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
@@ -997,7 +1164,41 @@ def _i_accept(value: bool) -> Handler:
 
 
 def _i_debug(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
-    inst.debug = ctx.integer(node, 0, 4) if len(node.words) > 1 else 0
+    inst.debug = ctx.integer(node, 0, 4)
+
+
+def _i_mcast_dst(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    text = ctx.arg(node)
+    if text is not None:
+        ctx.address(text, node.word_span(1), "mcast_dst_ip")
+
+
+def _i_extra_notify(required: bool) -> Handler:
+    """notify_deleted / notify_master_rx_lower_pri: scripts keeplb never runs."""
+
+    def handler(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+        if required or len(node.words) > 1:
+            ctx.script_path(node)
+
+    return handler
+
+
+def _i_unicast_flag(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    # Counts as a unicast keyword: keepalived wants unicast peers with it.
+    inst_spans(ctx, inst).setdefault("unicast_keyword", node.span)
+
+
+def _i_vmac_option(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    inst_spans(ctx, inst)["vmac_option"] = node.span
+
+
+def _i_vrf(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    if ctx.arg(node) is not None:
+        inst_spans(ctx, inst)["vrf"] = node.span
+
+
+def _i_use_ipvlan(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
+    inst_spans(ctx, inst)["use_ipvlan"] = node.span
 
 
 VRRP_INSTANCE: dict[str, Keyword] = {
@@ -1033,8 +1234,8 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "dont_track_primary": Keyword(_set("dont_track_primary", _bool)),
     "accept": Keyword(_i_accept(True)),
     "no_accept": Keyword(_i_accept(False)),
-    "strict_mode": Keyword(_set("strict_mode", _bool)),
-    "smtp_alert": Keyword(_set("smtp_alert", _bool), UNSUPPORTED, note=_NO_SMTP),
+    "strict_mode": Keyword(_set("strict_mode", _strict_bool)),
+    "smtp_alert": Keyword(_set("smtp_alert", _strict_bool), UNSUPPORTED, note=_NO_SMTP),
     "native_ipv6": Keyword(_i_native_ipv6),
     "use_vmac": Keyword(
         _i_use_vmac, UNSUPPORTED, note="the instance uses the interface's own MAC address"
@@ -1050,10 +1251,38 @@ use_ipvlan use_vmac_addr virtual_rules vmac_xmit_base vrf check_unicast_src
 skip_check_adv_addr track_process down_timer_adverts garp_extra_if
 notify_priority_changes vmac_garp_intvl
 """.split()
+_INSTANCE_VALUE_SPECS = {
+    **dict.fromkeys(
+        "higher_prio_send_advert lower_prio_no_advert skip_check_adv_addr "
+        "notify_priority_changes".split(),
+        "bool",
+    ),
+    "garp_lower_prio_delay": "uint",
+    "garp_lower_prio_repeat": "uint",
+    "kernel_rx_buf_size": "uint",
+    "unicast_ttl": "unicast:1:255",
+    "down_timer_adverts": "range:1:100",
+    "garp_extra_if": "uint",
+    "lvs_sync_daemon_interface": "deprecated:lvs_sync_daemon in global_defs",
+    "vmac_garp_intvl": "deprecated:garp_extra_if",
+    "linkbeat_use_polling": "deprecated:linkbeat_use_polling at the top level",
+}
 for _kw in _INSTANCE_UNSUPPORTED:
+    _spec = _INSTANCE_VALUE_SPECS.get(_kw)
     VRRP_INSTANCE.setdefault(
-        _kw, _unsupported(block=_kw in ("virtual_rules", "track_bfd", "track_process"))
+        _kw,
+        Keyword(_check_value(_spec), UNSUPPORTED)
+        if _spec
+        else _unsupported(block=_kw in ("virtual_rules", "track_bfd", "track_process")),
     )
+VRRP_INSTANCE["mcast_dst_ip"] = Keyword(_i_mcast_dst, UNSUPPORTED)
+VRRP_INSTANCE["notify_deleted"] = Keyword(_i_extra_notify(False), UNSUPPORTED)
+VRRP_INSTANCE["notify_master_rx_lower_pri"] = Keyword(_i_extra_notify(True), UNSUPPORTED)
+for _kw in ("check_unicast_src", "old_unicast_checksum"):
+    VRRP_INSTANCE[_kw] = Keyword(_i_unicast_flag, UNSUPPORTED)
+VRRP_INSTANCE["vmac_xmit_base"] = Keyword(_i_vmac_option, UNSUPPORTED)
+VRRP_INSTANCE["vrf"] = Keyword(_i_vrf, UNSUPPORTED)
+VRRP_INSTANCE["use_ipvlan"] = Keyword(_i_use_ipvlan, UNSUPPORTED)
 
 
 # --- vrrp_sync_group -------------------------------------------------------------
@@ -1076,12 +1305,15 @@ SYNC_GROUP: dict[str, Keyword] = {
     "track_script": Keyword(_track_refs("track_scripts", "vrrp_script"), block=True),
     "track_interface": Keyword(_track_refs("track_interfaces", "interface"), block=True),
     "track_file": Keyword(_track_refs("track_files", "track_file"), block=True),
-    "smtp_alert": Keyword(_set("smtp_alert", _bool), UNSUPPORTED, note=_NO_SMTP),
-    "global_tracking": _unsupported("deprecated in keepalived"),
+    "smtp_alert": Keyword(_set("smtp_alert", _strict_bool), UNSUPPORTED, note=_NO_SMTP),
+    "global_tracking": Keyword(
+        _check_value("deprecated:track_interface/track_script/track_file on the sync group"),
+        UNSUPPORTED,
+    ),
     "sync_group_tracking_weight": _unsupported(),
     "track_bfd": _unsupported(block=True),
     "track_process": _unsupported(block=True),
-    "notify_priority_changes": _unsupported(),
+    "notify_priority_changes": Keyword(_check_value("bool"), UNSUPPORTED),
 }
 
 
@@ -1178,8 +1410,12 @@ def _apply(ctx: _Ctx, node: Node, block: str, table: Mapping[str, Keyword], obj:
             _unknown(ctx, child, block, list(table))
             continue
         if kw.block and child.children is None:
-            ctx.error(child.span, f"'{child.keyword}' needs a {{ }} block")
-            continue
+            if child is node.children[-1] and not child.args:
+                # keepalived reads the enclosing '}' as the end of an empty block.
+                child.children = []
+            else:
+                ctx.error(child.span, f"'{child.keyword}' needs a {{ }} block")
+                continue
         if kw.block and child.args and child.keyword != "track_lb":
             ctx.error(
                 child.word_span(1),
@@ -1513,9 +1749,21 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
             continue
         peers.append(peer)
     inst.unicast_peers = peers
-    if not peers and ("unicast_peer" in spans or "unicast_src_ip" in spans):
+    if "vmac_option" in spans and not inst.use_vmac:
+        ctx.error(spans["vmac_option"], f"({inst.name}) vmac_xmit_base is only valid with use_vmac")
+    if "vrf" in spans and inst.interface is not None:
+        ctx.error(spans["vrf"], f"({inst.name}) vrf and interface cannot both be given")
+    if "use_ipvlan" in spans and inst.unicast_src_ip is None and inst.mcast_src_ip is None:
         ctx.error(
-            spans.get("unicast_peer", spans.get("unicast_src_ip", where)),
+            spans["use_ipvlan"],
+            f"({inst.name}) use_ipvlan needs a source address (unicast_src_ip or mcast_src_ip)",
+        )
+    if inst.native_ipv6 and family == 4:
+        ctx.error(where, f"({inst.name}) native_ipv6 cannot be used with IPv4 addresses")
+    unicast_kw = ("unicast_peer", "unicast_src_ip", "unicast_keyword")
+    if not peers and any(k in spans for k in unicast_kw):
+        ctx.error(
+            next(spans[k] for k in unicast_kw if k in spans),
             f"({inst.name}) a unicast keyword is given without any unicast peer; multicast is used",
         )
     return keep

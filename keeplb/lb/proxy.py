@@ -6,7 +6,9 @@ no Python code runs per byte, and backpressure is the transports' own
 pause_writing/resume_writing turned into pause_reading/resume_reading of
 the peer, so a slow side never makes keeplb buffer without bound.
 
-One session = one short task (route, pick or queue, connect with retries)
+Accepting is uvloop's, in C, on a dup() of each listening socket; maxconn
+closes the dup so that further connections wait in the kernel backlog. One
+session = one short task (route, pick or queue, connect with retries)
 followed by callbacks only. Idle timeouts use one timer per session that is
 re-armed lazily when it fires, instead of one timer per read.
 
@@ -17,11 +19,14 @@ termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import itertools
 import logging
 import re
 import socket
+import sys
+import termios
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,9 +67,9 @@ WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 # Client bytes kept while no server is connected yet (queue, connect, retries).
 PRECONNECT_BUFFER = 64 * 1024
-# haproxy's tune.maxaccept: accept at most this many per wake-up per listener.
-MAXACCEPT = 64
-DEFAULT_TIMEOUT_CONNECT_MS = 5000  # what `keeplb check` warns about, as haproxy does
+# Without `timeout connect` haproxy waits as long as the kernel does (minutes);
+# keeplb bounds it so that a black-holed server costs seconds, not minutes.
+DEFAULT_TIMEOUT_CONNECT_MS = 5000
 ACCEPT_ERROR_PAUSE_S = 0.1
 
 
@@ -740,6 +745,7 @@ class Frontend:
         self.routes: list[Route] = []
         self.default: Backend | None = None
         self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
+        self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
         t = self.cfg.timeouts
         self.timeout_client = t.get("client")
@@ -926,6 +932,23 @@ class ServerSide(asyncio.Protocol):
             self.peer.resume_reading()
 
 
+def _unsent(tr: asyncio.Transport | None) -> int:
+    """Bytes written to `tr` that the peer has not taken yet: the transport's
+    buffer plus the kernel's send queue (SIOCOUTQ), so that a slow reader
+    draining a large socket buffer counts as activity."""
+    if tr is None:
+        return 0
+    n = tr.get_write_buffer_size()
+    sock = tr.get_extra_info("socket")
+    if sock is not None:
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            n += int.from_bytes(raw, sys.byteorder)
+        except (OSError, ValueError):
+            pass
+    return n
+
+
 class Session:
     """One client connection and, once assigned, its server connection."""
 
@@ -966,6 +989,8 @@ class Session:
         self.t_connect_ms = -1
         self.pending: Pending | None = None
         self.wake: asyncio.Event | None = None
+        # write buffer sizes at the last idle-timer check
+        self.wbuf: tuple[int, int] | None = None
         self.idle_s = 0.0
         self.idle_side = "c"
 
@@ -989,6 +1014,12 @@ class Session:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.src = (str(peer[0]), int(peer[1]))
+        fe = self.fe
+        if fe.connect_log:
+            # haproxy's line at accept time when no log format is set (no tcplog).
+            mode = "HTTP" if fe.cfg.mode is Mode.HTTP else "TCP"
+            fe.log.send(LOG_INFO, f"Connect from {self.src[0]}:{self.src[1]} to "
+                                  f"{self.dst[0]}:{self.dst[1]} ({fe.name}/{mode})")
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:
@@ -1251,6 +1282,15 @@ class Session:
         if limit > 0:
             self.timer = asyncio.get_running_loop().call_at(self.last + limit, self._on_timer)
 
+    def _writes_progressed(self) -> bool:
+        """True when a write buffer shrank since the last look (checked only when
+        the idle timer expires, so the hot path pays nothing)."""
+        sizes = (_unsent(self.client.transport), _unsent(self.server_tr))
+        before, self.wbuf = self.wbuf, sizes
+        if before is None:
+            return any(sizes)  # no baseline yet: one more period to measure
+        return any(0 < b and n < b for n, b in zip(sizes, before, strict=True))
+
     def _rearm_if_shorter(self) -> None:
         """The timer fires at the old deadline and re-arms itself lazily if time
         is left; only a shorter limit (server, tunnel, *-fin) needs a new timer."""
@@ -1267,6 +1307,10 @@ class Session:
         if limit <= 0:
             return
         deadline = self.last + limit
+        if now >= deadline and self._writes_progressed():
+            # A slow reader draining what keeplb holds for it is not idle.
+            self.last = now
+            deadline = now + limit
         if now < deadline:
             self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
             return

@@ -439,9 +439,9 @@ class Instance:
 
     def update_priority(self, *, feed: bool = True) -> None:
         """Recomputes effective priority and tracker fault, and tells the machine."""
+        # The balancer's own fault is FAULT_LB, raised and cleared by on_lb_health;
+        # folding it in here would leave FAULT_TRACK set after the balancer is back.
         prio, fault = effective_priority(self.cfg.priority, self.trackers)
-        if not self.lb_up:
-            fault = True
         events: list[Event] = []
         if prio != self.machine.effective_priority:
             events.append(PriorityChanged(prio))

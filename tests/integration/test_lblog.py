@@ -235,3 +235,67 @@ def test_tcplog_lines_match_real_haproxy(dontlognull: bool) -> None:
     ours = [x for x in ours if "[ACCEPT]" in x]
     assert len(theirs) == (3 if dontlognull else 5), theirs
     assert ours == theirs
+
+
+PLAIN_CFG = """
+global
+    log 127.0.0.1:{log} local0
+defaults
+    mode tcp
+    log global
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+listen fe
+    bind 127.0.0.1:{port}
+    server s1 127.0.0.1:{srv}
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="haproxy is not installed")
+def test_without_tcplog_the_connect_line_matches_haproxy() -> None:
+    def one_connection(port: int) -> None:
+        socket.create_connection((LO, port), timeout=5).close()
+        time.sleep(0.1)
+
+    log = UdpLog()
+    srv, port = free_port(), free_port()
+    path = f"/tmp/klb-lblog-plain-{os.getpid()}.cfg"
+    with open(path, "w") as f:
+        f.write(PLAIN_CFG.format(log=log.port, port=port, srv=srv))
+    proc = subprocess.Popen([HAPROXY, "-f", path, "-db"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                one_connection(port)
+                break
+            except OSError:
+                time.sleep(0.05)
+        theirs = log.lines()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.unlink(path)
+    port2 = free_port()
+    cfg = config(listen("fe", port2, [server("s1", srv)], log_global=True),
+                 logs=[LogTarget(f"127.0.0.1:{log.port}", "local0")])
+    ours: list[str] = []
+
+    async def body() -> None:
+        async with running(cfg):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, one_connection, port2)
+            ours.extend(await loop.run_in_executor(None, log.lines))
+
+    try:
+        run(body)
+    finally:
+        log.close()
+
+    def norm(x: str) -> str:
+        return re.sub(r":\d+", ":P", normalize(x))
+    theirs = [norm(x) for x in theirs if "Connect from" in x][-1:]
+    ours = [norm(x) for x in ours if "Connect from" in x]
+    assert theirs == ours == ["<134>DATE haproxy[PID]: Connect from 127.0.0.1:P to "
+                              "127.0.0.1:P (fe/TCP)\n"]

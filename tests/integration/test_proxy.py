@@ -1036,3 +1036,106 @@ def test_tunnel_timeout_replaces_client_and_server_timeouts() -> None:
         finally:
             await stop_all(bs)
     run(body)
+
+
+@pytest.mark.parametrize(("balance", "on_down"), [
+    ("leastconn", None), ("roundrobin", "shutdown-sessions"), ("source", None)])
+def test_no_leaked_slots_under_load_with_flapping_server(balance: str,
+                                                         on_down: str | None) -> None:
+    """300 short sessions, 40 at a time, through servers with maxconn 2 while one
+    server flaps DOWN/UP: every client gets an answer or a clean close, and at
+    the end every count (sessions, slots, queues, balancer) is back to zero."""
+    async def body() -> None:
+        bs = await backends("s1", "s2", "s3")
+        port = free_port()
+        cfg = config(listen("be", port, [server(b.name, b.port, maxconn=2,
+                                                on_marked_down=on_down) for b in bs],
+                            balance=balance, timeouts={"queue": 5000}))
+        answers: list[str] = []
+        flaps: list[int] = []
+        try:
+            async with running(cfg) as lb:
+                done = asyncio.Event()
+
+                async def flap() -> None:
+                    while not done.is_set():
+                        fail(lb, "be", "s1")
+                        flaps.append(1)
+                        await asyncio.sleep(0.01)
+                        recover(lb, "be", "s1")
+                        await asyncio.sleep(0.01)
+
+                sem = asyncio.Semaphore(40)
+
+                async def client(i: int) -> None:
+                    async with sem:
+                        try:
+                            r, w = await connect(port)
+                        except OSError:
+                            return
+                        try:
+                            line = await asyncio.wait_for(r.readline(), TIMEOUT)
+                            await asyncio.sleep(0.005)  # hold the slot: others queue
+                            w.write(b"x%d\n" % i)
+                            echo = await asyncio.wait_for(r.readline(), TIMEOUT)
+                            if line and echo == b"x%d\n" % i:
+                                answers.append(line.decode().strip())
+                        except (ConnectionError, TimeoutError):
+                            pass
+                        finally:
+                            w.close()
+
+                flapper = asyncio.create_task(flap())
+                await asyncio.gather(*(client(i) for i in range(300)))
+                done.set()
+                await flapper
+                recover(lb, "be", "s1")
+                await settle(lb, 0)
+                be = lb.backends["be"]
+                assert be.queue_len == 0 and be.sessions == 0
+                for slot in be.slots.values():
+                    assert not slot.sessions and slot.queue_len == 0
+                    assert be.balancer.conns(slot.name) == 0  # type: ignore[attr-defined]
+                    assert slot.rt.counters.cur_sess == 0
+                assert lb.runtime.cur_conns == 0
+                assert be.rt.counters.cur_sess == 0
+                # the queues were used: the backend's, or s1's for `source` (one client IP)
+                assert be.rt.queue_max + sum(x.rt.queue_max for x in be.slots.values()) > 0
+        finally:
+            await stop_all(bs)
+        assert len(flaps) >= 5
+        # A few may be cut by the flapping (all of s1's with shutdown-sessions);
+        # none may hang.
+        assert len(answers) >= 150
+    run(body)
+
+
+def test_slow_reader_draining_its_buffer_is_not_idle() -> None:
+    async def body() -> None:
+        total = 4 * 1024 * 1024
+        src = await Backend("src", f"source:{total}").start()
+        port = free_port()
+        cfg = config(listen("be", port, [server("src", src.port)],
+                            timeouts={"client": 300, "server": 300}))
+        loop = asyncio.get_running_loop()
+        try:
+            async with running(cfg):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (LO, port))
+                got = 0
+                end = loop.time() + 20
+                # ~1 MB/s in small reads: slower than keeplb could send, for
+                # longer than the 300 ms timeouts, but never idle.
+                while got < total and loop.time() < end:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, 16384), TIMEOUT)
+                    if not data:
+                        break
+                    got += len(data)
+                    await asyncio.sleep(0.01)
+                sock.close()
+                assert got == total
+        finally:
+            await src.stop()
+    run(body)

@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from bench._lab import haproxy_cfg
 from bench.run_failover import (
     BACKENDS3,
+    PY,
     Proc,
     Testbed,
+    Vrrp,
     balancer_pid,
+    keepalived_conf,
     keeplb_works,
     setup_pair,
     stop_balancer,
@@ -82,3 +86,34 @@ def test_balancer_stop_then_dead_backends_move_the_address(pair: Pair) -> None:
     assert wait_for(lambda: tb.holders() == [master], 10.0), f"holders {tb.holders()}\n{pair.logs()}"
     time.sleep(1.5)
     assert tb.holders() == [master], pair.logs()
+
+
+def test_tracker_change_while_the_balancer_restarts_does_not_stick_in_fault(tmp_path: Path) -> None:
+    """A vrrp_script (weight 2) that starts failing while the balancer is down
+    lowers the priority; once the balancer is back the instance must leave
+    FAULT again.  Alone on the link, it must end up MASTER with the VIP."""
+    need_root()
+    why = keeplb_works("run")
+    if why:
+        pytest.skip(f"`keeplb run` is not usable here: {why}")
+    with Testbed(root=tmp_path, backends={"api1": BACKENDS3["api1"]}) as tb:
+        tb.start_backends()
+        assert tb.wait_listening("api1")
+        d = tb.dir("lb1")
+        flag = d / "service-up"
+        flag.write_text("1\n")
+        cfg = d / "haproxy.cfg"
+        cfg.write_text(haproxy_cfg(d, {"api1": BACKENDS3["api1"]}))
+        conf = d / "keepalived.conf"
+        conf.write_text(keepalived_conf("lb1", Vrrp(2, 1.0), priority=100, state="BACKUP",
+                                        script=f"/usr/bin/test -f {flag}", script_interval=1, weight=2))
+        run = tb.start("lb1", [PY, "-m", "keeplb", "run", "-f", str(cfg), "-k", str(conf)], "keeplb-run.log")
+        assert wait_for(lambda: tb.holders() == ["lb1"], 10.0), run.tail(3000)
+        assert stop_balancer(tb, "lb1", run), run.tail(3000)
+        # The script's next run (interval 1 s) falls inside the restart delay.
+        flag.unlink()
+        assert wait_for(lambda: tb.holders() == [], 2.0), run.tail(3000)
+        assert wait_for(lambda: balancer_pid(tb, "lb1", run) is not None, 5.0), run.tail(3000)
+        assert tb.wait_listening("lb1"), run.tail(3000)
+        # Back to BACKUP, then MASTER after the master-down interval (~3.6 s).
+        assert wait_for(lambda: tb.holders() == ["lb1"], 8.0), run.tail(3000)

@@ -592,7 +592,7 @@ def test_only_scripts_with_an_instance_are_checked(tmp_path: Path) -> None:
         ),
         ("bfd_instance b {\n neighbor_ip 10.77.0.3\n}\n", "bfd_instance"),
         (instance("use_vmac"), "use_vmac"),
-        (instance("unicast_ttl 5"), "unicast_ttl"),
+        (instance("promote_secondaries"), "promote_secondaries"),
         ("global_defs {\n enable_snmp_vrrp\n}\n", "enable_snmp_vrrp"),
     ],
 )
@@ -737,6 +737,15 @@ def test_master_without_priority_is_the_address_owner(tmp_path: Path) -> None:
             "unknown keyword 'neighbour'",
         ),
         ("bfd_instance b {\n neighbor_ip lo\n}\n", "invalid IP address 'lo'"),
+        (instance("strict_mode 1"), "invalid value '1' for strict_mode"),
+        ("global_defs {\n vrrp_iptables\n}\n" + instance(), "'vrrp_iptables' is deprecated"),
+        (instance("native_ipv6"), "native_ipv6 cannot be used with IPv4 addresses"),
+        (instance("vmac_xmit_base"), "only valid with use_vmac"),
+        (instance("vrf red"), "vrf and interface cannot both be given"),
+        (instance("check_unicast_src"), "a unicast keyword is given without any unicast peer"),
+        ("global_defs {\n startup_script /bin/true\n}\n" + instance(), "SECURITY VIOLATION"),
+        ("global_defs {\n vrrp_priority 20\n}\n", "outside range [-20, 19]"),
+        ("global_defs {\n lvs_timeouts tcp\n}\n", "lvs_timeouts needs"),
         (
             "virtual_server 10.77.0.1 80 {\n lb_kind NAT\n lb_algoo rr\n"
             " real_server 10.77.0.2 80 {\n  TCP_CHECK {\n  }\n }\n}\n",
