@@ -1,14 +1,36 @@
-"""Failover gap: a keeplb pair against a keepalived pair, same config, same run.
+"""VRRP failover: keeplb vrrp against keepalived 2.2.7, same config, same run.
 
-In network namespaces (root): two balancer hosts lb1 (priority 150) and lb2
-(100) each run a trivial TCP service on :8080 and a VRRP daemon floating
-10.77.0.100; a client host connects to VIP:8080 every 10 ms. Midway through,
-the master fails, either as a crash (its link goes down, nothing is said) or
-as a clean stop (SIGTERM: priority-0 advertisement). Reported: the longest
-gap between two successful connections, for both implementations, and the
-ratio keeplb / keepalived.
+In network namespaces on a private bridge (10.77.0.0/24): two balancers lb1
+(priority 101, state MASTER) and lb2 (100) sharing VIP 10.77.0.10, one
+backend (a small Python server on :6443), one client that opens a new
+connection to VIP:6443 every 10 ms.  Both balancers forward VIP:6443 with the
+*same haproxy 2.6* in every run, so the only thing that differs between the
+two columns is the VRRP daemon.
 
-    .venv/bin/python bench/failover.py [--version 2|3] [--advert-int 1] [--only keeplb|keepalived]
+Faults, each with VRRPv2 advert_int 1 and VRRPv3 advert_int 0.1:
+
+* ``crash``: lb1's link goes down (cable pull: no priority-0 advertisement);
+* ``stop``:  SIGTERM to the VRRP daemon on lb1 (clean stop: priority 0);
+* ``track``: the tracked service fails: lb1's haproxy is stopped and the
+  file its ``track_script`` tests (``test -f FILE``, weight 2 as in the seed)
+  is removed at the same moment, so the script's result flips via a file.
+
+Printed per case: seconds until lb2 holds the VIP, the longest gap between
+two successful client connections, and keeplb/keepalived ratios.  Unicast
+peers (the seed's unicast_src_ip/unicast_peer) unless ``--multicast``.
+Each case runs < 20 s; the whole bench < 2 min (× ``--repeat``, 1 by
+default); ``--quick`` runs only the ``crash`` case for each version.
+
+"move" for ``stop`` starts at the SIGTERM, so it includes the daemon's own
+shutdown work before its priority-0 advertisement; the client gap does not
+(the old master keeps the address and serves until then).
+
+    .venv/bin/python bench/failover.py [--quick] [--multicast] [--only keeplb|keepalived]
+                                            [--cases crash,stop,track] [--versions 2,3] [--repeat N]
+                                            [--json FILE]
+
+Needs root (namespaces).  When ``keeplb vrrp`` fails, the reason is printed
+in its column and the rest of the table still runs.
 """
 
 from __future__ import annotations
@@ -16,150 +38,212 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import statistics
 import sys
-import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from keeplb.lab.netns import Host, Lab  # noqa: E402
+from _lab import (  # noqa: E402
+    LabError,
+    Testbed,
+    Vrrp,
+    fmt_s,
+    keepalived_conf,
+    keeplb_works,
+    longest_gap,
+    ratio,
+    wait_for,
+)
 
-VIP = "10.77.0.100"
-PORT = 8080
+IMPLS = ("keepalived", "keeplb")
+CASES = ("crash", "stop", "track")
+VERSIONS = {2: Vrrp(2, 1.0), 3: Vrrp(3, 0.1)}
+# keepalived 2.2.7 takes whole seconds only (1..4294) for a vrrp_script interval.
+SCRIPT_INTERVAL_S = 1.0
+MOVE_TIMEOUT_S = 8.0
 
-SERVER = r"""
-import asyncio
-async def handle(r, w):
-    w.close()
-async def main():
-    srv = await asyncio.start_server(handle, "0.0.0.0", @PORT@)
-    async with srv:
-        await srv.serve_forever()
-asyncio.run(main())
-""".replace("@PORT@", str(PORT))
 
-# Bounded: `duration` seconds of attempts at most every `interval` seconds.
-CLIENT = r"""
-import json, socket, sys, time
-vip, port, duration, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-ok = []
-start = time.monotonic()
-end = start + duration
-while time.monotonic() < end:
-    t = time.monotonic()
+@dataclass
+class Result:
+    impl: str
+    case: str
+    vrrp: str
+    vip_move: float | None = None
+    gap: float | None = None
+    recovered: bool = False
+    attempts: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def run_case(impl: str, case: str, vrrp: Vrrp, backend: str = "api1") -> Result:
+    """One failover of ``case`` with ``impl`` as the VRRP daemon on both balancers."""
+    res = Result(impl, case, vrrp.label)
+    t_begin = time.monotonic()
     try:
-        with socket.create_connection((vip, port), timeout=0.05):
-            ok.append(t - start)
-    except OSError:
-        pass
-    time.sleep(max(0.0, interval - (time.monotonic() - t)))
-gaps = [b - a for a, b in zip(ok, ok[1:])]
-print(json.dumps({"ok": len(ok), "max_gap": max(gaps) if gaps else duration,
-                  "first": ok[0] if ok else None}))
-"""
-
-
-def conf(router: str, priority: int, version: int, advert_int: float) -> str:
-    auth = "  authentication {\n    auth_type PASS\n    auth_pass 1111\n  }\n" if version == 2 else ""
-    return (
-        f"global_defs {{\n  router_id {router}\n  vrrp_garp_master_delay 0\n}}\n"
-        "vrrp_instance haproxy-vip {\n  state BACKUP\n  interface eth0\n"
-        f"  virtual_router_id 60\n  priority {priority}\n  advert_int {advert_int:g}\n"
-        f"  version {version}\n{auth}  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
-    )
-
-
-def start_vrrp(kind: str, host: Host, workdir: Path, text: str) -> subprocess.Popen[bytes]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg = workdir / "keepalived.conf"
-    cfg.write_text(text)
-    log = open(workdir / "vrrp.log", "ab")  # noqa: SIM115 - handed to the child
-    if kind == "keepalived":
-        argv = ["/usr/sbin/keepalived", "-n", "-l", "-D", "-f", str(cfg), "--vrrp",
-                "-p", str(workdir / "ka.pid"), "-r", str(workdir / "vrrp.pid")]
-        env = None
-    else:
-        argv = [sys.executable, "-m", "keeplb", "vrrp", "-n", "-l", "-f", str(cfg)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT), KEEPLB_VRRP_STATE_DIR=str(workdir))
-    try:
-        return host.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _run_case(res, vrrp, backend)
     finally:
-        log.close()
+        res.seconds = time.monotonic() - t_begin
+    return res
 
 
-def wait_vip(host: Host, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(a.split("/")[0] == VIP for a in host.addresses()):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def run_one(kind: str, mode: str, version: int, advert_int: float, tmp: Path) -> dict[str, object]:
-    """One pair, one failover; the client's measurements plus who held the VIP after."""
-    with Lab(prefix="klb", subnet="10.77.0.0/24") as lab:
-        lb1 = lab.add_host("lb1", "10.77.0.1/24")
-        lb2 = lab.add_host("lb2", "10.77.0.2/24")
-        client = lab.add_host("client", "10.77.0.10/24")
-        for h in (lb1, lb2):
-            h.popen([sys.executable, "-c", SERVER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        work = tmp / f"{kind}-{mode}"
-        p1 = start_vrrp(kind, lb1, work / "lb1", conf("lb1", 150, version, advert_int))
-        start_vrrp(kind, lb2, work / "lb2", conf("lb2", 100, version, advert_int))
-        if not wait_vip(lb1, 10 * advert_int + 5):
-            return {"error": "lb1 never became master"}
-        before = 2.0
-        duration = before + 6 * advert_int + 3.0
-        cl = client.popen(
-            [sys.executable, "-c", CLIENT, VIP, str(PORT), str(duration), "0.01"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
-        time.sleep(before)
-        if mode == "crash":
-            lb1.link_down()
+def _run_case(res: Result, vrrp: Vrrp, backend: str) -> None:
+    impl, case = res.impl, res.case
+    with Testbed(backends={backend: "10.77.0.4"}) as tb:
+        tb.start_backends()
+        haproxies = {lb: tb.start_haproxy(lb) for lb in ("lb1", "lb2")}
+        for h in (backend, "lb1", "lb2"):
+            if not tb.wait_listening(h):
+                res.error = f"nothing listens on {h}:6443"
+                return
+        up = {lb: tb.dir(lb) / "service-up" for lb in ("lb1", "lb2")}
+        vrrps = {}
+        for lb, prio, state in (("lb1", 101, "MASTER"), ("lb2", 100, "BACKUP")):
+            up[lb].write_text("1\n")
+            conf = keepalived_conf(lb, vrrp, priority=prio, state=state,
+                                   script=f"/usr/bin/test -f {up[lb]}",
+                                   script_interval=SCRIPT_INTERVAL_S, weight=2)
+            vrrps[lb] = tb.start_vrrp(impl, lb, conf)
+        if not wait_for(lambda: tb.holders() == ["lb1"], 8 * vrrp.advert_int + 4, 0.05):
+            dead = [lb for lb, p in vrrps.items() if not p.alive()]
+            res.error = (f"VIP not on lb1 alone (holders {tb.holders()}); "
+                         f"exited: {dead or 'none'}; lb1 log: {vrrps['lb1'].tail(300)!r}")
+            return
+        # Let lb2 hear a few advertisements, so it is a settled backup.
+        time.sleep(max(0.5, 2 * vrrp.advert_int))
+        tb.start_client()
+        t0 = time.monotonic()
+        if not wait_for(lambda: tb.client_ok_since(t0), 3.0):
+            res.error = "the client never reached VIP:6443 before the fault"
+            tb.stop_client()
+            return
+        time.sleep(1.0)
+        t_fault = time.monotonic()
+        if case == "crash":
+            tb.hosts["lb1"].link_down()
+        elif case == "stop":
+            tb.stop(vrrps["lb1"])
         else:
-            lb1.stop(p1, grace=5)
-        out, _ = cl.communicate(timeout=duration + 30)
-        result: dict[str, object] = json.loads(out or b"{}")
-        result["vip_on_lb2"] = wait_vip(lb2, 1)
-        return result
+            up["lb1"].unlink()
+            tb.stop(haproxies["lb1"])
+        t_fault = (t_fault + time.monotonic()) / 2
+        if wait_for(lambda: "lb2" in tb.holders(), MOVE_TIMEOUT_S):
+            t_move = time.monotonic()
+            res.vip_move = t_move - t_fault
+            wait_for(lambda: tb.client_ok_since(t_move), 3.0)
+        else:
+            res.error = f"VIP not on lb2 after {MOVE_TIMEOUT_S:g}s (holders {tb.holders()})"
+        time.sleep(0.3)
+        t_end = time.monotonic()
+        attempts = tb.stop_client()
+        first_ok = min((a.t + a.d for a in attempts if a.ok), default=t0)
+        res.gap, res.recovered = longest_gap(attempts, first_ok, t_end)
+        res.attempts = len(attempts)
+        res.failed = sum(not a.ok for a in attempts)
+        if not res.recovered and not res.error:
+            res.error = "the client was not served again"
+
+
+def median_of(runs: list[Result]) -> Result:
+    """One row from repeated runs: the median move and gap of the runs that
+    worked (a fault's phase against the advertisement timer varies the
+    crash case by up to one interval); the first error when none worked."""
+    good = [r for r in runs if not r.error and r.vip_move is not None and r.gap is not None]
+    if not good:
+        return runs[0]
+    moves = [r.vip_move for r in good if r.vip_move is not None]
+    gaps = [r.gap for r in good if r.gap is not None]
+    bad = len(runs) - len(good)
+    return replace(good[0], vip_move=statistics.median(moves), gap=statistics.median(gaps),
+                   seconds=sum(r.seconds for r in runs),
+                   error=f"{bad} of {len(runs)} runs failed: {runs[0].error or 'see above'}" if bad else "")
+
+
+def print_table(results: list[Result], impls: list[str], out: object = sys.stdout) -> None:
+    by = {(r.impl, r.case, r.vrrp): r for r in results}
+    keys = list(dict.fromkeys((r.vrrp, r.case) for r in results))
+    w = sys.stdout.write
+    head = f"{'vrrp':<24} {'case':<6}"
+    for i in impls:
+        head += f" {i + ' move':>16} {i + ' gap':>15}"
+    if len(impls) == 2:
+        head += f" {'gap ratio':>10} {'move ratio':>10}"
+    w(head + "\n")
+    w("-" * len(head) + "\n")
+    notes: list[str] = []
+    for vlabel, case in keys:
+        row = f"{vlabel:<24} {case:<6}"
+        got = [by.get((i, case, vlabel)) for i in impls]
+        for r in got:
+            row += f" {fmt_s(r.vip_move if r else None):>16} {fmt_s(r.gap if r else None):>15}"
+            if r is not None and r.error:
+                notes.append(f"  {r.impl} {vlabel} {case}: {r.error}")
+        if len(impls) == 2:
+            a, b = got[1], got[0]  # keeplb / keepalived
+            row += f" {ratio(a.gap if a else None, b.gap if b else None):>10}"
+            row += f" {ratio(a.vip_move if a else None, b.vip_move if b else None):>10}"
+        w(row + "\n")
+    w("move = seconds from the fault until lb2 holds the VIP; gap = longest time between two\n"
+      "successful client connections (one new connection every 10 ms). Same haproxy 2.6 forwards\n"
+      "VIP:6443 on both balancers in every run; only the VRRP daemon differs.\n")
+    if notes:
+        w("problems:\n" + "\n".join(notes) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--version", type=int, choices=[2, 3], default=2)
-    ap.add_argument("--advert-int", type=float, default=1.0)
-    ap.add_argument("--only", choices=["keeplb", "keepalived"])
-    args = ap.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="only the crash case, for each version")
+    p.add_argument("--multicast", action="store_true", help="multicast instead of unicast peers")
+    p.add_argument("--only", choices=IMPLS, help="run one implementation only")
+    p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of crash,stop,track")
+    p.add_argument("--versions", default="2,3", help="comma-separated subset of 2,3")
+    p.add_argument("--repeat", type=int, default=1, choices=range(1, 6), metavar="N",
+                   help="run each case N times (1-5) and report the medians")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = p.parse_args(argv)
     if os.geteuid() != 0:
-        sys.stderr.write("bench/failover.py needs root (network namespaces)\n")
-        return 1
-    kinds = [args.only] if args.only else ["keeplb", "keepalived"]
-    results: dict[tuple[str, str], dict[str, object]] = {}
-    with tempfile.TemporaryDirectory(prefix="keeplb-failover-") as tmp:
-        for mode in ("crash", "stop"):
-            for kind in kinds:
-                results[(kind, mode)] = run_one(kind, mode, args.version, args.advert_int, Path(tmp))
-    print(f"VRRPv{args.version}, advert_int {args.advert_int:g}s, client connects every 10 ms")
-    print(f"{'mode':<6} {'implementation':<11} {'longest gap':>12} {'connects':>9} {'VIP moved':>10}")
-    for (kind, mode), r in results.items():
-        if "error" in r:
-            print(f"{mode:<6} {kind:<11} error: {r['error']}")
-            continue
-        gap = float(r["max_gap"])  # type: ignore[arg-type]
-        print(f"{mode:<6} {kind:<11} {gap * 1000:>10.0f}ms {r['ok']!s:>9} {r['vip_on_lb2']!s:>10}")
-    if len(kinds) == 2:
-        for mode in ("crash", "stop"):
-            a, b = results.get(("keeplb", mode), {}), results.get(("keepalived", mode), {})
-            if "max_gap" in a and "max_gap" in b and float(b["max_gap"]) > 0:  # type: ignore[arg-type]
-                ratio = float(a["max_gap"]) / float(b["max_gap"])  # type: ignore[arg-type]
-                print(f"{mode}: keeplb / keepalived gap ratio = {ratio:.2f}")
-    return 0
+        p.error("needs root (network namespaces)")
+    cases = ["crash"] if args.quick else [c for c in args.cases.split(",") if c]
+    bad = [c for c in cases if c not in CASES]
+    try:
+        versions = [int(v) for v in args.versions.split(",") if v]
+    except ValueError:
+        versions = [0]
+    if bad or any(v not in VERSIONS for v in versions):
+        p.error("--cases takes crash,stop,track; --versions takes 2,3")
+    impls = [args.only] if args.only else list(IMPLS)
+    why_not = keeplb_works("vrrp") if "keeplb" in impls else None
+    results: list[Result] = []
+    t_all = time.monotonic()
+    try:
+        for v in versions:
+            vrrp = Vrrp(VERSIONS[v].version, VERSIONS[v].advert_int, args.multicast)
+            for case in cases:
+                for impl in impls:
+                    if impl == "keeplb" and why_not:
+                        results.append(Result(impl, case, vrrp.label, error=why_not))
+                        continue
+                    runs = []
+                    for _ in range(args.repeat):
+                        try:
+                            r = run_case(impl, case, vrrp)
+                        except (LabError, OSError) as exc:
+                            r = Result(impl, case, vrrp.label, error=f"{type(exc).__name__}: {exc}")
+                        runs.append(r)
+                        sys.stderr.write(f"{impl:<10} {vrrp.label:<24} {case:<6} move {fmt_s(r.vip_move)} "
+                                         f"gap {fmt_s(r.gap)} ({r.seconds:.1f}s){' ' + r.error if r.error else ''}\n")
+                    results.append(median_of(runs))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; partial table:\n")
+    print_table(results, impls)
+    sys.stdout.write(f"total {time.monotonic() - t_all:.1f}s\n")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    return 0 if all(not r.error for r in results) else 1
 
 
 if __name__ == "__main__":

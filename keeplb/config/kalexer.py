@@ -36,7 +36,7 @@ from keeplb.config.diagnostics import Diagnostics, Span
 MAX_INCLUDE_DEPTH = 32
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
-_DEFINITION = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+_DEFINITION = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 _BRACED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -145,10 +145,7 @@ class _Reader:
             return
         if body.startswith("@"):
             parts = body.split(None, 1)
-            head = parts[0]
-            negate = head.startswith("@^")
-            ident = head[2:] if negate else head[1:]
-            if (ident in self.defines) == negate:
+            if not self._selected(parts[0]):
                 return
             rest = parts[1] if len(parts) > 1 else ""
             col0 += len(body) - len(rest)
@@ -161,12 +158,38 @@ class _Reader:
             return
         if "$" in body:
             body = self._substitute(body)
-        tokens = self._tokenize(body, path, number, col0)
+        tokens = self._conditions_after_braces(self._tokenize(body, path, number, col0))
         if tokens and tokens[0].text == "include" and not tokens[0].quoted:
             self._include(tokens, path, number)
             return
         if tokens:
             self.lines.append(_Line(tokens, path, number))
+
+    def _selected(self, marker: str) -> bool:
+        """Whether an `@id` / `@^id` condition keeps what follows it."""
+        negate = marker.startswith("@^")
+        return ((marker[2:] if negate else marker[1:]) in self.defines) != negate
+
+    def _conditions_after_braces(self, tokens: list[_Token]) -> list[_Token]:
+        """keepalived reads the text after a brace as a new line, `@id` condition included."""
+        out: list[_Token] = []
+        start = False  # the previous token was a brace
+        skipping = False
+        for tok in tokens:
+            brace = not tok.quoted and tok.text in "{}"
+            if brace:
+                skipping = False
+                out.append(tok)
+                start = True
+                continue
+            if start and not tok.quoted and tok.text.startswith("@"):
+                skipping = not self._selected(tok.text)
+                start = False
+                continue
+            start = False
+            if not skipping:
+                out.append(tok)
+        return out
 
     def _substitute(self, text: str) -> str:
         text = _BRACED.sub(lambda m: self.definitions.get(m.group(1), m.group(0)), text)
