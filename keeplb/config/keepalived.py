@@ -916,10 +916,11 @@ _SCOPES = ("global", "site", "link", "host", "nowhere")
 def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
     text = node.words[0]
     try:
-        if "/" in text:
+        # keepalived reads 'a.b.c.d/' as the address alone.
+        if "/" in text and not text.endswith("/"):
             iface = ipaddress.ip_interface(text)
         else:
-            addr = ipaddress.ip_address(text)
+            addr = ipaddress.ip_address(text.rstrip("/"))
             iface = ipaddress.ip_interface(f"{addr}/{addr.max_prefixlen}")
     except ValueError:
         ctx.error(node.word_span(0), f"invalid IP address '{text}'; address skipped")
