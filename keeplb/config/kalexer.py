@@ -7,14 +7,15 @@ keepalived 2.2.7's reading rules, which this module follows:
   are words of their own, so `virtual_ipaddress { 10.0.0.1 }` is one line.
 - `#` or `!` outside quotes begins a comment, also inside a word
   (`priority 100#x` is `priority 100`).
-- `$NAME=value` on a line of its own defines NAME. Later `${NAME}` anywhere and
-  `$NAME` up to the next blank are replaced by the value; an undefined name is
-  left as it is.
+- `$NAME=value` on a line of its own (no blank before '=') defines NAME.
+  Later `${NAME}` anywhere and `$NAME` up to the next blank are replaced by
+  the value; an undefined name is left as it is.
 - `@id rest` keeps `rest` only when `id` is one of the config ids (keepalived
-  -i), `@^id rest` only when it is not.
+  -i), `@^id rest` only when it is not; also right after a brace, where
+  keepalived starts a new line.
 - `include PATTERN` reads the files matching the glob, relative to the
   directory of the including file, in sorted order. A pattern without glob
-  characters that matches nothing is an error; a glob that matches nothing is
+  characters that matches nothing is reported; a glob that matches nothing is
   not (keepalived says nothing either). An include of a file already being
   read is a loop, reported and skipped. keepalived -t passes a config whose
   includes are missing or loop, so these are warnings, not errors.

@@ -804,3 +804,13 @@ def test_insecure_scripts_are_disabled(tmp_path: Path, mode: int, problem: str |
         assert lines_of(diags.errors, problem) == [6]
         assert lines_of(diags.warnings, problem) == [20]
         assert cfg.instances[0].track_scripts == [] and "chk" not in cfg.scripts
+
+
+def test_condition_after_a_brace_and_definition_spacing(tmp_path: Path) -> None:
+    # keepalived reads the text after '}' as a new line, so '@x' applies there;
+    # '$X =1' (blank before '=') is no definition but an unknown keyword.
+    text = instance().rstrip().removesuffix("}") + "} @x stray words\n"
+    cfg, diags = check(tmp_path, text)
+    assert not diags.has_errors, [str(d) for d in diags]
+    cfg, diags = check(tmp_path, "$X =1\n" + instance())
+    assert lines_of(diags.errors, "unknown keyword '$X'") == [1]
