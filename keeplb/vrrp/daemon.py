@@ -49,6 +49,7 @@ from keeplb.vrrp.machine import (
     Event,
     FaultCleared,
     FaultRaised,
+    ForceMaster,
     InstanceParams,
     LogLine,
     Notify,
@@ -62,6 +63,9 @@ from keeplb.vrrp.machine import (
     State,
     Transition,
     VrrpMachine,
+    WantMaster,
+    sync_can_goto_master,
+    sync_followers,
 )
 from keeplb.vrrp.net import (
     AddressManager,
@@ -130,7 +134,9 @@ class Instance:
         self.name = cfg.name
         self.family = cfg.family
         gd = daemon.cfg.global_defs
-        self.params = InstanceParams.from_config(cfg, gd)
+        self.params = dataclasses.replace(
+            InstanceParams.from_config(cfg, gd), synced=bool(daemon.groups_of(cfg.name))
+        )
         self.version = self.params.version
         self.vrid = self.params.vrid
         self.ifname = cfg.interface or ""
@@ -170,7 +176,8 @@ class Instance:
             if script is None:
                 log.warning("(%s) track_script %s not found, ignoring", self.name, ref.name)
                 continue
-            weight = ref.weight if ref.weight is not None else script.weight
+            weight = self._sync_weight("script", ref.name,
+                                       ref.weight if ref.weight is not None else script.weight)
             t = Tracker(
                 ref.name,
                 weight=weight,
@@ -183,7 +190,8 @@ class Instance:
             self.trackers.append(t)
             self.script_trackers.setdefault(ref.name, []).append(t)
         for ref in cfg.track_interfaces:
-            t = Tracker(ref.name, weight=ref.weight or 0, reverse=ref.reverse, kind=TrackKind.INTERFACE)
+            t = Tracker(ref.name, weight=self._sync_weight("interface", ref.name, ref.weight or 0),
+                        reverse=ref.reverse, kind=TrackKind.INTERFACE)
             self.trackers.append(t)
             self.iface_trackers.setdefault(ref.name, []).append(t)
         for ref in cfg.track_files:
@@ -191,10 +199,21 @@ class Instance:
             if fdef is None:
                 log.warning("(%s) track_file %s not found, ignoring", self.name, ref.name)
                 continue
-            weight = ref.weight if ref.weight is not None else fdef.weight
+            weight = self._sync_weight("file", ref.name,
+                                       ref.weight if ref.weight is not None else fdef.weight)
             ft = FileTracker(ref.name, weight=weight, reverse=ref.reverse or fdef.weight_reverse)
             self.trackers.append(ft)
             self.file_trackers.setdefault(ref.name, []).append(ft)
+
+    def _sync_weight(self, kind: str, name: str, weight: int) -> int:
+        # keepalived 2.2 (vrrp_sync_set_group): in a sync group a tracker's
+        # weight is ignored, so a failing tracker puts the member (and with it
+        # the group) in FAULT instead of shifting one member's priority.
+        if weight and self.daemon.groups_of(self.name):
+            log.warning("(%s) ignoring weight from tracked %s %s due to SYNC group. specify weight 0",
+                        self.name, kind, name)
+            return 0
+        return weight
 
     async def setup(self) -> None:
         """Resolves the interface and source address and joins the VRRP socket."""
@@ -269,6 +288,8 @@ class Instance:
         self.rearm()
 
     def execute(self, actions: list[Action]) -> None:
+        moves: list[tuple[State, State]] = []
+        want_master = False
         for action in actions:
             if isinstance(action, SendAdvertisement):
                 self.send_advert(action.priority)
@@ -286,6 +307,15 @@ class Instance:
                 log.info("%s", action.text)
             elif isinstance(action, Transition):
                 self.on_transition(action.old, action.new)
+                moves.append((action.old, action.new))
+            elif isinstance(action, WantMaster):
+                want_master = True
+        # The group acts after this member's own actions, as keepalived syncs
+        # the others once the member's transition is complete.
+        for old, new in moves:
+            self.daemon.sync_follow(self, old, new)
+        if want_master:
+            self.daemon.sync_want_master(self)
 
     def on_transition(self, old: State, new: State) -> None:
         self.counters.transitions += 1
@@ -756,6 +786,29 @@ class VrrpDaemon:
                 elif (not own_fault or m.machine.faults - {FAULT_SYNC}) and has:
                     m.feed(FaultCleared(FAULT_SYNC))
 
+    def _members(self, group: VrrpSyncGroup) -> list[Instance]:
+        return [self.instances[n] for n in group.group if n in self.instances]
+
+    def sync_want_master(self, inst: Instance) -> None:
+        """A held member's Master_Down_Timer fired: it goes (and takes the group)
+        only when every member of each of its groups is MASTER or wants to be."""
+        for group in self.groups_of(inst.name):
+            members = [m.machine for m in self._members(group)]
+            if not sync_can_goto_master(members, inst.machine):
+                return
+        if inst.machine.state is State.BACKUP:
+            inst.feed(ForceMaster())
+
+    def sync_follow(self, inst: Instance, old: State, new: State) -> None:
+        """After `inst` moved old -> new, moves the rest of its sync groups along."""
+        for group in self.groups_of(inst.name):
+            members = self._members(group)
+            by_machine = {id(m.machine): m for m in members}
+            follow = sync_followers([m.machine for m in members], inst.machine, old, new)
+            # group_state_changed logs "Syncing instances to ..." once all arrived.
+            for machine, event in follow:
+                by_machine[id(machine)].feed(event)
+
     def group_state_changed(self, inst: Instance) -> None:
         for group in self.groups_of(inst.name):
             members = [self.instances[n] for n in group.group if n in self.instances]
@@ -852,7 +905,10 @@ class VrrpDaemon:
                 continue
             if icfg is not None and self._same_identity(inst.cfg, icfg):
                 inst.cfg = icfg
-                params = InstanceParams.from_config(icfg, new.global_defs, inst.src)
+                params = dataclasses.replace(
+                    InstanceParams.from_config(icfg, new.global_defs, inst.src),
+                    synced=bool(self.groups_of(name)),
+                )
                 inst.params = params
                 inst.auth_type = packet.auth_type_code(icfg.auth_type) if inst.version == 2 else 0
                 inst.auth_pass = packet.pad_auth_pass(icfg.auth_pass)

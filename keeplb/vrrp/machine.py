@@ -20,7 +20,7 @@ lines carry keepalived's wording so existing greps keep working.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -70,6 +70,7 @@ class InstanceParams:
     vips: tuple[object, ...] = ()  # VirtualAddress or ip_interface; the shell uses them
     lower_prio_no_advert: bool = False
     higher_prio_send_advert: bool = False
+    synced: bool = False  # member of a vrrp_sync_group: BACKUP -> MASTER waits for the group
 
     @property
     def address_owner(self) -> bool:
@@ -151,6 +152,16 @@ class FaultCleared:
 
 
 @dataclass(frozen=True, slots=True)
+class ForceMaster:
+    """The sync group moves this member to MASTER (keepalived's vrrp_sync_master)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForceBackup:
+    """The sync group moves this member to BACKUP (keepalived's vrrp_sync_backup)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reload:
     """New parameters for the same instance (SIGHUP); state is kept."""
 
@@ -164,6 +175,8 @@ Event = (
     | PriorityChanged
     | FaultRaised
     | FaultCleared
+    | ForceMaster
+    | ForceBackup
     | Reload
 )
 
@@ -194,6 +207,11 @@ class SendGratuitousArp:
 
 
 @dataclass(frozen=True, slots=True)
+class WantMaster:
+    """A sync group member would become MASTER; the group decides (see sync_can_goto_master)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     """Run the notify scripts for `state` (notify_master, ..., notify with 'INSTANCE')."""
 
@@ -217,7 +235,14 @@ class Transition:
 
 
 Action = (
-    SendAdvertisement | AddVips | RemoveVips | SendGratuitousArp | Notify | LogLine | Transition
+    SendAdvertisement
+    | AddVips
+    | RemoveVips
+    | SendGratuitousArp
+    | Notify
+    | LogLine
+    | Transition
+    | WantMaster
 )
 
 
@@ -247,6 +272,7 @@ class VrrpMachine:
     master_address: IPAddress | None = None
     master_priority: int = 0
     faults: set[str] = field(default_factory=set)
+    wants_master: bool = False  # keepalived's wantstate == MASTER while held in BACKUP
     _deadline: float | None = field(default=None, init=False, repr=False)
     _preempt_until: float | None = field(default=None, init=False, repr=False)
 
@@ -278,6 +304,15 @@ class VrrpMachine:
         if self._deadline is None or now < self._deadline:
             return []
         if self.state is State.BACKUP:
+            if self.params.synced:
+                # keepalived's vrrp_state_goto_master: a sync group member only
+                # goes when every member wants to ("prefer backup state to avoid
+                # thrashing"); meanwhile it waits another Master_Down_Interval.
+                first = not self.wants_master
+                self.wants_master = True
+                self._arm_master_down(now)
+                log = [self._log("Receive advertisement timeout")] if first else []
+                return [*log, WantMaster()]
             # RFC 5798 §6.4.2: Master_Down_Timer fired -> transition to Master.
             return [self._log("Receive advertisement timeout"), *self._become_master(now)]
         if self.state is State.MASTER:
@@ -321,6 +356,7 @@ class VrrpMachine:
 
     def _enter(self, new: State, log: str) -> list[Action]:
         old, self.state = self.state, new
+        self.wants_master = new is State.MASTER
         return [self._log(log), Transition(old, new)]
 
     def _become_master(self, now: float) -> list[Action]:
@@ -378,6 +414,7 @@ class VrrpMachine:
             # RFC 5798 §6.4.3 Shutdown: cancel Adver_Timer, send priority 0.
             actions += [SendAdvertisement(PRIO_STOP), self._log("sent 0 priority"), RemoveVips()]
         old, self.state = self.state, State.STOP
+        self.wants_master = False
         actions += [Transition(old, State.STOP), Notify(State.STOP, self.effective_priority)]
         self._deadline = None
         self._preempt_until = None
@@ -401,6 +438,7 @@ class VrrpMachine:
                 self.master_adver_int_cs = adv.max_adver_int_cs
             self.master_address = event.src
             self.master_priority = adv.priority
+            self.wants_master = False
             self._arm_master_down(now)
             if self.params.preempt_delay_cs > 0:
                 if adv.priority >= self.effective_priority:
@@ -507,6 +545,15 @@ class VrrpMachine:
         self.master_adver_int_cs = self.params.advert_int_cs
         return self._become_backup(now)
 
+    def _on_force_master(self, event: ForceMaster, now: float) -> list[Action]:
+        # keepalived's vrrp_sync_master -> vrrp_state_goto_master for each member.
+        return self._become_master(now)
+
+    def _on_force_backup(self, event: ForceBackup, now: float) -> list[Action]:
+        # keepalived's vrrp_sync_backup -> vrrp_state_leave_master(isync, false):
+        # no priority-0 advert, the member's own peer keeps its timers.
+        return self._become_backup(now)
+
     def _on_reload(self, event: Reload, now: float) -> list[Action]:
         old = self.params
         delta = self.effective_priority - old.priority
@@ -544,3 +591,32 @@ _table(_ANY_STATE, PriorityChanged, VrrpMachine._on_priority)
 _table(_ANY_STATE, FaultRaised, VrrpMachine._on_fault_raised)
 _table(_ANY_STATE, FaultCleared, VrrpMachine._on_fault_cleared)
 _table(_ANY_STATE, Reload, VrrpMachine._on_reload)
+_table((State.BACKUP,), ForceMaster, VrrpMachine._on_force_master)
+_table((State.MASTER,), ForceBackup, VrrpMachine._on_force_backup)
+
+
+# ---------------------------------------------------------------- sync groups
+
+
+def sync_can_goto_master(members: Sequence[VrrpMachine], candidate: VrrpMachine) -> bool:
+    """keepalived's vrrp_sync_can_goto_master: `candidate` may become MASTER only
+    when every other member of its sync group is MASTER or wants to be."""
+    return all(
+        m.state is State.MASTER or m.wants_master for m in members if m is not candidate
+    )
+
+
+def sync_followers(
+    members: Sequence[VrrpMachine], changed: VrrpMachine, old: State, new: State
+) -> list[tuple[VrrpMachine, Event]]:
+    """The events a member's transition old -> new sends to the rest of its group.
+
+    keepalived's vrrp_sync.c: entering MASTER takes every BACKUP member along
+    (vrrp_sync_master); leaving MASTER for BACKUP takes every MASTER member
+    along (vrrp_sync_backup). FAULT is the shell's FAULT_SYNC fault.
+    """
+    if new is State.MASTER:
+        return [(m, ForceMaster()) for m in members if m is not changed and m.state is State.BACKUP]
+    if old is State.MASTER and new is State.BACKUP:
+        return [(m, ForceBackup()) for m in members if m is not changed and m.state is State.MASTER]
+    return []
