@@ -402,3 +402,24 @@ __all__ = [
     "render_metrics",
     "server_state_label",
 ]
+
+
+VRRP_STATUS_ENV = "KEEPLB_VRRP_STATUS_FILE"
+
+
+def read_vrrp_status(path: str | None = None) -> dict[str, Any] | None:
+    """The VRRP side's status for keeplb_vrrp_* families, when this balancer runs
+    beside it (`keeplb run` sets KEEPLB_VRRP_STATUS_FILE); None otherwise or when
+    the file cannot be read (a scrape never fails because of it)."""
+    import json
+    import os
+
+    path = path or os.environ.get(VRRP_STATUS_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

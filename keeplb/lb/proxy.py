@@ -780,7 +780,8 @@ class Frontend:
         path = head[1].decode("latin-1").split("?", 1)[0] if len(head) >= 2 else ""
         for rule in self.metrics_rules:
             if http_condition_matches(rule.condition, self.cfg.acls, path):
-                return metrics.handle_metrics_http(request, self.runtime)
+                return metrics.handle_metrics_http(request, self.runtime,
+                                                   metrics.read_vrrp_status())
         if self.stats_page is not None and (self.default is None or
                                             stats.stats_uri_matches(self.stats_page, path)):
             return stats.handle_stats_http(request, self.stats_page, self.runtime or

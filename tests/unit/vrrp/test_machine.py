@@ -17,6 +17,8 @@ from keeplb.vrrp.machine import (
     Event,
     FaultCleared,
     FaultRaised,
+    ForceBackup,
+    ForceMaster,
     InstanceParams,
     LogLine,
     Notify,
@@ -336,6 +338,8 @@ ALLOWED: dict[tuple[State, type], set[State]] = {
     (State.BACKUP, FaultRaised): {State.FAULT},
     (State.MASTER, FaultRaised): {State.FAULT},
     (State.FAULT, FaultCleared): {State.FAULT, State.BACKUP},
+    (State.BACKUP, ForceMaster): {State.MASTER},
+    (State.MASTER, ForceBackup): {State.BACKUP},
 }
 
 
@@ -366,6 +370,8 @@ events = st.one_of(
     st.builds(FaultRaised, st.sampled_from(["link", "chk"])),
     st.builds(FaultCleared, st.sampled_from(["", "link", "chk"])),
     st.builds(Reload, st.builds(params, priority=st.integers(1, 255))),
+    st.just(ForceMaster()),
+    st.just(ForceBackup()),
 )
 
 

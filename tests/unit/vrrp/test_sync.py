@@ -1,0 +1,94 @@
+"""Sync groups in the pure core: keepalived's vrrp_sync.c rules, driven by hand."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from keeplb.vrrp.machine import (
+    AddVips,
+    AdvertisementReceived,
+    ForceBackup,
+    ForceMaster,
+    InstanceParams,
+    RemoveVips,
+    SendAdvertisement,
+    Startup,
+    State,
+    VrrpMachine,
+    WantMaster,
+    sync_can_goto_master,
+    sync_followers,
+)
+from keeplb.vrrp.packet import Advertisement
+
+OURS = ipaddress.IPv4Address("10.77.0.2")
+PEER = ipaddress.IPv4Address("10.77.0.3")
+
+
+def member(name: str, vrid: int, priority: int = 100, synced: bool = True) -> VrrpMachine:
+    return VrrpMachine(
+        InstanceParams(name=name, vrid=vrid, version=3, priority=priority, advert_int_cs=20,
+                       primary_address=OURS, synced=synced)
+    )
+
+
+def advert(vrid: int, priority: int) -> AdvertisementReceived:
+    return AdvertisementReceived(Advertisement(3, vrid, priority, 20, ()), PEER)
+
+
+def test_a_member_waits_for_the_group_before_master() -> None:
+    v1, v2 = member("v1", 61), member("v2", 62)
+    v1.handle(Startup(), 0.0)
+    v2.handle(Startup(), 0.0)
+    # v2 hears a live master: it wants BACKUP.
+    v2.handle(advert(62, 200), 0.5)
+    deadline = v1.next_deadline()
+    assert deadline is not None
+    actions = v1.handle_timeout(deadline)
+    # keepalived's vrrp_state_goto_master: held in BACKUP, timer re-armed, nothing sent.
+    assert v1.state is State.BACKUP and v1.wants_master
+    assert WantMaster() in actions and AddVips() not in actions
+    assert not any(isinstance(a, SendAdvertisement) for a in actions)
+    assert (v1.next_deadline() or 0) > deadline
+    assert not sync_can_goto_master([v1, v2], v1)
+    # The next expiry asks again but logs the timeout once.
+    again = v1.handle_timeout(v1.next_deadline() or 0)
+    assert again == [WantMaster()]
+    # v2's master goes silent: v2 wants MASTER too, now the group may go.
+    v2.handle_timeout(v2.next_deadline() or 0)
+    assert v2.wants_master and sync_can_goto_master([v1, v2], v2)
+    # A live master's advert withdraws the wish (keepalived's wantstate BACKUP).
+    v2.handle(advert(62, 200), 5.0)
+    assert not v2.wants_master and not sync_can_goto_master([v1, v2], v1)
+
+
+def test_unsynced_instances_still_take_over_alone() -> None:
+    m = member("v1", 61, synced=False)
+    m.handle(Startup(), 0.0)
+    actions = m.handle_timeout(m.next_deadline() or 0)
+    assert m.state is State.MASTER and WantMaster() not in actions
+
+
+def test_master_takes_the_backups_along_and_backup_takes_the_masters() -> None:
+    v1, v2, v3 = member("v1", 61), member("v2", 62), member("v3", 63)
+    for m in (v1, v2, v3):
+        m.handle(Startup(), 0.0)
+    v3.handle(advert(63, 50), 0.1)
+    actions = v1.handle(ForceMaster(), 1.0)
+    assert v1.state is State.MASTER and AddVips() in actions
+    follow = sync_followers([v1, v2, v3], v1, State.BACKUP, State.MASTER)
+    assert follow == [(v2, ForceMaster()), (v3, ForceMaster())]
+    for m, ev in follow:
+        m.handle(ev, 1.0)
+    assert {m.state for m in (v1, v2, v3)} == {State.MASTER}
+    # v2 hears a higher priority: it backs down, and vrrp_sync_backup takes v1 and v3.
+    before = v2.state
+    v2.handle(advert(62, 250), 2.0)
+    follow = sync_followers([v1, v2, v3], v2, before, v2.state)
+    assert follow == [(v1, ForceBackup()), (v3, ForceBackup())]
+    actions = v1.handle(ForceBackup(), 2.0)
+    assert v1.state is State.BACKUP and RemoveVips() in actions
+    # vrrp_state_leave_master(isync, false): no priority-0 advert for the followers.
+    assert SendAdvertisement(0) not in actions
+    # FAULT and other moves are the shell's FAULT_SYNC business, not a follow.
+    assert sync_followers([v1, v2, v3], v3, State.MASTER, State.FAULT) == []
