@@ -31,10 +31,6 @@ _KEEPALIVED_HINT = re.compile(
 _HAPROXY_HINT = re.compile(r"^\s*(global|defaults|frontend|backend|listen)\b", re.M)
 
 
-def _err(text: str) -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-
-
 def print_diagnostics(diags: Sequence[Diagnostic], *, quiet: bool = False) -> None:
     """Writes diagnostics to stderr, errors always, warnings unless quiet."""
     for d in diags:
@@ -319,7 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _safe_streams() -> None:
+    # A config may hold bytes that are not UTF-8; they are echoed escaped, never as a crash.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
+def _err(text: str) -> None:
+    try:
+        sys.stderr.write(text.rstrip("\n") + "\n")
+    except UnicodeEncodeError:
+        sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("ascii", "replace") + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _safe_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:
         # The demo has its own options; argparse's REMAINDER would swallow none of them.

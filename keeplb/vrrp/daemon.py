@@ -702,6 +702,13 @@ class VrrpDaemon:
                 skip_check_adv_addr=gd.vrrp_skip_check_adv_addr
                 and pkt.src == inst.machine.master_address,
             )
+            if gd.vrrp_check_unicast_src and inst.peers and pkt.src not in inst.peers:
+                # keepalived's vrrp_check_packet: with check_unicast_src only the
+                # configured peers may speak to a unicast instance.
+                raise MalformedPacket(
+                    packet.DropReason.UNICAST_SRC,
+                    f"unicast source address {pkt.src} not a unicast peer",
+                )
         except MalformedPacket as e:
             if inst is not None:
                 inst.count_drop(e, pkt.src)

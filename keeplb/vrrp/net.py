@@ -5,8 +5,10 @@
   back on receive, source address chosen per packet with IP(V6)_PKTINFO so the
   advertisement leaves from the primary address (or unicast_src_ip), never
   from a VIP.
-- `AddressManager`: virtual addresses through pyroute2's AsyncIPRoute,
-  idempotent (EEXIST on add and EADDRNOTAVAIL on delete are success).
+- `AddressManager`: virtual addresses and routes (virtual_routes,
+  static_routes) through pyroute2's AsyncIPRoute, idempotent (EEXIST on add
+  and EADDRNOTAVAIL / ESRCH on delete are success).
+- `route_spec`: keepalived's route words -> a `RouteSpec` (pure).
 - `send_gratuitous_arp` / `send_unsolicited_na`: announce a VIP's new owner.
 - `LinkMonitor`: RTM_NEWLINK events -> callback(ifname, up).
 
@@ -28,16 +30,18 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from keeplb.config.model import IPAddress, VirtualAddress
+from keeplb.config.model import IPAddress, VirtualAddress, VirtualRoute
 from keeplb.errors import NetlinkOpError
 
 __all__ = [
     "AddressManager",
     "LinkMonitor",
     "Received",
+    "RouteSpec",
     "VrrpSocket",
     "garp_frame",
     "na_message",
+    "route_spec",
     "send_gratuitous_arp",
     "send_unsolicited_na",
 ]
@@ -68,6 +72,95 @@ RTM_NEWLINK = 16
 RTM_DELLINK = 17
 
 RT_SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+RTPROT_KEEPALIVED = 18  # iproute2's rt_protos name 'keepalived': routes show "proto keepalived"
+RTNH_F_ONLINK = 4
+RT_TABLES = {"main": 254, "local": 255, "default": 253}
+ROUTE_TYPES = ("blackhole", "unreachable", "prohibit", "throw")
+_ROUTE_VALUE_WORDS = frozenset(
+    "to via gw src dev metric priority preference pref table scope protocol proto".split()
+)
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One route of virtual_routes / static_routes, ready for netlink.
+
+    `kwargs` are AsyncIPRoute.route() arguments except the output interface,
+    which the shell resolves from `dev`; `ignored` names words keeplb skips.
+    """
+
+    dst: str
+    dev: str | None
+    kwargs: dict[str, Any]
+    ignored: tuple[str, ...] = ()
+
+
+def route_spec(route: VirtualRoute) -> RouteSpec | None:
+    """Turns keepalived's route words ('10.0.0.0/8 via 10.1.1.1 dev eth0 metric 5')
+    into a RouteSpec; None when there is no usable destination. The parser has
+    already reported bad words, so anything odd here is skipped, never raised."""
+    words = list(route.words)
+    kw: dict[str, Any] = {"proto": RTPROT_KEEPALIVED}
+    dst: str | None = None
+    dev: str | None = None
+    ignored: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        val = words[i + 1] if i + 1 < len(words) else None
+        if w in ROUTE_TYPES:
+            kw["type"] = w
+        elif w == "onlink":
+            kw["flags"] = RTNH_F_ONLINK
+        elif w == "no_track":
+            pass
+        elif w in _ROUTE_VALUE_WORDS and val is not None:
+            i += 1
+            if w == "to":
+                dst = val
+            elif w in ("via", "gw"):
+                kw["gateway"] = val
+            elif w == "src":
+                kw["prefsrc"] = val
+            elif w == "dev":
+                dev = val
+            elif w in ("metric", "priority", "preference", "pref") and val.isdigit():
+                kw["priority"] = int(val)
+            elif w == "table" and (val in RT_TABLES or val.isdigit()):
+                kw["table"] = RT_TABLES.get(val) or int(val)
+            elif w == "scope" and (val in RT_SCOPES or val.isdigit()):
+                kw["scope"] = RT_SCOPES[val] if val in RT_SCOPES else int(val)
+            elif w in ("protocol", "proto") and val.isdigit():
+                kw["proto"] = int(val)
+        elif dst is None and (w == "default" or _is_network(w)):
+            dst = w
+        else:
+            # A word keeplb does not apply (mtu, realms, nexthop, ...): skipped with its value.
+            ignored.append(w)
+            if val is not None and not (val in ROUTE_TYPES or val in _ROUTE_VALUE_WORDS):
+                i += 1
+        i += 1
+    if dst is None:
+        return None
+    if dst == "default":
+        v6 = any(":" in str(v) for v in (kw.get("gateway"), kw.get("prefsrc")) if v)
+        dst = "::/0" if v6 else "0.0.0.0/0"
+    try:
+        net = ipaddress.ip_network(dst, strict=False)
+    except ValueError:
+        return None
+    kw["dst"] = str(net.network_address)
+    kw["dst_len"] = net.prefixlen
+    kw["family"] = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    return RouteSpec(str(net), dev, kw, tuple(ignored))
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +474,19 @@ class AddressManager:
         """Removes one VIP; True if removed, False if it was not there. Raises NetlinkOpError."""
         return await self._op("del", ifindex, vip)
 
+    async def route(self, command: str, spec: RouteSpec) -> bool:
+        """Adds ('add') or removes ('del') one route; True when the kernel changed.
+        Raises NetlinkOpError (a missing `dev` is ENODEV)."""
+        ipr = await self._get()
+        oif = None
+        if spec.dev is not None:
+            oif = await self.ifindex(spec.dev)
+            if oif is None:
+                if command == "del":
+                    return False
+                raise NetlinkOpError(errno.ENODEV, f"cannot add route {spec.dst}: no interface {spec.dev}")
+        return await _route_op_impl(ipr, command, spec, oif)
+
     async def _op(self, command: str, ifindex: int, vip: VirtualAddress) -> bool:
         ipr = await self._get()
         iface = vip.address
@@ -415,6 +521,21 @@ class AddressManager:
                 return False
             raise NetlinkOpError(e.code, f"cannot {command} {iface}: {e}") from e
         return True
+
+
+async def _route_op_impl(ipr: AsyncIPRoute, command: str, spec: RouteSpec, oif: int | None) -> bool:
+    kwargs = dict(spec.kwargs)
+    if oif is not None:
+        kwargs["oif"] = oif
+    try:
+        await ipr.route(command, **kwargs)
+    except NetlinkError as e:
+        if command == "add" and e.code == errno.EEXIST:
+            return False
+        if command == "del" and e.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+            return False
+        raise NetlinkOpError(e.code, f"cannot {command} route {spec.dst}: {e}") from e
+    return True
 
 
 class LinkMonitor:

@@ -61,6 +61,7 @@ class DropReason(Enum):
     AUTH_TYPE = "auth_type"  # AH (or an unknown type) that keeplb refuses
     INTERVAL = "interval"  # v2 advert_int mismatch, or a zero interval
     FAMILY = "family"  # addresses or family inconsistent, v2 over IPv6
+    UNICAST_SRC = "unicast_src"  # vrrp_check_unicast_src: the source is not a unicast_peer
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,3 +28,19 @@ def test_missing_file_is_a_clear_error(capsys):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 1
     assert "usage: keeplb" in capsys.readouterr().out
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=600), name=st.sampled_from(["haproxy.cfg", "keepalived.conf", "x"]))
+def test_any_bytes_give_diagnostics_never_a_traceback(tmp_path, capsys, data, name):
+    p = tmp_path / name
+    p.write_bytes(data)
+    for argv in (["check", str(p)], ["lb", "-c", "-f", str(p)], ["vrrp", "-t", "-f", str(p)]):
+        rc = cli.main(argv)
+        out = capsys.readouterr()
+        assert rc in (0, 1, 2, 4, 5, 6), (argv, rc)
+        assert "Traceback" not in out.err and "internal error" not in out.err

@@ -204,11 +204,17 @@ class VrrpLab:
     def host(self, name: str, addr: str) -> Host:
         return self.lab.add_host(name, addr)
 
-    def daemon(self, kind: str, host: Host, conf_text: str, tag: str | None = None) -> Daemon:
+    def daemon(
+        self, kind: str, host: Host, conf_text: str, tag: str | None = None, global_extra: str = ""
+    ) -> Daemon:
+        """Starts `kind` in `host`; `global_extra` are more global_defs lines."""
         work = self.tmp / f"{tag or host.name}-{kind}"
         work.mkdir(parents=True, exist_ok=True)
         conf = work / "keepalived.conf"
-        conf.write_text(GLOBAL_DEFS % host.name + conf_text)
+        gdefs = GLOBAL_DEFS % host.name
+        if global_extra:
+            gdefs = gdefs.rstrip().removesuffix("}") + global_extra.rstrip() + "\n}\n"
+        conf.write_text(gdefs + conf_text)
         d = Daemon(kind, host, conf, work)
         self.daemons.append(d)
         return d.start()

@@ -1,0 +1,396 @@
+"""`nbthread N`: N worker processes, one health-check state.
+
+haproxy runs N threads in one process, so its checks, its server states and
+its stats socket exist once. keeplb runs N worker processes on the same
+listening sockets (SO_REUSEPORT, inherited descriptors) and keeps that
+property this way:
+
+  worker 1 (the checker)   runs the HealthChecker, serves the stats
+                           socket(s) and the `--health-fd` of `keeplb run`;
+                           after every change of a server (a check
+                           transition, or an operator's `set server`,
+                           `set weight`, `disable server`, ...) it writes
+                           the server's whole state as one JSON line on its
+                           sync socket
+  the master               keeps the last line per server (the snapshot) and
+                           relays each line to the other workers of the same
+                           generation; a (re)started worker first gets the
+                           snapshot, then the marker line, then the live lines
+  workers 2..N (followers) no checks, no stats socket; they apply each line
+                           through the same calls as a local change
+                           (LoadBalancer.on_transition, AppControl), so every
+                           worker's balancer agrees; their copies of the
+                           state-change log lines are not written twice
+
+A line carries a whole server state, not a delta, so applying one twice, or
+an old one followed by a newer one, leaves the same result.
+
+The snapshot is also applied to a restarted checker: what the operator set
+and the health counters survive a crash of worker 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from keeplb.lb.server import AdminState, OpState, ProcessRuntime, ServerRuntime
+
+if TYPE_CHECKING:
+    from keeplb.lb.app import LoadBalancer
+
+log = logging.getLogger("keeplb.sync")
+
+ENV_SYNC_FD = "KEEPLB_SYNC_FD"
+ENV_SYNC_ROLE = "KEEPLB_SYNC_ROLE"
+ROLE_CHECKER = "checker"
+ROLE_FOLLOWER = "follower"
+SYNCED = b'{"synced": true}\n'
+SNAPSHOT_TIMEOUT_S = 5.0
+
+_UPISH = (OpState.RUNNING, OpState.STARTING)
+
+
+def server_key(rec: dict[str, Any]) -> tuple[str, str]:
+    return str(rec.get("b")), str(rec.get("s"))
+
+
+def server_record(s: ServerRuntime) -> dict[str, Any]:
+    """The state of `s` that every worker must share (eweight is not in it: the
+    slowstart ramp runs in each worker from the moment it saw the server go UP)."""
+    return {
+        "b": s.backend, "s": s.name, "admin": s.admin.value, "op": s.op.value,
+        "health": s.health, "uweight": s.uweight, "host": s.host, "port": s.port,
+        "check": s.check_enabled, "maxconn": s.maxconn,
+        "st": s.check_status, "desc": s.check_desc, "code": s.check_code,
+        "dur": s.check_duration_ms, "info": s.check_info,
+        "fails": s.check_fails, "downs": s.check_downs,
+    }
+
+
+def encode(rec: dict[str, Any]) -> bytes:
+    return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any] | None:
+    """A record from one line, or None for a malformed one (logged, dropped)."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("sync: dropped a malformed line (%d bytes)", len(line))
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _find(runtime: ProcessRuntime, rec: dict[str, Any]) -> ServerRuntime | None:
+    b, s = server_key(rec)
+    be = runtime.backend(b)
+    return be.server(s) if be is not None else None
+
+
+def _enum(kind: type[AdminState] | type[OpState], value: Any) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
+def _copy_check_fields(srv: ServerRuntime, rec: dict[str, Any]) -> None:
+    srv.check_status = str(rec.get("st") or "")
+    srv.check_desc = str(rec.get("desc") or "")
+    code = rec.get("code")
+    srv.check_code = code if isinstance(code, int) else None
+    dur = rec.get("dur")
+    srv.check_duration_ms = dur if isinstance(dur, int) else None
+    srv.check_info = str(rec.get("info") or "")
+    for field_, key in (("check_fails", "fails"), ("check_downs", "downs")):
+        v = rec.get(key)
+        if isinstance(v, int):
+            setattr(srv, field_, v)
+
+
+def apply_static(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> int:
+    """Before serving: write the snapshot into the ServerRuntime objects, which
+    the balancers are then built from. Returns how many servers it matched."""
+    n = 0
+    for rec in records:
+        srv = _find(runtime, rec)
+        if srv is None:
+            continue
+        admin = _enum(AdminState, rec.get("admin"))
+        op = _enum(OpState, rec.get("op"))
+        if admin is not None:
+            srv.admin = admin
+        if op is not None:
+            srv.op = OpState.RUNNING if op is OpState.STARTING else op
+        for attr, key in (("health", "health"), ("uweight", "uweight"), ("maxconn", "maxconn")):
+            v = rec.get(key)
+            if isinstance(v, int):
+                setattr(srv, attr, v)
+        srv.eweight = srv.uweight
+        if isinstance(rec.get("host"), str):
+            srv.host = rec["host"]
+        port = rec.get("port")
+        srv.port = port if isinstance(port, int) else srv.port
+        srv.check_enabled = bool(rec.get("check", srv.check_enabled))
+        _copy_check_fields(srv, rec)
+        srv.last_change = time.monotonic()
+        n += 1
+    return n
+
+
+def restore_health(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> None:
+    """For a restarted checker, after its HealthChecker started: the checker
+    reset every health counter to `rise`; its next check takes the snapshot's
+    counter over (ServerRuntime.health), so the verdicts go on where they were."""
+    for rec in records:
+        srv = _find(runtime, rec)
+        h = rec.get("health")
+        if srv is not None and isinstance(h, int):
+            srv.health = h
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedResult:
+    """What on_transition reads from a CheckResult, as the checker reported it."""
+
+    status: str
+    info: str
+    duration_ms: int | None
+    code: int | None
+
+
+class _Quiet(logging.Filter):
+    """Drops the log records written while a relayed change is applied: the
+    checker already wrote those lines once, as haproxy's one process does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.on
+
+
+_quiet = _Quiet()
+
+
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = False
+
+
+def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    """In a follower, while serving: make the local server agree with `rec`,
+    through AppControl and LoadBalancer.on_transition. Returns False when the
+    record names no known server."""
+    srv = _find(lb.runtime, rec)
+    control = lb.control
+    if srv is None or control is None:
+        return False
+    with _quietly():
+        admin = _enum(AdminState, rec.get("admin"))
+        if admin is not None and admin is not srv.admin:
+            control.set_admin_state(srv, admin)
+        host, port = rec.get("host"), rec.get("port")
+        if isinstance(host, str) and (host != srv.host or (isinstance(port, int)
+                                                            and port != srv.port)):
+            control.set_addr(srv, host, port if isinstance(port, int) else None)
+        check = rec.get("check")
+        if isinstance(check, bool) and check != srv.check_enabled:
+            (control.enable_health if check else control.disable_health)(srv)
+        maxconn = rec.get("maxconn")
+        if isinstance(maxconn, int) and maxconn != srv.maxconn:
+            control.set_maxconn(srv, maxconn)
+        uweight = rec.get("uweight")
+        if isinstance(uweight, int) and uweight != srv.uweight:
+            control.set_weight(srv, uweight)
+        _copy_check_fields(srv, rec)
+        op = _enum(OpState, rec.get("op"))
+        if op is not None:
+            _apply_op(lb, srv, op, rec)
+        h = rec.get("health")
+        if isinstance(h, int):
+            srv.health = h
+    return True
+
+
+def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, Any]) -> None:
+    result = RelayedResult(str(rec.get("desc") or ""), str(rec.get("info") or ""),
+                           srv.check_duration_ms, srv.check_code)
+    if op in _UPISH and srv.op is OpState.STOPPED:
+        lb.on_transition(srv, True, result)
+    elif op is OpState.STOPPED and srv.op is not OpState.STOPPED:
+        lb.on_transition(srv, False, result)
+    elif op is OpState.STOPPING and srv.op is not OpState.STOPPING and lb.control is not None:
+        lb.control.set_health(srv, OpState.STOPPING)
+    elif op is OpState.RUNNING and srv.op is OpState.STOPPING and lb.control is not None:
+        lb.control.set_health(srv, OpState.RUNNING)
+    # STARTING vs RUNNING is not copied: the local slowstart ramp decides.
+
+
+def silence_follower(lb: LoadBalancer) -> None:
+    """A follower writes no server-state lines of its own (syslog or stderr)."""
+    from keeplb.lb.log import ProxyLog
+
+    for be in lb.backends.values():
+        be.log = ProxyLog([], be.log.tag, be.log.pid)
+    logging.getLogger("keeplb.lb").addFilter(_quiet)
+
+
+# --------------------------------------------------------------------------
+# the worker's end
+# --------------------------------------------------------------------------
+
+
+class WorkerLink:
+    """A worker's end of its sync socket (inherited descriptor)."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
+        self.buf = b""
+        self.out = bytearray()
+        self.snapshot: list[dict[str, Any]] = []
+        self._writing = False
+
+    @classmethod
+    def from_env(cls) -> tuple[WorkerLink | None, str]:
+        """The link and the role the master gave this worker (None, checker: no sync)."""
+        fd = os.environ.pop(ENV_SYNC_FD, "")
+        role = os.environ.pop(ENV_SYNC_ROLE, ROLE_CHECKER)
+        if not fd.isdigit():
+            return None, ROLE_CHECKER
+        try:
+            return cls(int(fd)), role
+        except OSError as e:
+            log.warning("sync: descriptor %s unusable: %s", fd, e)
+            return None, ROLE_CHECKER
+
+    def read_snapshot(self, timeout: float = SNAPSHOT_TIMEOUT_S) -> list[dict[str, Any]]:
+        """Blocks (before the event loop starts) until the master's marker line;
+        lines read past it stay buffered for follow()."""
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                line, sep, rest = self.buf.partition(b"\n")
+                if sep:
+                    self.buf = rest
+                    if line + b"\n" == SYNCED:
+                        break
+                    rec = decode(line)
+                    if rec is not None:
+                        self.snapshot.append(rec)
+                    continue
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.buf += data
+            else:
+                log.warning("sync: no snapshot from the master within %.0f s", timeout)
+        except OSError as e:
+            log.warning("sync: reading the snapshot failed: %s", e)
+        self.sock.setblocking(False)
+        return self.snapshot
+
+    async def follow(self, lb: LoadBalancer) -> None:
+        """Apply every relayed line until the master closes the socket."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while b"\n" in self.buf:
+                line, _, self.buf = self.buf.partition(b"\n")
+                rec = decode(line)
+                if rec is not None:
+                    try:
+                        apply_live(lb, rec)
+                    except Exception:  # one bad line must not stop the worker's sync
+                        log.exception("sync: applying %s/%s failed", *server_key(rec))
+            try:
+                data = await loop.sock_recv(self.sock, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.buf += data
+
+    def publish(self, server: ServerRuntime) -> None:
+        """The checker's LoadBalancer.on_server_change: one line per change,
+        buffered without bound so a slow master never blocks the checker."""
+        self.out += encode(server_record(server))
+        self._flush()
+
+    def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except BlockingIOError:
+                if not self._writing:
+                    self._writing = True
+                    loop.add_writer(self.sock.fileno(), self._on_writable)
+                return
+            except OSError:
+                self.out.clear()  # the master is gone: nobody to tell
+                break
+            del self.out[:n]
+        if self._writing:
+            self._writing = False
+            loop.remove_writer(self.sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._flush()
+
+
+# --------------------------------------------------------------------------
+# the master's end
+# --------------------------------------------------------------------------
+
+
+class Relay:
+    """In the master: the snapshot of one generation and the links to its workers."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[tuple[str, str], bytes] = {}
+        self.followers: dict[int, asyncio.StreamWriter] = {}
+
+    def add_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
+        """Send the snapshot and the marker, then the live lines (no await in
+        between, so no line is lost or sent twice)."""
+        for line in self.snapshot.values():
+            writer.write(line)
+        writer.write(SYNCED)
+        if relative_id != 1:
+            self.followers[relative_id] = writer
+
+    def remove_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
+        if self.followers.get(relative_id) is writer:
+            del self.followers[relative_id]
+        writer.close()
+
+    def on_line(self, line: bytes) -> None:
+        rec = decode(line)
+        if rec is None:
+            return
+        line = line if line.endswith(b"\n") else line + b"\n"
+        self.snapshot[server_key(rec)] = line
+        for w in list(self.followers.values()):
+            if not w.is_closing():
+                w.write(line)
+
+    async def read_checker(self, reader: asyncio.StreamReader) -> None:
+        """Relay the checker's lines until it exits."""
+        with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
+            while line := await reader.readline():
+                self.on_line(line)
