@@ -12,9 +12,11 @@ Entry points:
   runtime API's RuntimeControl / SessionControl.
 - `main(paths)`: `keeplb lb -f FILE`, through keeplb.proc.lbmain.
 
-nbthread N (with -W): the master starts N worker processes on the same
-sockets; each runs its own health checks (same servers, same verdicts, N times
-the probes, like haproxy's old nbproc). One shared checker is not done yet.
+nbthread N: the master (keeplb.proc.master, with or without -W) starts N
+worker processes on the same sockets; worker 1 alone runs the health checks
+and the stats socket, and every server change it makes is relayed to the
+other workers (keeplb.proc.sync), which apply it through on_transition and
+AppControl: one health-check state, as haproxy's threads share one.
 """
 from __future__ import annotations
 
@@ -165,6 +167,8 @@ class LoadBalancer:
         self.on_health = on_health
         self.checker: HealthChecker | None = None
         self.control: AppControl | None = None
+        # nbthread: worker 1 publishes every server change to the other workers.
+        self.on_server_change: Callable[[ServerRuntime], None] | None = None
         for brt in self.runtime.backends:
             bal = make_backend_balancer(brt.config, brt.servers)
             be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
@@ -185,6 +189,11 @@ class LoadBalancer:
 
     def backend(self, name: str) -> Backend | None:
         return self.backends.get(name)
+
+    def server_changed(self, server: ServerRuntime) -> None:
+        """Called after any change of `server`'s state (check or operator)."""
+        if self.on_server_change is not None:
+            self.on_server_change(server)
 
     # -- state changes from checks or operators ----------------------------
 
@@ -213,6 +222,7 @@ class LoadBalancer:
             server.check_downs += 1
             server.last_change = now
             be.server_down(server, desc, info, duration, code, from_cli=from_cli)
+        self.server_changed(server)
 
     # -- listening ---------------------------------------------------------
 
@@ -279,10 +289,24 @@ class AppControl(DirectControl):
         self._sync_balancer(server)
         if state is AdminState.READY and self.lb.checker is not None:
             self.lb.checker.wake(server)
+        self.lb.server_changed(server)
 
     def set_weight(self, server: ServerRuntime, weight: int) -> None:
         super().set_weight(server, weight)
         self._sync_balancer(server)
+        self.lb.server_changed(server)
+
+    def set_addr(self, server: ServerRuntime, host: str, port: int | None) -> None:
+        super().set_addr(server, host, port)
+        self.lb.server_changed(server)
+
+    def enable_health(self, server: ServerRuntime) -> None:
+        super().enable_health(server)
+        self.lb.server_changed(server)
+
+    def disable_health(self, server: ServerRuntime) -> None:
+        super().disable_health(server)
+        self.lb.server_changed(server)
 
     def set_health(self, server: ServerRuntime, op: OpState) -> None:
         if op in (OpState.RUNNING, OpState.STOPPED):
@@ -298,6 +322,7 @@ class AppControl(DirectControl):
                                         and server.op is OpState.STARTING):
             super().set_health(server, op)  # NOLB, or a state the lines above did not set
             self._sync_balancer(server)
+        self.lb.server_changed(server)
 
     def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:
         super().set_maxconn(server, maxconn)
@@ -309,6 +334,7 @@ class AppControl(DirectControl):
             else:
                 be.full.discard(server.name)
                 be.serve_queue(slot)
+        self.lb.server_changed(server)
 
     # -- SessionControl ----------------------------------------------------
 
@@ -378,7 +404,8 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
                 soft_stop: asyncio.Event | None = None,
                 drain_timeout: float | None = None,
                 runtime: ProcessRuntime | None = None,
-                checks: bool = True) -> int:
+                checks: bool = True, stats: bool = True,
+                on_started: Callable[[LoadBalancer], None] | None = None) -> int:
     """Run the load balancer for `cfg` until `stop` is set; returns 0.
 
     listen_sockets: sockets bound beforehand (by a master, for a seamless
@@ -388,6 +415,10 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
     (default: `hard-stop-after`, else 10 s, or no limit when `soft_stop` was
     set: haproxy's soft stop; `force` cuts it short) and the ones left are
     killed (termination state 'K').
+
+    checks=False / stats=False: no health checks / no stats socket (an
+    nbthread follower); on_started(lb) runs once all is started, before
+    on_ready (the nbthread sync hooks in there).
     """
     lb = LoadBalancer(cfg, runtime, on_health)
     socks = open_listeners(cfg, listen_sockets)
@@ -401,11 +432,13 @@ async def serve(cfg: HaproxyConfig, *, stop: asyncio.Event,
         for fe in lb.frontends:
             fe.runtime, fe.control = lb.runtime, control
         timeout = (cfg.global_.stats_timeout or 10000) / 1000
-        for ss in cfg.global_.stats_sockets:
+        for ss in cfg.global_.stats_sockets if stats else ():
             stats_servers.append(await start_stats_socket(ss, lb.runtime, control,
                                                           timeout=timeout))
         if checks:
             _start_checks(lb)
+        if on_started is not None:
+            on_started(lb)
         if on_health is not None:
             on_health(lb.health())
         if on_ready is not None:

@@ -37,6 +37,7 @@ from keeplb.config.model import (
     KeepalivedConfig,
     TrackRef,
     VirtualAddress,
+    VirtualRoute,
     VrrpInstance,
     VrrpSyncGroup,
 )
@@ -72,6 +73,7 @@ from keeplb.vrrp.net import (
     LinkMonitor,
     Received,
     VrrpSocket,
+    route_spec,
     send_gratuitous_arp,
     send_unsolicited_na,
 )
@@ -376,10 +378,6 @@ class Instance:
 
     # ------------------------------------------------------------ addresses
 
-    def _vips_for(self, add: bool) -> list[VirtualAddress]:
-        # Excluded addresses follow the master like the others but are not advertised.
-        return [*self.cfg.virtual_ipaddresses, *self.cfg.virtual_ipaddresses_excluded]
-
     def addr_op(self, *, add: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._addr_op(add))
         self.addr_tasks.add(task)
@@ -388,21 +386,22 @@ class Instance:
     async def _addr_op(self, add: bool) -> None:
         # One lock per instance keeps add/remove in the order the machine asked.
         async with self.addr_lock:
-            log.info("(%s) %s VIPs.", self.name, "setting" if add else "removing")
-            for vip in self._vips_for(add):
-                dev = vip.dev or self.ifname
-                index = self.ifindex if dev == self.ifname else await self.daemon.addresses.ifindex(dev)
-                if index is None:
-                    log.error("(%s) cannot %s %s: no interface %s", self.name,
-                              "add" if add else "remove", vip.address, dev)
-                    continue
-                try:
-                    if add:
-                        await self.daemon.addresses.add(index, vip)
-                    else:
-                        await self.daemon.addresses.delete(index, vip)
-                except NetlinkOpError as e:
-                    log.error("(%s) %s", self.name, e)
+            verb = "setting" if add else "removing"
+            if not add and self.cfg.virtual_routes:
+                # keepalived removes the routes first: they may use the VIPs as source.
+                log.info("(%s) %s Virtual Routes", self.name, verb)
+                await self.daemon.route_op(self.cfg.virtual_routes, add=False, who=self.name)
+            log.info("(%s) %s VIPs.", self.name, verb)
+            await self.daemon.address_op(self.cfg.virtual_ipaddresses, add, self.ifname, self.name)
+            if self.cfg.virtual_ipaddresses_excluded:
+                # Excluded addresses follow the master like the others but are not advertised.
+                log.info("(%s) %s E-VIPs.", self.name, verb)
+                await self.daemon.address_op(
+                    self.cfg.virtual_ipaddresses_excluded, add, self.ifname, self.name
+                )
+            if add and self.cfg.virtual_routes:
+                log.info("(%s) %s Virtual Routes", self.name, verb)
+                await self.daemon.route_op(self.cfg.virtual_routes, add=True, who=self.name)
 
     async def addresses_settled(self) -> None:
         if self.addr_tasks:
@@ -439,9 +438,10 @@ class Instance:
         # The addresses must be on the interface before the world is told about them.
         async with self.addr_lock:
             pass
-        what = "Unsolicited Neighbour Adverts" if self.family == 6 else "gratuitous ARPs"
-        for vip in self.vip_addresses:
-            log.info("(%s) Sending/queueing %s on %s for %s", self.name, what, self.ifname, vip)
+        for vip in [*self.cfg.virtual_ipaddresses, *self.cfg.virtual_ipaddresses_excluded]:
+            what = "Unsolicited Neighbour Adverts" if vip.address.version == 6 else "gratuitous ARPs"
+            log.info("(%s) Sending/queueing %s on %s for %s", self.name, what,
+                     vip.dev or self.ifname, vip.address.ip)
         await self._garp_batch(repeat, interval)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -450,18 +450,29 @@ class Instance:
             await asyncio.sleep(refresh)
             await self._garp_batch(refresh_repeat, interval)
 
+    async def _garp_targets(self) -> list[tuple[str, int, list[IPAddress]]]:
+        """(interface, index, addresses) to announce: the VIPs and, as keepalived
+        does, the excluded ones (virtual_ipaddress_excluded), each on its own dev."""
+        by_dev: dict[str, list[IPAddress]] = {}
+        for vip in [*self.cfg.virtual_ipaddresses, *self.cfg.virtual_ipaddresses_excluded]:
+            by_dev.setdefault(vip.dev or self.ifname, []).append(vip.address.ip)
+        out = []
+        for dev, addrs in by_dev.items():
+            index = self.ifindex if dev == self.ifname else await self.daemon.addresses.ifindex(dev)
+            if index is not None:
+                out.append((dev, index, addrs))
+        return out
+
     async def _garp_batch(self, count: int, interval: float) -> None:
         if self.ifindex is None:
             return
+        targets = await self._garp_targets()
         for i in range(count):
             if self.machine.state is not State.MASTER:
                 return
-            if self.family == 4:
-                vips4 = [a for a in self.vip_addresses if isinstance(a, ipaddress.IPv4Address)]
-                send_gratuitous_arp(self.ifname, vips4)
-            else:
-                vips6 = [a for a in self.vip_addresses if isinstance(a, ipaddress.IPv6Address)]
-                send_unsolicited_na(self.ifname, self.ifindex, vips6)
+            for dev, index, addrs in targets:
+                send_gratuitous_arp(dev, [a for a in addrs if isinstance(a, ipaddress.IPv4Address)])
+                send_unsolicited_na(dev, index, [a for a in addrs if isinstance(a, ipaddress.IPv6Address)])
             if interval > 0 and i + 1 < count:
                 await asyncio.sleep(interval)
 
@@ -578,6 +589,51 @@ class VrrpDaemon:
         self.reloads = 0
         self.accepted_errors: set[str] = set()
 
+    # ------------------------------------------------------------ addresses and routes
+
+    async def address_op(
+        self, vips: Sequence[VirtualAddress], add: bool, default_dev: str, who: str
+    ) -> None:
+        """Adds or removes `vips`, each on its `dev` or `default_dev`; errors are logged."""
+        for vip in vips:
+            dev = vip.dev or default_dev
+            index = await self.addresses.ifindex(dev) if dev else None
+            if index is None:
+                log.error("(%s) cannot %s %s: no interface %s", who,
+                          "add" if add else "remove", vip.address, dev)
+                continue
+            try:
+                if add:
+                    await self.addresses.add(index, vip)
+                else:
+                    await self.addresses.delete(index, vip)
+            except NetlinkOpError as e:
+                log.error("(%s) %s", who, e)
+
+    async def route_op(self, routes: Sequence[VirtualRoute], *, add: bool, who: str) -> None:
+        """Adds or removes `routes` (proto keepalived, as keepalived marks them)."""
+        for route in routes:
+            spec = route_spec(route)
+            if spec is None:
+                log.error("(%s) route '%s' has no destination, ignored", who, " ".join(route.words))
+                continue
+            if add and spec.ignored:
+                log.warning("(%s) route %s: %s not supported by keeplb, ignored",
+                            who, spec.dst, ", ".join(spec.ignored))
+            try:
+                await self.addresses.route("add" if add else "del", spec)
+            except NetlinkOpError as e:
+                log.error("(%s) %s", who, e)
+
+    async def static_op(self, cfg: KeepalivedConfig, *, add: bool) -> None:
+        """static_ipaddress / static_routes: set at start whatever the VRRP state,
+        removed at stop (keepalived 2.2.7 does both; checked against it)."""
+        if not add:
+            await self.route_op(cfg.static_routes, add=False, who="static")
+        await self.address_op(cfg.static_ipaddresses, add, "", "static")
+        if add:
+            await self.route_op(cfg.static_routes, add=True, who="static")
+
     # ------------------------------------------------------------ lookups
 
     def groups_of(self, name: str) -> list[VrrpSyncGroup]:
@@ -601,6 +657,7 @@ class VrrpDaemon:
 
     async def start(self) -> None:
         """Opens sockets, starts trackers and instances. Raises KeeplbError when none can run."""
+        await self.static_op(self.cfg, add=True)
         await self._add_instances(self.cfg.instances)
         initial = {}
         for inst in self.instances.values():
@@ -673,6 +730,7 @@ class VrrpDaemon:
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
+        await self.static_op(self.cfg, add=False)
         await self.notifier.drain()
         await self.addresses.close()
         log.info("Stopped")
