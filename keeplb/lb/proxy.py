@@ -76,6 +76,7 @@ ACCEPT_ERROR_PAUSE_S = 0.1
 # Algorithms whose pick depends on the request only: a full server keeps the
 # connection in its own queue instead of sending it elsewhere (haproxy).
 DETERMINISTIC = frozenset({"source", "hash", "uri", "url_param", "hdr", "rdp-cookie"})
+KEYLESS = frozenset({"roundrobin", "static-rr", "leastconn", "first", "random"})
 
 
 # --------------------------------------------------------------------------
@@ -290,19 +291,16 @@ class Pending:
 class Slot:
     """A server as the relay sees it: its runtime counters plus live sessions and queue."""
 
-    __slots__ = ("rt", "backend", "sessions", "queue", "queue_len", "ramp")
+    __slots__ = ("rt", "name", "backend", "sessions", "queue", "queue_len", "ramp")
 
     def __init__(self, rt: ServerRuntime, backend: Backend) -> None:
         self.rt = rt
+        self.name = rt.name  # a plain attribute: read several times per session
         self.backend = backend
         self.sessions: set[Session] = set()
         self.queue: deque[Pending] = deque()
         self.queue_len = 0
         self.ramp: asyncio.TimerHandle | None = None
-
-    @property
-    def name(self) -> str:
-        return self.rt.name
 
     @property
     def full(self) -> bool:
@@ -326,6 +324,8 @@ class Backend:
         self.queue_len = 0
         self.sessions = 0
         self.deterministic = self.cfg.balance.algorithm.split("(")[0] in DETERMINISTIC
+        # Only hashing balancers read the client address; the others skip inet_pton.
+        self.needs_key = getattr(balancer, "algorithm", None) not in KEYLESS
         t = self.cfg.timeouts
         self.timeout_connect = t.get("connect", DEFAULT_TIMEOUT_CONNECT_MS) / 1000
         self.timeout_queue = t.get("queue", t.get("connect", DEFAULT_TIMEOUT_CONNECT_MS)) / 1000
@@ -391,9 +391,10 @@ class Backend:
         slot.sessions.discard(session)
         self.balancer.drop_conn(slot.name)
         slot.rt.counters.session_ended()
-        if not slot.full:
+        if self.full and not slot.full:
             self.full.discard(slot.name)
-        self.serve_queue(slot)
+        if slot.queue or self.queue:
+            self.serve_queue(slot)
 
     def enqueue(self, session: Session, slot: Slot | None, seq: int) -> Pending:
         fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
@@ -594,7 +595,9 @@ class Backend:
         rt.eweight = max(1, -(-weight // BE_WEIGHT_SCALE)) if weight else 0
         self.balancer.update_weight(rt.name, weight)
         self.serve_queue(slot)
-        if elapsed >= slowstart_ms:
+        # haproxy's last 1/16 step already gives the full weight (w = 16 once
+        # elapsed >= 15/16 of slowstart): the ramp is over then.
+        if elapsed >= slowstart_ms or weight >= rt.uweight * BE_WEIGHT_SCALE:
             slot.ramp = None
             if rt.op is OpState.STARTING:
                 rt.op = OpState.RUNNING
@@ -710,6 +713,7 @@ class Listener:
             return
         self._opening = None
         self.server = srv
+        self.frontend.loop = loop
         self._sync()
 
     def check(self) -> None:
@@ -767,6 +771,11 @@ class Frontend:
         self.service = self.cfg.mode is Mode.HTTP and bool(self.stats_page or self.metrics_rules)
         self.runtime: ProcessRuntime | None = None
         self.control: RuntimeControl | None = None
+        # Set by the first listener that opens; each asyncio.get_running_loop()
+        # costs a getpid() syscall on Python 3.11, several per session otherwise.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Inactivity limits per backend, see idle_table().
+        self._idle_tables: dict[Backend, IdleTable] = {}
 
     @property
     def name(self) -> str:
@@ -812,19 +821,33 @@ class Frontend:
                 return self.backends[r.backend]
         return self.default
 
+    def idle_table(self, be: Backend | None) -> IdleTable:
+        """The inactivity limits of a session of this frontend sent to `be`,
+        computed once per pair: [data phase][half closed] -> (seconds, side)."""
+        table = self._idle_tables.get(be) if be is not None else None
+        if table is None:
+            table = ((_idle_limit(self, be, False, False), _idle_limit(self, be, False, True)),
+                     (_idle_limit(self, be, True, False), _idle_limit(self, be, True, True)))
+            if be is not None:
+                self._idle_tables[be] = table
+        return table
+
     def new_session(self) -> ClientSide:
         """uvloop's protocol factory for an accepted connection."""
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
         self.rt.counters.session_started()
-        sess = Session(self)
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        sess = Session(self, loop)
         self.limits.sessions.add(sess)
-        if not self.can_accept() and not self.paused:
+        if not self.paused and not self.can_accept():
             # Not from inside uvloop's accept callback (it asserts the server is
             # open); connections of the same accept batch may exceed maxconn.
             self.paused = True
-            asyncio.get_running_loop().call_soon(self._pause_if_full)
+            loop.call_soon(self._pause_if_full)
         return sess.client
 
     def _pause_if_full(self) -> None:
@@ -950,16 +973,54 @@ def _unsent(tr: asyncio.Transport | None) -> int:
     return n
 
 
+IdleTable = tuple[tuple[tuple[float, str], tuple[float, str]],
+                  tuple[tuple[float, str], tuple[float, str]]]
+"""[data phase][half closed] -> (seconds, side) of the inactivity timeout."""
+
+_NO_IDLE: IdleTable = (((0.0, "c"), (0.0, "c")), ((0.0, "c"), (0.0, "c")))
+_NEVER = float("inf")
+
+
+def _idle_limit(fe: Frontend, be: Backend | None, data: bool, half: bool) -> tuple[float, str]:
+    """(seconds, side) of the inactivity timeout of a session in the data phase
+    or not, with one side half closed or not; 0 seconds: none applies.
+    haproxy: `timeout tunnel` replaces both in the data phase; the *-fin
+    timeouts replace client/server once a side has shut."""
+    if data and be is not None and be.timeout_tunnel:
+        return be.timeout_tunnel / 1000, "c"
+    cands: list[tuple[int, str]] = []
+    ct = fe.timeout_client_fin if half and fe.timeout_client_fin else fe.timeout_client
+    if ct:
+        cands.append((ct, "c"))
+    if data and be is not None:
+        st = be.timeout_server_fin if half and be.timeout_server_fin else be.timeout_server
+        if st:
+            cands.append((st, "s"))
+    if not cands:
+        return 0.0, "c"
+    ms, side = min(cands)
+    return ms / 1000, side
+
+
 class Session:
     """One client connection and, once assigned, its server connection."""
 
-    def __init__(self, fe: Frontend) -> None:
-        loop = asyncio.get_running_loop()
+    # Slots: thousands of idle sessions must stay small, and the set-up path
+    # writes all of these once per connection.
+    __slots__ = ("loop", "loop_time", "fe", "t0", "wall0", "last", "src", "_dst", "client",
+                 "server_tr", "backend", "slot", "task", "timer", "timer_at", "bytes_in",
+                 "bytes_out", "counters", "client_eof", "server_eof", "client_lost",
+                 "server_lost", "phase", "term", "t_assigned", "t_connected", "retries",
+                 "redispatched", "srv_queue", "be_queue", "finished", "server_name",
+                 "t_connect_ms", "pending", "wake", "wbuf", "idle_s", "idle",
+                 "connect_deadline", "connect_expired")
+
+    def __init__(self, fe: Frontend, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.loop_time = loop.time
         self.fe = fe
-        self.t0 = loop.time()
+        self.t0 = self.last = loop.time()
         self.wall0 = time.time()
-        self.last = self.t0
         self.src: tuple[str, int] = ("unix", 0)
         self._dst: tuple[str, int] | None = None
         self.client = ClientSide(self)
@@ -968,6 +1029,7 @@ class Session:
         self.slot: Slot | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = _NEVER  # when self.timer fires
         self.bytes_in = 0
         self.bytes_out = 0
         # frontend, backend and server Counters once connected; bytes before that
@@ -992,8 +1054,12 @@ class Session:
         self.wake: asyncio.Event | None = None
         # write buffer sizes at the last idle-timer check
         self.wbuf: tuple[int, int] | None = None
-        self.idle_s = 0.0
-        self.idle_side = "c"
+        self.idle_s = 0.0  # the inactivity limit the timer was armed with
+        self.idle: IdleTable = _NO_IDLE
+        # While connecting, the session timer also stands for `timeout connect`
+        # (one timer per session instead of an asyncio.timeout per attempt).
+        self.connect_deadline = _NEVER
+        self.connect_expired = False
 
     @property
     def dst(self) -> tuple[str, int]:
@@ -1021,7 +1087,7 @@ class Session:
             mode = "HTTP" if fe.cfg.mode is Mode.HTTP else "TCP"
             fe.log.send(LOG_INFO, f"Connect from {self.src[0]}:{self.src[1]} to "
                                   f"{self.dst[0]}:{self.dst[1]} ({fe.name}/{mode})")
-        self.task = asyncio.get_running_loop().create_task(self.run())
+        self.task = self.loop.create_task(self.run())
 
     async def run(self) -> None:
         fe = self.fe
@@ -1041,6 +1107,10 @@ class Session:
         self.backend = be
         be.sessions += 1
         be.rt.counters.session_started()
+        self.idle = fe.idle_table(be)
+        # Armed no later than the connect timeout that follows at once in the
+        # common case, so that connecting needs no timer of its own.
+        self.connect_deadline = self.last + be.timeout_connect
         self._arm_idle()
         try:
             await self._establish(be)
@@ -1111,15 +1181,16 @@ class Session:
         A retry goes to the same server; with `option redispatch` the last
         retry may go to another one (haproxy's default redispatch interval -1).
         """
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         avoid: str | None = None
         sticky: Slot | None = None
-        try:
-            ip = self.src[0]
-            key: bytes | None = socket.inet_pton(
-                socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
-        except (OSError, ValueError):
-            key = None  # a UNIX socket client: balancers fall back to round-robin
+        key: bytes | None = None
+        if be.needs_key:
+            try:
+                ip = self.src[0]
+                key = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+            except (OSError, ValueError):
+                key = None  # a UNIX socket client: balancers fall back to round-robin
         attempt = 0
         while True:
             if sticky is not None and sticky.rt.usable:
@@ -1127,7 +1198,11 @@ class Session:
                 be.take(sticky, self)
             else:
                 self.phase = "Q"
-                slot = await self._assign(be, key, avoid)
+                slot, must_queue = be.pick(key, avoid)
+                if slot is not None and not must_queue:
+                    be.take(slot, self)  # the common case, without a coroutine
+                else:
+                    slot = await self._assign(be, slot, must_queue)
             assert slot is not None
             self.slot = slot
             self.server_name = slot.name
@@ -1135,13 +1210,26 @@ class Session:
                 self.t_assigned = loop.time()
             self.phase = "C"
             t_start = loop.time()
+            self.connect_deadline = t_start + be.timeout_connect
+            if self.timer_at > self.connect_deadline:
+                self._arm_idle()
             try:
-                async with asyncio.timeout(be.timeout_connect):
-                    transport, _ = await loop.create_connection(
-                        lambda: ServerSide(self, self._client_transport()),
-                        slot.rt.host, self._server_port(slot))
-            except (OSError, TimeoutError) as exc:
-                timed_out = isinstance(exc, TimeoutError)
+                transport, _ = await loop.create_connection(
+                    lambda: ServerSide(self, self._client_transport()),
+                    slot.rt.host, self._server_port(slot))
+            except (OSError, asyncio.CancelledError) as exc:
+                self.connect_deadline = _NEVER
+                if isinstance(exc, asyncio.CancelledError):
+                    if not self.connect_expired or self.client_lost or self.task is None:
+                        raise
+                    # Our own timer cancelled the attempt: `timeout connect`,
+                    # unless someone else asked for a cancel at the same time.
+                    self.connect_expired = False
+                    if self.task.uncancel() > 0:
+                        raise
+                    timed_out = True
+                else:
+                    timed_out = isinstance(exc, TimeoutError)
                 slot.rt.counters.errors_conn += 1
                 be.rt.counters.errors_conn += 1
                 be.release(slot, self)
@@ -1163,14 +1251,15 @@ class Session:
                     # haproxy's turn-around timer before retrying a refused connection.
                     await asyncio.sleep(min(be.timeout_connect, 1.0))
                 continue
+            self.connect_deadline = _NEVER
             self.t_connected = loop.time()
             self.t_connect_ms = int((self.t_connected - t_start) * 1000)
             self._connected(transport)
             return
 
-    async def _assign(self, be: Backend, key: bytes | None, avoid: str | None) -> Slot:
-        """A server slot now, or after waiting in a queue; raises _NoServer."""
-        slot, must_queue = be.pick(key, avoid)
+    async def _assign(self, be: Backend, slot: Slot | None, must_queue: bool) -> Slot:
+        """A server slot now, or after waiting in a queue; raises _NoServer.
+        (slot, must_queue) is what be.pick() just answered."""
         if slot is None and not must_queue:
             self.phase = "C"
             raise _NoServer()
@@ -1255,33 +1344,22 @@ class Session:
 
     # -- timeouts ----------------------------------------------------------
 
-    def _idle_limit(self) -> tuple[float, str]:
+    def _limit(self) -> tuple[float, str]:
         """(seconds, side) of the inactivity timeout that applies now."""
-        fe, be = self.fe, self.backend
-        half = self.client_eof or self.server_eof
-        cands: list[tuple[int, str]] = []
-        if self.phase == "D" and be is not None and be.timeout_tunnel:
-            return be.timeout_tunnel / 1000, "c"
-        ct = fe.timeout_client_fin if half and fe.timeout_client_fin else fe.timeout_client
-        if ct:
-            cands.append((ct, "c"))
-        if self.phase == "D" and be is not None:
-            st = be.timeout_server_fin if half and be.timeout_server_fin else be.timeout_server
-            if st:
-                cands.append((st, "s"))
-        if not cands:
-            return 0.0, "c"
-        ms, side = min(cands)
-        return ms / 1000, side
+        return self.idle[self.phase == "D"][self.client_eof or self.server_eof]
 
     def _arm_idle(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        limit, side = self._idle_limit()
-        self.idle_s, self.idle_side = limit, side
-        if limit > 0:
-            self.timer = asyncio.get_running_loop().call_at(self.last + limit, self._on_timer)
+        limit = self.idle_s = self._limit()[0]
+        at = self.last + limit if limit > 0 else _NEVER
+        self._schedule(min(at, self.connect_deadline))
+
+    def _schedule(self, at: float) -> None:
+        self.timer_at = at
+        if at < _NEVER:
+            self.timer = self.loop.call_at(at, self._on_timer)
 
     def _writes_progressed(self) -> bool:
         """True when a write buffer shrank since the last look (checked only when
@@ -1295,17 +1373,26 @@ class Session:
     def _rearm_if_shorter(self) -> None:
         """The timer fires at the old deadline and re-arms itself lazily if time
         is left; only a shorter limit (server, tunnel, *-fin) needs a new timer."""
-        limit, _ = self._idle_limit()
+        limit = self._limit()[0]
         if self.timer is None or (limit > 0 and limit < self.idle_s) or self.idle_s <= 0:
             self._arm_idle()
 
     def _on_timer(self) -> None:
         self.timer = None
+        self.timer_at = _NEVER
         if self.finished:
             return
         now = self.loop_time()
-        limit, side = self._idle_limit()
+        if self.phase == "C" and now >= self.connect_deadline and self.task is not None \
+                and not self.task.done():
+            self.connect_expired = True
+            self.task.cancel()  # _establish counts it as a connect timeout
+            return
+        if self.connect_deadline <= now:
+            self.connect_deadline = _NEVER  # the early arming of run(), not connecting
+        limit, side = self._limit()
         if limit <= 0:
+            self._schedule(self.connect_deadline)
             return
         deadline = self.last + limit
         if now >= deadline and self._writes_progressed():
@@ -1313,7 +1400,7 @@ class Session:
             self.last = now
             deadline = now + limit
         if now < deadline:
-            self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            self._schedule(min(deadline, self.connect_deadline))
             return
         if self.phase != "D":
             # Queue and connect have their own timeouts; the client timeout still
@@ -1328,14 +1415,16 @@ class Session:
     # -- ending --------------------------------------------------------------
 
     def on_eof(self, client: bool) -> None:
+        # Once both sides have shut, close() sends the last FIN: no shutdown() first.
         if client:
             self.client_eof = True
-            if self.server_tr is not None and not self.server_tr.is_closing():
+            if not self.server_eof and self.server_tr is not None \
+                    and not self.server_tr.is_closing():
                 self.server_tr.write_eof()
         else:
             self.server_eof = True
             ctr = self.client.transport
-            if ctr is not None and not ctr.is_closing():
+            if not self.client_eof and ctr is not None and not ctr.is_closing():
                 ctr.write_eof()
         if self.client_eof and self.server_eof:
             self._close_both()
@@ -1407,6 +1496,7 @@ class Session:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+            self.timer_at = _NEVER
         now = self.loop_time()
         fe, be, slot = self.fe, self.backend, self.slot
         if not self.counters:

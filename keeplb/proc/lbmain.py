@@ -7,6 +7,9 @@ around `keeplb.lb.app.serve`.
   --worker N       a master's worker: inherited sockets, READY on a pipe,
                    SIGUSR1 soft stop (finish sessions), SIGTERM hard stop
   --health-fd FD   (`keeplb run`) one JSON line per health change on FD
+  nbthread N > 1   always the master path (with or without -W): N workers,
+                   worker 1 checks and serves the stats socket, the others
+                   follow its server states (keeplb.proc.sync)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from keeplb.config.model import HaproxyConfig
 from keeplb.errors import KeeplbError
-from keeplb.proc import listeners, notify, serverstate
+from keeplb.proc import listeners, notify, serverstate, sync
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.privileges import drop_privileges
 from keeplb.proc.title import set_title
@@ -80,8 +83,14 @@ def _signal_pids(pids: Sequence[int], sig: int) -> None:
 def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | None = None,
                   ready_fd: int | None = None, health_fd: int | None = None,
                   soft_stop_pids: Sequence[int] = (), hard_stop_pids: Sequence[int] = (),
-                  systemd: bool = True, state_file: str | None = None) -> int:
-    """Binds what is not inherited, drops privileges, serves until a stop signal."""
+                  systemd: bool = True, state_file: str | None = None,
+                  link: sync.WorkerLink | None = None, role: str = sync.ROLE_CHECKER) -> int:
+    """Binds what is not inherited, drops privileges, serves until a stop signal.
+
+    With a sync `link` (nbthread), the master's snapshot of the server states
+    is applied first; a follower (`role`) then runs no checks and no stats
+    socket and applies the checker's changes; the checker publishes them.
+    """
     from keeplb.lb import app
 
     runtime = app.build_runtime(cfg)
@@ -89,10 +98,28 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     if saved:
         n = serverstate.apply_servers_state(runtime, saved)
         log.info("loaded the state of %d server(s) from %s", n, state_file)
+    snapshot = link.read_snapshot() if link is not None else []
+    sync.apply_static(runtime, snapshot)
+    follower = link is not None and role == sync.ROLE_FOLLOWER
+    tasks: list[asyncio.Task[None]] = []
+
+    def on_started(lb: app.LoadBalancer) -> None:
+        if link is None:
+            return
+        if follower:
+            sync.silence_follower(lb)
+            tasks.append(asyncio.get_running_loop().create_task(link.follow(lb)))
+        else:
+            sync.restore_health(runtime, snapshot)
+            lb.on_server_change = link.publish
+            # Servers set `disabled` in the config or by a state file count too.
+            for be in runtime.backends:
+                for srv in be.servers:
+                    link.publish(srv)
 
     check_fd_limit(cfg)
     socks = app.open_listeners(cfg, sockets)
-    on_health = _health_writer(health_fd)
+    on_health = None if follower else _health_writer(health_fd)
 
     def on_ready() -> None:
         # serve() has bound the listeners and the stats sockets by now: drop root
@@ -131,7 +158,8 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         hs = cfg.global_.hard_stop_after
         rc = await app.serve(cfg, stop=stop, force=force, on_ready=on_ready, on_health=on_health,
                              listen_sockets=socks, runtime=runtime,
-                             drain_timeout=hs / 1000 if hs else 24 * 3600.0)
+                             drain_timeout=hs / 1000 if hs else 24 * 3600.0,
+                             checks=not follower, stats=not follower, on_started=on_started)
         if systemd:
             notify.stopping()
         return rc
@@ -155,14 +183,18 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
     if worker is not None:
         set_title(f"lb worker {worker}")
         inherited = listeners.import_fds(os.environ.pop(listeners.ENV_FDS, None))
+        link, role = sync.WorkerLink.from_env()
         return serve_process(cfg, sockets=inherited, ready_fd=ready_fd, health_fd=health_fd,
                              systemd=False,
-                             state_file=os.environ.get(serverstate.ENV_STATE_FILE))
+                             state_file=os.environ.get(serverstate.ENV_STATE_FILE),
+                             link=link, role=role)
     background = (daemon or g.daemon) and not foreground
-    if master_worker or g.master_worker:
+    if master_worker or g.master_worker or (g.nbthread or 1) > 1:
         from keeplb.proc import master
 
-        return master.main(paths, cfg, daemon=background, pidfile=pidfile or g.pidfile)
+        return master.main(paths, cfg, daemon=background, pidfile=pidfile or g.pidfile,
+                           health_fd=health_fd, soft_stop_pids=soft_stop_pids,
+                           hard_stop_pids=hard_stop_pids)
     if background:
         # Bind before detaching, so that a bind error reaches the terminal.
         socks = app.open_listeners(cfg)

@@ -9,6 +9,11 @@ ones get SIGUSR1 (soft stop: stop accepting, finish their sessions) and, after
 `hard-stop-after`, SIGTERM.
 
 Signals to the master: SIGUSR2/SIGHUP reload, SIGUSR1 soft stop, SIGTERM/SIGINT hard stop.
+
+`nbthread N` starts N workers per generation; worker 1 runs the checks, the
+stats socket and `--health-fd`, and the master relays its server changes to
+the others (keeplb.proc.sync). Without -W, `nbthread N` > 1 takes this same
+path (the master is the light parent): one code path, one set of tests.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 from keeplb.config.diagnostics import Diagnostics
 from keeplb.config.model import HaproxyConfig
-from keeplb.proc import listeners, notify, serverstate
+from keeplb.proc import listeners, notify, serverstate, sync
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.title import set_title
 
@@ -42,6 +47,7 @@ class Worker:
     proc: asyncio.subprocess.Process
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     leaving: bool = False
+    link: asyncio.StreamWriter | None = None
 
     @property
     def pid(self) -> int:
@@ -68,7 +74,9 @@ def _open_listeners(cfg: HaproxyConfig, existing: dict[str, socket.socket] | Non
 
 class Master:
     def __init__(self, paths: Sequence[str], cfg: HaproxyConfig, *,
-                 extra_worker_args: Sequence[str] = (), python: str = sys.executable) -> None:
+                 extra_worker_args: Sequence[str] = (), python: str = sys.executable,
+                 health_fd: int | None = None, soft_stop_pids: Sequence[int] = (),
+                 hard_stop_pids: Sequence[int] = ()) -> None:
         self.paths = list(paths)
         self.cfg = cfg
         self.python = python
@@ -82,6 +90,10 @@ class Master:
         self.reloads_ok = 0
         self.state_file: str | None = None
         self.reloads_failed = 0
+        self.health_fd = health_fd
+        self.soft_stop_pids = list(soft_stop_pids)
+        self.hard_stop_pids = list(hard_stop_pids)
+        self.relays: dict[int, sync.Relay] = {}
 
     @property
     def nbproc(self) -> int:
@@ -97,11 +109,32 @@ class Master:
                 "--ready-fd", str(wfd), *self.extra_worker_args]
         for p in self.paths:
             argv += ["-f", p]
-        fds = (wfd, *(s.fileno() for s in self.sockets.values()))
-        proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env)
-        os.close(wfd)
+        fds = [wfd, *(s.fileno() for s in self.sockets.values())]
+        if relative_id == 1 and self.health_fd is not None:
+            # `keeplb run` hears the health of the one worker that checks.
+            argv += ["--health-fd", str(self.health_fd)]
+            fds.append(self.health_fd)
+        mine: socket.socket | None = None
+        if self.nbproc > 1:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            env[sync.ENV_SYNC_FD] = str(theirs.fileno())
+            env[sync.ENV_SYNC_ROLE] = sync.ROLE_CHECKER if relative_id == 1 else sync.ROLE_FOLLOWER
+            fds.append(theirs.fileno())
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, env=env)
+        finally:
+            os.close(wfd)
+            if mine is not None:
+                theirs.close()
         worker = Worker(relative_id, self.generation, proc)
         self.workers.append(worker)
+        if mine is not None:
+            reader, writer = await asyncio.open_unix_connection(sock=mine)
+            worker.link = writer
+            relay = self.relays.setdefault(worker.generation, sync.Relay())
+            relay.add_worker(relative_id, writer)
+            if relative_id == 1:
+                asyncio.get_running_loop().create_task(relay.read_checker(reader))
         asyncio.get_running_loop().create_task(self._watch(worker, rfd))
         return worker
 
@@ -118,6 +151,12 @@ class Master:
             transport.close()
         rc = await worker.proc.wait()
         self.workers.remove(worker)
+        relay = self.relays.get(worker.generation)
+        if relay is not None and worker.link is not None:
+            relay.remove_worker(worker.relative_id, worker.link)
+        if not any(w.generation == worker.generation for w in self.workers) \
+                and worker.generation != self.generation:
+            self.relays.pop(worker.generation, None)
         if worker.leaving or self.stop.is_set():
             log.info("Former worker #%d (%d) exited with code %d", worker.relative_id, worker.pid, rc)
             return
@@ -195,6 +234,12 @@ class Master:
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
         self.sockets = _open_listeners(self.cfg, None)
         await self._start_generation()
+        # -sf/-st (nbthread without -W): the old process goes once the workers serve.
+        for pids, sig in ((self.soft_stop_pids, signal.SIGUSR1),
+                          (self.hard_stop_pids, signal.SIGTERM)):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
         notify.ready(f"generation {self.generation}")
         while not self.stop.is_set():
             stop_task = asyncio.create_task(self.stop.wait())
@@ -223,8 +268,11 @@ class Master:
 
 
 def main(paths: Sequence[str], cfg: HaproxyConfig, *, daemon: bool = False,
-         pidfile: str | None = None, extra_worker_args: Sequence[str] = ()) -> int:
-    """Entry point of `keeplb lb -W`; the config was checked by the CLI already."""
+         pidfile: str | None = None, extra_worker_args: Sequence[str] = (),
+         health_fd: int | None = None, soft_stop_pids: Sequence[int] = (),
+         hard_stop_pids: Sequence[int] = ()) -> int:
+    """Entry point of `keeplb lb -W`, and of `nbthread N` > 1 without -W; the
+    config was checked by the CLI already. `health_fd` goes to worker 1 only."""
     if daemon:
         from keeplb.proc.daemonize import daemonize
 
@@ -236,7 +284,9 @@ def main(paths: Sequence[str], cfg: HaproxyConfig, *, daemon: bool = False,
     try:
         import uvloop
 
-        return uvloop.run(Master(paths, cfg, extra_worker_args=extra_worker_args).run())
+        return uvloop.run(Master(paths, cfg, extra_worker_args=extra_worker_args,
+                                 health_fd=health_fd, soft_stop_pids=soft_stop_pids,
+                                 hard_stop_pids=hard_stop_pids).run())
     finally:
         if pidfile:
             remove_pidfile(pidfile)

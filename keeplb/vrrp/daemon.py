@@ -7,6 +7,13 @@ Each machine's next_deadline() drives exactly one loop timer; nothing polls.
 The shell decides nothing: every state change comes from the machine, every
 priority from track.effective_priority.
 
+Sync groups follow keepalived's vrrp_sync.c: a member becomes MASTER only
+when every member wants to (machine.sync_can_goto_master), then takes the
+others along; a member backing down takes the masters along; a member in
+FAULT takes the group to FAULT; tracker weights are ignored in a group.
+static_ipaddress / static_routes are set at start and removed at stop,
+whatever the state; virtual_routes follow the VIPs.
+
 Signals, as keepalived: SIGTERM/SIGINT stop (priority-0 advert, VIPs removed),
 a second SIGINT forces the exit; SIGHUP reloads (a bad file is refused and
 the running config stays); SIGUSR1 writes keepalived.data and
@@ -952,6 +959,7 @@ class VrrpDaemon:
         """
         old_cfg = self.cfg
         self.cfg = new
+        await self._reload_statics(old_cfg, new)
         new_by_name = {i.name: i for i in new.instances}
         keep_scripts: set[str] = set()
         for name, s in new.scripts.items():
@@ -994,6 +1002,19 @@ class VrrpDaemon:
         for inst in self.instances.values():
             inst.update_priority()
         self.reloads += 1
+
+    async def _reload_statics(self, old: KeepalivedConfig, new: KeepalivedConfig) -> None:
+        # keepalived's clear_diff_static_*: drop what the new file no longer has,
+        # then (idempotently) set everything it lists.
+        kept_addrs = {repr(_strip_spans(dataclasses.asdict(a))) for a in new.static_ipaddresses}
+        kept_routes = {r.words for r in new.static_routes}
+        gone = KeepalivedConfig(
+            static_ipaddresses=[a for a in old.static_ipaddresses
+                                if repr(_strip_spans(dataclasses.asdict(a))) not in kept_addrs],
+            static_routes=[r for r in old.static_routes if r.words not in kept_routes],
+        )
+        await self.static_op(gone, add=False)
+        await self.static_op(new, add=True)
 
     @staticmethod
     def _same_identity(a: VrrpInstance, b: VrrpInstance) -> bool:

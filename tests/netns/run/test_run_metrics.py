@@ -32,12 +32,12 @@ while True:
 
 SCRAPE = r"""
 import sys, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:8405/metrics", timeout=3).read().decode())
+print(urllib.request.urlopen("http://127.0.0.1:8405/metrics", timeout=8).read().decode())
 """
 
 
 def scrape(host: Host) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    r = host.run([sys.executable, "-c", SCRAPE], timeout=10)
+    r = host.run([sys.executable, "-c", SCRAPE], timeout=15)
     assert r.returncode == 0, r.stderr
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for fam in text_string_to_metric_families(r.stdout):
@@ -94,7 +94,7 @@ def test_metrics_show_server_status_and_vrrp_state(lab: Lab, tmp_path: Path) -> 
             return (sample(m, "keeplb_vrrp_state", instance="vip", state="MASTER") == 1.0
                     and sample(m, "haproxy_server_status", proxy="be", server="s1", state="UP") == 1.0)
 
-        assert wait_until(master, 15), (tmp_path / "run.log").read_text()
+        assert wait_until(master, 40), (tmp_path / "run.log").read_text()
         assert "10.77.0.10" in " ".join(lb.addresses())
 
         lb.stop(backend)
@@ -104,11 +104,11 @@ def test_metrics_show_server_status_and_vrrp_state(lab: Lab, tmp_path: Path) -> 
             return (sample(m, "haproxy_server_status", proxy="be", server="s1", state="DOWN") == 1.0
                     and sample(m, "keeplb_vrrp_state", instance="vip", state="FAULT") == 1.0)
 
-        assert wait_until(down_and_fault, 10), (tmp_path / "run.log").read_text()
+        assert wait_until(down_and_fault, 30), (tmp_path / "run.log").read_text()
         assert "10.77.0.10" not in " ".join(lb.addresses())
 
         backend = lb.popen([sys.executable, "-c", BACKEND, "7001"])
-        assert wait_until(master, 15), (tmp_path / "run.log").read_text()
+        assert wait_until(master, 40), (tmp_path / "run.log").read_text()
         lb.stop(run)
     finally:
         log.close()

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
+import pytest
+
+from keeplb.config.model import (
+    KeepalivedConfig,
+    TrackFileDef,
+    TrackRef,
+    VrrpInstance,
+    VrrpSyncGroup,
+)
+from keeplb.vrrp.daemon import Instance, VrrpDaemon
 from keeplb.vrrp.machine import (
     AddVips,
     AdvertisementReceived,
@@ -92,3 +103,25 @@ def test_master_takes_the_backups_along_and_backup_takes_the_masters() -> None:
     assert SendAdvertisement(0) not in actions
     # FAULT and other moves are the shell's FAULT_SYNC business, not a follow.
     assert sync_followers([v1, v2, v3], v3, State.MASTER, State.FAULT) == []
+
+
+def test_tracker_weights_are_ignored_in_a_sync_group(caplog: pytest.LogCaptureFixture) -> None:
+    """keepalived 2.2.7 logs '(v1) ignoring weight from tracked file tf due to SYNC
+    group. specify weight 0' and treats the tracker as weight 0 (failure = FAULT)."""
+    cfg = KeepalivedConfig(
+        track_files={"tf": TrackFileDef(name="tf", file="/nonexistent", weight=5)},
+        instances=[
+            VrrpInstance(name="v1", interface="eth0", virtual_router_id=61,
+                         track_files=[TrackRef("tf")], track_interfaces=[TrackRef("eth1", 10)]),
+            VrrpInstance(name="v2", interface="eth0", virtual_router_id=62,
+                         track_files=[TrackRef("tf")]),
+        ],
+        sync_groups=[VrrpSyncGroup(name="G", group=["v1", "v3"])],
+    )
+    daemon = VrrpDaemon(cfg, "keepalived.conf")
+    with caplog.at_level(logging.WARNING, logger="keeplb.vrrp"):
+        v1, v2 = Instance(daemon, cfg.instances[0]), Instance(daemon, cfg.instances[1])
+    assert [t.weight for t in v1.trackers] == [0, 0] and v1.params.synced
+    assert [t.weight for t in v2.trackers] == [5] and not v2.params.synced
+    assert "(v1) ignoring weight from tracked file tf due to SYNC group. specify weight 0" in caplog.text
+    assert "(v1) ignoring weight from tracked interface eth1" in caplog.text
