@@ -9,8 +9,9 @@ the peer, so a slow side never makes keeplb buffer without bound.
 Accepting is uvloop's, in C, on a dup() of each listening socket; maxconn
 closes the dup so that further connections wait in the kernel backlog. One
 session = one short task (route, pick or queue, connect with retries)
-followed by callbacks only. Idle timeouts use one timer per session that is
-re-armed lazily when it fires, instead of one timer per read.
+followed by callbacks only. Timeouts (connect, then idle) use one deadline
+per session, filed in a coarse per-loop TimerWheel and re-armed lazily when
+it fires, instead of one loop timer per session or per read.
 
 Words follow haproxy: frontend, backend, server, queue, retries, redispatch,
 termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
@@ -774,6 +775,7 @@ class Frontend:
         # Set by the first listener that opens; each asyncio.get_running_loop()
         # costs a getpid() syscall on Python 3.11, several per session otherwise.
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.wheel = TimerWheel(None)
         # Inactivity limits per backend, see idle_table().
         self._idle_tables: dict[Backend, IdleTable] = {}
 
@@ -841,6 +843,8 @@ class Frontend:
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
+        if self.wheel.loop is not loop:
+            self.wheel = TimerWheel(loop)
         sess = Session(self, loop)
         self.limits.sessions.add(sess)
         if not self.paused and not self.can_accept():
@@ -973,6 +977,42 @@ def _unsent(tr: asyncio.Transport | None) -> int:
     return n
 
 
+class TimerWheel:
+    """Session timeouts grouped in TICK-wide slots, one loop timer per slot in
+    use, as haproxy keeps one timer tree per thread instead of a kernel or
+    loop timer per connection: arming, moving and cancelling a session's
+    deadline are set operations, and a deadline fires at most one TICK late.
+    """
+
+    TICKS_PER_S = 100
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.slots: dict[int, set[Session]] = {}
+
+    def add(self, sess: Session, at: float) -> int:
+        """File `sess` to be called (sess._on_timer) at `at` or up to a tick
+        later; returns the key that remove() needs."""
+        key = int(at * self.TICKS_PER_S) + 1
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = set()
+            assert self.loop is not None
+            self.loop.call_at(key / self.TICKS_PER_S, self._fire, key)
+        slot.add(sess)
+        return key
+
+    def remove(self, sess: Session, key: int) -> None:
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.discard(sess)
+
+    def _fire(self, key: int) -> None:
+        for sess in self.slots.pop(key, ()):
+            if sess.timer == key:  # not moved or cancelled by another's callback
+                sess._on_timer()
+
+
 IdleTable = tuple[tuple[tuple[float, str], tuple[float, str]],
                   tuple[tuple[float, str], tuple[float, str]]]
 """[data phase][half closed] -> (seconds, side) of the inactivity timeout."""
@@ -1028,8 +1068,8 @@ class Session:
         self.backend: Backend | None = None
         self.slot: Slot | None = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at = _NEVER  # when self.timer fires
+        self.timer = 0  # TimerWheel key while a timeout is armed
+        self.timer_at = _NEVER  # when it is due
         self.bytes_in = 0
         self.bytes_out = 0
         # frontend, backend and server Counters once connected; bytes before that
@@ -1349,9 +1389,9 @@ class Session:
         return self.idle[self.phase == "D"][self.client_eof or self.server_eof]
 
     def _arm_idle(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer:
+            self.fe.wheel.remove(self, self.timer)
+            self.timer = 0
         limit = self.idle_s = self._limit()[0]
         at = self.last + limit if limit > 0 else _NEVER
         self._schedule(min(at, self.connect_deadline))
@@ -1359,7 +1399,7 @@ class Session:
     def _schedule(self, at: float) -> None:
         self.timer_at = at
         if at < _NEVER:
-            self.timer = self.loop.call_at(at, self._on_timer)
+            self.timer = self.fe.wheel.add(self, at)
 
     def _writes_progressed(self) -> bool:
         """True when a write buffer shrank since the last look (checked only when
@@ -1374,11 +1414,12 @@ class Session:
         """The timer fires at the old deadline and re-arms itself lazily if time
         is left; only a shorter limit (server, tunnel, *-fin) needs a new timer."""
         limit = self._limit()[0]
-        if self.timer is None or (limit > 0 and limit < self.idle_s) or self.idle_s <= 0:
+        if not self.timer or (limit > 0 and limit < self.idle_s) or self.idle_s <= 0:
             self._arm_idle()
 
     def _on_timer(self) -> None:
-        self.timer = None
+        """Called by the TimerWheel at (or a tick after) timer_at."""
+        self.timer = 0
         self.timer_at = _NEVER
         if self.finished:
             return
@@ -1428,7 +1469,7 @@ class Session:
                 ctr.write_eof()
         if self.client_eof and self.server_eof:
             self._close_both()
-        elif self.timer is not None:
+        elif self.timer:
             self._rearm_if_shorter()  # client-fin / server-fin may apply now
 
     def on_lost(self, client: bool, exc: Exception | None) -> None:
@@ -1493,12 +1534,13 @@ class Session:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        fe = self.fe
+        if self.timer:
+            fe.wheel.remove(self, self.timer)
+            self.timer = 0
             self.timer_at = _NEVER
         now = self.loop_time()
-        fe, be, slot = self.fe, self.backend, self.slot
+        be, slot = self.backend, self.slot
         if not self.counters:
             fe.rt.counters.bytes_in += self.bytes_in
             fe.rt.counters.bytes_out += self.bytes_out
