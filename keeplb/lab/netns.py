@@ -43,6 +43,7 @@ from pyroute2 import NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from keeplb.errors import KeeplbError
+from keeplb.proc.pidfile import pid_alive
 
 __all__ = ["Host", "Lab", "LabError", "cleanup_stale", "list_labs", "STATE_DIR"]
 
@@ -96,16 +97,6 @@ def _remove_ns(name: str) -> None:
         netns.remove(name)
     except OSError as exc:
         log.warning("could not remove namespace %s: %s", name, exc)
-
-
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -449,7 +440,7 @@ def list_labs(prefix: str = "klb") -> list[dict[str, Any]]:
             continue
         if state.get("prefix") != prefix:
             continue
-        state["alive"] = _owner_alive(int(state.get("owner", 0)))
+        state["alive"] = pid_alive(int(state.get("owner", 0)))
         state["state_file"] = str(f)
         labs.append(state)
     return labs
