@@ -10,8 +10,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: test
 
-apt: .stamp-apt
-.stamp-apt:
+# Checked every time (dpkg -s is cheap), so a package removed since is installed again.
+apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -19,10 +19,10 @@ apt: .stamp-apt
 	fi
 	@# the Debian units would start the originals on the host; keeplb's tests run them in namespaces only
 	-@systemctl disable --now keepalived haproxy >/dev/null 2>&1 || true
-	@touch $@
 
-venv: .stamp-venv
-.stamp-venv: pyproject.toml
+# The stamp lives inside the venv: removing .venv removes it too.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -e '.[test,demo]'
@@ -57,4 +57,4 @@ install: deps
 	systemctl daemon-reload
 
 clean:
-	rm -rf $(VENV) .stamp-* build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
