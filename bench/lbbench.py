@@ -2,7 +2,11 @@
 in the same run, at equal cores: each load balancer is pinned to CPU 0, the
 backends and the load generator share CPU 1.
 
-    .venv/bin/python bench/lbbench.py [--duration 5] [--conns 50] [--idle 2000]
+    .venv/bin/python bench/lbbench.py [--duration 5] [--conns 50] [--idle 2000] [--threads N]
+
+--threads N: `nbthread N` in both balancers' config (haproxy: N threads; keeplb:
+N worker processes under a master), both pinned to CPUs 0..N-1; the RSS
+figure then counts keeplb's workers together.
 
 Figures (each for haproxy and keeplb, then keeplb/haproxy):
 - keep-alive req/s and p99 latency: wrk, HTTP/1.1 keep-alive through the TCP relay
@@ -77,7 +81,7 @@ frontend small
 LB_CFG = """
 global
     maxconn 8000
-    nbthread 1
+    nbthread {threads}
 defaults
     mode tcp
     timeout connect 5s
@@ -100,9 +104,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pin(cpu: int) -> None:
+def pin(cpu: int | set[int]) -> None:
+    cpus = cpu if isinstance(cpu, set) else {cpu}
     with contextlib.suppress(OSError, AttributeError):
-        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+        os.sched_setaffinity(0, {c % (os.cpu_count() or 1) for c in cpus})
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -117,7 +122,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def proc(argv: list[str], cpu: int, env: dict[str, str] | None = None
+def proc(argv: list[str], cpu: int | set[int], env: dict[str, str] | None = None
          ) -> Iterator[subprocess.Popen[bytes]]:
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          preexec_fn=lambda: pin(cpu), env=env)
@@ -177,11 +182,17 @@ def wrk(url: str, duration: int, conns: int, extra: list[str] | None = None
 
 
 def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    """VmRSS of `pid` plus its children's (keeplb's workers with --threads)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            total += sum(rss_kb(int(c)) for c in f.read().split())
+    return total
 
 
 def idle_rss(pid: int, port: int, n: int) -> float:
@@ -238,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conns", type=int, default=50, help="wrk connections")
     ap.add_argument("--idle", type=int, default=2000, help="idle connections for the RSS figure")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best counts")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="nbthread for both balancers (keeplb: worker processes)")
     args = ap.parse_args(argv)
     for tool in (HAPROXY, WRK):
         if not os.path.exists(tool):
@@ -263,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                 path = os.path.join(tmp, f"{name}.cfg")
                 with open(path, "w") as fh:
                     fh.write(LB_CFG.format(small=ports["small"], big=ports["big"],
-                                           small_be=small_be, big_be=big_be))
+                                           small_be=small_be, big_be=big_be,
+                                           threads=args.threads))
                 cmd = ([HAPROXY, "-f", path, "-db"] if name == "haproxy"
                        else [sys.executable, "-m", "keeplb", "lb", "-f", path])
-                p = stack.enter_context(proc(cmd, cpu=0, env=env))
+                cpus = set(range(args.threads)) if args.threads > 1 else 0
+                p = stack.enter_context(proc(cmd, cpu=cpus, env=env))
                 wait_port(ports["small"])
                 wait_port(ports["big"])
                 lbs[name] = (p.pid, ports)
@@ -284,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, hv, kv, _higher_better in rows:
         ratio = kv / hv if hv else float("nan")
         print(f"{label:32} {hv:12.1f} {kv:12.1f} {ratio:15.2f}")
-    print(f"(both balancers on CPU 0, one measured at a time; best of {args.rounds} "
+    print(f"(nbthread {args.threads}; both balancers on CPU 0..{args.threads - 1}, one measured at a time; best of {args.rounds} "
           f"interleaved rounds of {args.duration}s; {args.conns} wrk connections; "
           f"{args.idle} idle connections)")
     return 0

@@ -67,6 +67,25 @@ def check_fd_limit(cfg: HaproxyConfig) -> int:
     return got
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_master() -> None:
+    """A worker whose master died (even by SIGKILL) gets SIGTERM, as haproxy's
+    workers leave when the master's pipe closes: no orphan keeps the ports."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError) as e:
+        log.warning("cannot ask to follow the master's death: %s", e)
+        return
+    if os.getppid() == 1:  # the master died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _drop(cfg: HaproxyConfig) -> None:
     g = cfg.global_
     if os.geteuid() != 0:
@@ -126,6 +145,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         # only then, as haproxy does (a stats socket path lives outside the chroot).
         _drop(cfg)
         if ready_fd is not None:
+            _exit_with_master()  # again: a change of uid/gid clears the death signal
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"READY\n")
                 os.close(ready_fd)
@@ -182,6 +202,7 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
     if worker is not None:
         set_title(f"lb worker {worker}")
+        _exit_with_master()
         inherited = listeners.import_fds(os.environ.pop(listeners.ENV_FDS, None))
         link, role = sync.WorkerLink.from_env()
         return serve_process(cfg, sockets=inherited, ready_fd=ready_fd, health_fd=health_fd,

@@ -91,6 +91,10 @@ class Master:
         self.state_file: str | None = None
         self.reloads_failed = 0
         self.health_fd = health_fd
+        if health_fd is not None:
+            # Inherited as inheritable: without this every worker (uvloop spawns
+            # keep inheritable descriptors) would hold the pipe, not worker 1 only.
+            os.set_inheritable(health_fd, False)
         self.soft_stop_pids = list(soft_stop_pids)
         self.hard_stop_pids = list(hard_stop_pids)
         self.relays: dict[int, sync.Relay] = {}

@@ -119,7 +119,21 @@ def children_of(pid: int) -> list[int]:
 
 
 def title(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    """The process title, or '' once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def fd_targets(pid: int) -> set[str]:
+    out: set[str] = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass  # closed meanwhile
+    return out
 
 
 def owners(ports: list[int]) -> set[int]:
@@ -169,6 +183,16 @@ def batch_on_both(port: int, servers: tuple[Holder, Holder], workers: list[int]
     raise AssertionError(f"both workers {workers} never carried a batch")
 
 
+def settled(port: int, servers: tuple[Holder, Holder], workers: list[int],
+            expect: set[bytes]) -> None:
+    """The relay is one hop (checker -> master -> worker) behind: wait for a
+    batch carried by both workers to reach only `expect`, then check that a
+    second such batch agrees."""
+    wait_for(lambda: set(batch_on_both(port, servers, workers)) == expect, 5,
+             f"both workers to use only {expect}")
+    assert set(batch_on_both(port, servers, workers)) == expect
+
+
 def admin(stats: Path, cmd: str) -> str:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(3)
@@ -195,10 +219,12 @@ def lb(tmp_path: Path) -> Iterator[dict[str, object]]:
     procs: list[subprocess.Popen[bytes]] = []
     logf = open(tmp_path / "lb.log", "ab")
 
-    def start(cfg: Path) -> subprocess.Popen[bytes]:
+    def start(cfg: Path, health_fd: int | None = None) -> subprocess.Popen[bytes]:
         # No -W: nbthread 2 alone makes the light parent and its two workers.
-        p = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", "-f", str(cfg)],
-                             stdout=logf, stderr=logf)
+        extra = ["--health-fd", str(health_fd)] if health_fd is not None else []
+        p = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", "-f", str(cfg), *extra],
+                             stdout=logf, stderr=logf,
+                             pass_fds=[health_fd] if health_fd is not None else [])
         procs.append(p)
         return p
 
@@ -220,11 +246,11 @@ def lb(tmp_path: Path) -> Iterator[dict[str, object]]:
     logf.close()
 
 
-def start_two(lb: dict[str, object], cfg: Path, port: int) -> tuple[subprocess.Popen[bytes],
-                                                                     list[int]]:
+def start_two(lb: dict[str, object], cfg: Path, port: int, health_fd: int | None = None
+              ) -> tuple[subprocess.Popen[bytes], list[int]]:
     start = lb["start"]
     assert callable(start)
-    p = start(cfg)
+    p = start(cfg, health_fd)
     wait_for(lambda: len(children_of(p.pid)) == 2, what="two workers")
 
     def serving() -> bool:
@@ -244,7 +270,11 @@ def test_two_workers_one_checker(tmp_path: Path, servers: tuple[Holder, Holder],
     s1, s2 = servers
     port = free_port()
     cfg, _ = write_config(tmp_path, port, s1, s2)
-    p, workers = start_two(lb, cfg, port)
+    r, w = os.pipe()
+    try:
+        p, workers = start_two(lb, cfg, port, health_fd=w)
+    finally:
+        os.close(w)
     assert title(p.pid) == "keeplb: lb master"
     wait_for(lambda: sorted(title(w) for w in workers) == ["keeplb: lb worker 1",
                                                            "keeplb: lb worker 2"],
@@ -256,6 +286,23 @@ def test_two_workers_one_checker(tmp_path: Path, servers: tuple[Holder, Holder],
     checks = s1.accepts - before
     one_worker = window * 1000 / INTER_MS  # 10 checks; two checkers would make 20
     assert 0.5 * one_worker <= checks <= 1.4 * one_worker, checks
+    # `keeplb run`'s health pipe: held and written by the checking worker only.
+    pipe = os.readlink(f"/proc/self/fd/{r}")
+    holders = [wk for wk in workers if pipe in fd_targets(wk)]
+    assert [title(h) for h in holders] == ["keeplb: lb worker 1"]
+    os.set_blocking(r, False)
+    assert os.read(r, 4096) == b'{"backends": {"be": [2, 0]}}\n'
+    os.close(r)
+    # A master killed outright takes its workers with it (no orphan on the port).
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(5)
+    try:
+        wait_for(lambda: not any(title(w).startswith("keeplb") for w in workers), 10,
+                 "the workers to exit")
+    finally:
+        for w in workers:
+            if title(w).startswith("keeplb: lb worker"):  # ours, if it outlived the test
+                os.kill(w, signal.SIGKILL)
 
 
 def test_down_maint_and_restarts_agree_in_both_workers(
@@ -271,14 +318,14 @@ def test_down_maint_and_restarts_agree_in_both_workers(
 
     # An operator's maint on the checker's stats socket reaches the other worker.
     assert admin(stats, "set server be/s1 state maint") == "\n"
-    assert set(batch_on_both(port, servers, workers)) == {b"s2"}
+    settled(port, servers, workers, {b"s2"})
     assert admin(stats, "set server be/s1 state ready") == "\n"
     wait_for(lambda: b"s1" in batch(port, servers)[0], what="s1 back in use")
 
     # A server killed is marked DOWN by the one checker, in both workers.
     s1.stop()
     wait_for(lambda: "Server be/s1 is DOWN" in log.read_text(), what="s1 DOWN")
-    assert set(batch_on_both(port, servers, workers)) == {b"s2"}
+    settled(port, servers, workers, {b"s2"})
     assert log.read_text().count("Server be/s1 is DOWN") == 1  # logged once, by the checker
 
     # A killed follower is restarted and starts from the shared state (s1 DOWN).
@@ -287,6 +334,7 @@ def test_down_maint_and_restarts_agree_in_both_workers(
              what="worker 2 restarted")
     workers = children_of(p.pid)
     time.sleep(1.0)  # the new worker's interpreter starts before it accepts
+    # From its first connection on: the snapshot is applied before it accepts.
     assert set(batch_on_both(port, servers, workers)) == {b"s2"}
 
     # A killed checker is restarted; it keeps checking and its stats socket answers.
@@ -298,8 +346,7 @@ def test_down_maint_and_restarts_agree_in_both_workers(
     s1.start()
     wait_for(lambda: "Server be/s1 is UP" in log.read_text(), what="s1 UP")
     workers = children_of(p.pid)
-    wait_for(lambda: set(batch_on_both(port, servers, workers)) == {b"s1", b"s2"},
-             what="s1 used by both workers again")
+    settled(port, servers, workers, {b"s1", b"s2"})
 
 
 def _show_stat(stats: Path) -> str:
