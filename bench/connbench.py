@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = os.path.join(tmp, f"{name}.cfg")
                 with open(path, "w") as fh:
                     fh.write(LB_CFG.format(small=port, big=big, small_be=small_be,
-                                           big_be=free_port()))
+                                           big_be=free_port(), threads=1))
                 cmd = ([HAPROXY, "-f", path, "-db"] if name == "haproxy"
                        else [sys.executable, "-m", "keeplb", "lb", "-f", path])
                 p = stack.enter_context(proc(cmd, cpu=0, env=env))
