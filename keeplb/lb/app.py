@@ -366,6 +366,66 @@ class AppControl(DirectControl):
             sess.kill("K")
         return len(victims)
 
+    # -- FrontendControl (keeplb.lb.runtime) -------------------------------
+
+    def _frontend(self, frt: FrontendRuntime) -> Frontend | None:
+        return next((f for f in self.lb.frontends if f.rt is frt), None)
+
+    def _close_listeners(self, front: Frontend) -> None:
+        front.pause()
+        # Frontend.paused means "paused by maxconn, resume when a session
+        # ends"; an operator's pause must outlive that, so only rt.paused stays.
+        front.paused = False
+        for li in front.listeners:
+            # haproxy's pause: the socket stops listening, so new clients are
+            # refused instead of waiting in the backlog (listen() undoes it).
+            with contextlib.suppress(OSError):
+                li.sock.shutdown(socket.SHUT_RD)
+
+    def _resume_if_possible(self, front: Frontend) -> None:
+        if front.rt.disabled or front.rt.stopped or self.lb.limits.stopping:
+            return
+        if front.can_accept():
+            front.resume()
+        else:
+            front.paused = True  # the maxconn logic resumes it when a session ends
+
+    def disable_frontend(self, fe: FrontendRuntime) -> None:
+        super().disable_frontend(fe)
+        front = self._frontend(fe)
+        if front is not None:
+            self._close_listeners(front)
+
+    def enable_frontend(self, fe: FrontendRuntime) -> None:
+        super().enable_frontend(fe)
+        front = self._frontend(fe)
+        if front is None:
+            return
+        for li in front.listeners:
+            with contextlib.suppress(OSError):
+                li.sock.listen(li.backlog)
+        self._resume_if_possible(front)
+
+    def shutdown_frontend(self, fe: FrontendRuntime) -> None:
+        super().shutdown_frontend(fe)
+        front = self._frontend(fe)
+        if front is not None:
+            self._close_listeners(front)
+            for li in front.listeners:
+                li.close()
+
+    def set_frontend_maxconn(self, fe: FrontendRuntime, maxconn: int) -> None:
+        super().set_frontend_maxconn(fe, maxconn)
+        front = self._frontend(fe)
+        if front is not None and front.paused:
+            self._resume_if_possible(front)
+
+    def set_global_maxconn(self, rt: ProcessRuntime, maxconn: int) -> None:
+        super().set_global_maxconn(rt, maxconn)
+        for front in self.lb.frontends:
+            if front.paused:
+                self._resume_if_possible(front)
+
 
 def _result_fields(result: Any, went_up: bool) -> tuple[str, str, int | None, int | None]:
     if result is None:

@@ -274,37 +274,93 @@ def _nofile() -> float:
     return float(soft) if soft != resource.RLIM_INFINITY else math.nan
 
 
+# haproxy 2.6's process families in its order: (name, type, HELP, `show info`
+# field or a special name). A name not ending in _total that haproxy types as
+# a counter is a gauge here: prometheus-client would rename its samples.
+_NAN = "nan"
+PROCESS_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
+    ("nbthread", G, "Number of started threads (global.nbthread)", "Nbthread"),
+    ("nbproc", G, "Number of started worker processes (historical, always 1)", "Nbproc"),
+    ("relative_process_id", G, "Relative worker process number (1)", "Process_num"),
+    ("uptime_seconds", G, "How long ago this worker process was started (seconds)", "Uptime_sec"),
+    ("pool_failures_total", C, "Number of failed pool allocations since this worker was started", "PoolFailed"),
+    ("max_fds", G, "Hard limit on the number of per-process file descriptors", "nofile"),
+    ("max_sockets", G, "Hard limit on the number of per-process sockets", "nofile"),
+    ("max_connections", G, "Hard limit on the number of per-process connections (configured or imposed by Ulimit-n)", "Maxconn"),
+    ("hard_max_connections", G, "Hard limit on the number of per-process connections (imposed by Memmax_MB or Ulimit-n)", "Hard_maxconn"),
+    ("current_connections", G, "Current number of connections on this worker process", "CurrConns"),
+    ("connections_total", C, "Total number of connections on this worker process since started", "CumConns"),
+    ("requests_total", C, "Total number of requests on this worker process since started", "CumReq"),
+    ("max_ssl_connections", G, "Hard limit on the number of per-process SSL endpoints (front+back), 0=unlimited", "MaxSslConns"),
+    ("current_ssl_connections", G, "Current number of SSL endpoints on this worker process (front+back)", "CurrSslConns"),
+    ("ssl_connections_total", C, "Total number of SSL endpoints on this worker process since started (front+back)", "CumSslConns"),
+    ("max_pipes", G, "Hard limit on the number of pipes for splicing, 0=unlimited", "Maxpipes"),
+    ("pipes_used_total", C, "Current number of pipes in use in this worker process", "PipesUsed"),
+    ("pipes_free_total", C, "Current number of allocated and available pipes in this worker process", "PipesFree"),
+    ("current_connection_rate", G, "Number of front connections created on this worker process over the last second", "ConnRate"),
+    ("limit_connection_rate", G, "Hard limit for ConnRate (global.maxconnrate)", "ConnRateLimit"),
+    ("max_connection_rate", G, "Highest ConnRate reached on this worker process since started (in connections per second)", "MaxConnRate"),
+    ("current_session_rate", G, "Number of sessions created on this worker process over the last second", "SessRate"),
+    ("limit_session_rate", G, "Hard limit for SessRate (global.maxsessrate)", "SessRateLimit"),
+    ("max_session_rate", G, "Highest SessRate reached on this worker process since started (in sessions per second)", "MaxSessRate"),
+    ("current_ssl_rate", G, "Number of SSL connections created on this worker process over the last second", "SslRate"),
+    ("limit_ssl_rate", G, "Hard limit for SslRate (global.maxsslrate)", "SslRateLimit"),
+    ("max_ssl_rate", G, "Highest SslRate reached on this worker process since started (in connections per second)", "MaxSslRate"),
+    ("current_frontend_ssl_key_rate", G, "Number of SSL keys created on frontends in this worker process over the last second", "SslFrontendKeyRate"),
+    ("max_frontend_ssl_key_rate", G, "Highest SslFrontendKeyRate reached on this worker process since started (in SSL keys per second)", "SslFrontendMaxKeyRate"),
+    ("frontend_ssl_reuse", G, "Percent of frontend SSL connections which did not require a new key", "SslFrontendSessionReuse_pct"),
+    ("current_backend_ssl_key_rate", G, "Number of SSL keys created on backends in this worker process over the last second", "SslBackendKeyRate"),
+    ("max_backend_ssl_key_rate", G, "Highest SslBackendKeyRate reached on this worker process since started (in SSL keys per second)", "SslBackendMaxKeyRate"),
+    ("ssl_cache_lookups_total", C, "Total number of SSL session ID lookups in the SSL session cache on this worker since started", "SslCacheLookups"),
+    ("ssl_cache_misses_total", C, "Total number of SSL session ID lookups that didn't find a session in the SSL session cache on this worker since started", "SslCacheMisses"),
+    ("http_comp_bytes_in_total", C, "Number of bytes submitted to the HTTP compressor in this worker process over the last second", "CompressBpsIn"),
+    ("http_comp_bytes_out_total", C, "Number of bytes emitted by the HTTP compressor in this worker process over the last second", "CompressBpsOut"),
+    ("limit_http_comp", G, "Limit of CompressBpsOut beyond which HTTP compression is automatically disabled", "CompressBpsRateLim"),
+    ("current_zlib_memory", G, "Amount of memory currently used by HTTP compression on the current worker process (in bytes)", _NAN),
+    ("max_zlib_memory", G, "Limit on the amount of memory used by HTTP compression above which it is automatically disabled (in bytes, see global.maxzlibmem)", _NAN),
+    ("current_tasks", G, "Total number of tasks in the current worker process (active + sleeping)", "Tasks"),
+    ("current_run_queue", G, "Total number of active tasks+tasklets in the current worker process", "Run_queue"),
+    ("idle_time_percent", G, "Percentage of last second spent waiting in the current worker thread", "Idle_pct"),
+    ("stopping", G, "1 if the worker process is currently stopping, otherwise zero", "Stopping"),
+    ("jobs", G, "Current number of active jobs on the current worker process (frontend connections, master connections, listeners)", "Jobs"),
+    ("unstoppable_jobs", G, "Current number of unstoppable jobs on the current worker process (master connections)", "Unstoppable Jobs"),
+    ("listeners", G, "Current number of active listeners on the current worker process", "Listeners"),
+    ("active_peers", G, "Current number of verified active peers connections on the current worker process", "ActivePeers"),
+    ("connected_peers", G, "Current number of peers having passed the connection step on the current worker process", "ConnectedPeers"),
+    ("dropped_logs_total", C, "Total number of dropped logs for current worker process since started", "DroppedLogs"),
+    ("busy_polling_enabled", G, "1 if busy-polling is currently in use on the worker process, otherwise zero (config.busy-polling)", "BusyPolling"),
+    ("failed_resolutions", G, "Total number of failed DNS resolutions in current worker process since started", "FailedResolutions"),
+    ("bytes_out_total", C, "Total number of bytes emitted by current worker process since started", "TotalBytesOut"),
+    ("spliced_bytes_out_total", C, "Total number of bytes emitted by current worker process through a kernel pipe since started", "TotalSplicdedBytesOut"),
+    ("bytes_out_rate", G, "Number of bytes emitted by current worker process over the last second", "BytesOutRate"),
+    ("recv_logs_total", C, "Total number of log messages received by log-forwarding listeners on this worker process since started", "CumRecvLogs"),
+    ("build_info", G, "Build info", "Version"),
+    ("max_memory_bytes", G, "Worker process's hard limit on memory usage in byes (-m on command line)", "Memmax_bytes"),
+    ("pool_allocated_bytes", G, "Amount of memory allocated in pools (in bytes)", "PoolAlloc_bytes"),
+    ("pool_used_bytes", G, "Amount of pool memory currently used (in bytes)", "PoolUsed_bytes"),
+    ("start_time_seconds", G, "Start time in seconds", "Start_time_sec"),
+)
+
+
 def process_families(rt: ProcessRuntime, wall: float) -> Iterator[Metric]:
+    """The haproxy_process_* families, from the `show info` fields."""
     info = dict(stats.info_fields(rt, wall))
-    g = GaugeMetricFamily
-    c = CounterMetricFamily
-    table: list[tuple[Any, str, str, float]] = [
-        (g, "nbthread", "Number of started threads (global.nbthread)", rt.nbthread),
-        (g, "nbproc", "Number of started worker processes (historical, always 1)", 1),
-        (g, "relative_process_id", "Relative worker process number (1)", 1),
-        (g, "uptime_seconds", "How long ago this worker process was started (seconds)", _num(info["Uptime_sec"])),
-        (g, "max_fds", "Hard limit on the number of per-process file descriptors", _nofile()),
-        (g, "max_sockets", "Hard limit on the number of per-process sockets", _nofile()),
-        (g, "max_connections", "Hard limit on the number of per-process connections (configured or imposed by Ulimit-n)", rt.maxconn),
-        (g, "hard_max_connections", "Hard limit on the number of per-process connections (imposed by Memmax_MB or Ulimit-n)", rt.maxconn),
-        (g, "current_connections", "Current number of connections on this worker process", rt.cur_conns),
-        (c, "connections_total", "Total number of connections on this worker process since started", rt.cum_conns),
-        (g, "stopping", "1 if the worker process is currently stopping, otherwise zero", int(rt.stopping)),
-        (g, "jobs", "Current number of active jobs on the current worker process (frontend connections, master connections, listeners)", _num(info["Jobs"])),
-        (g, "unstoppable_jobs", "Current number of unstoppable jobs on the current worker process (master connections)", 0),
-        (g, "listeners", "Current number of active listeners on the current worker process", _num(info["Listeners"])),
-        (g, "active_peers", "Current number of verified active peers connections on the current worker process", 0),
-        (g, "connected_peers", "Current number of peers having passed the connection step on the current worker process", 0),
-        (c, "bytes_out_total", "Total number of bytes emitted by current worker process since started", _num(info["TotalBytesOut"])),
-        (g, "start_time_seconds", "Start time in seconds", int(rt.started)),
-    ]
-    for cls, name, help_text, value in table:
-        m = cls(f"haproxy_process_{name}", help_text)
-        m.add_metric([], float(value))
+    for name, kind, help_text, source in PROCESS_FAMILIES:
+        full = f"haproxy_process_{name}"
+        if name == "build_info":
+            build = GaugeMetricFamily(full, help_text, labels=["version"])
+            build.add_metric([str(info[source])], 1.0)
+            yield build
+            continue
+        if source == "nofile":
+            value = _nofile()
+        elif source == _NAN:
+            value = math.nan
+        else:
+            value = _num(info[source])
+        m = (CounterMetricFamily if kind == C else GaugeMetricFamily)(full, help_text)
+        m.add_metric([], value)
         yield m
-    build = GaugeMetricFamily("haproxy_process_build_info", "Build info", labels=["version"])
-    build.add_metric([str(info["Version"])], 1.0)
-    yield build
 
 
 def haproxy_families(rt: ProcessRuntime, now: float | None = None,

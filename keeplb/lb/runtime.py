@@ -29,6 +29,16 @@ valid input:
     set_health(server, op: OpState)              # `set server B/S health up|stopping|down`
     set_maxconn(server, maxconn: int)            # 0: no limit
 
+Frontends and process limits go through `FrontendControl` (DirectControl
+implements it on the runtime objects only; app.py's control also pauses,
+resumes and closes the listeners):
+
+    disable_frontend(fe) / enable_frontend(fe)   # stop / resume accepting
+    shutdown_frontend(fe)                        # close the listeners for good
+    set_frontend_maxconn(fe, maxconn: int)       # >= 0
+    set_global_maxconn(rt, maxconn: int)         # 1 .. hard maxconn
+    set_rate_limit(rt, what: str, value: int)    # RATE_LIMITS key, stored unit, 0: none
+
 Optionally, the same object may also implement `SessionControl`
 (`sessions()`, `shutdown_session(ident)`, `shutdown_sessions(server)`) for
 `show sess`, `shutdown session` and `shutdown sessions server`; without it
@@ -79,6 +89,7 @@ from keeplb.lb import stats
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
+    FrontendRuntime,
     OpState,
     ProcessRuntime,
     ServerRuntime,
@@ -126,6 +137,29 @@ class RuntimeControl(Protocol):
     def set_health(self, server: ServerRuntime, op: OpState) -> None: ...
 
     def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None: ...
+
+
+@runtime_checkable
+class FrontendControl(Protocol):
+    """What `disable/enable/shutdown frontend`, `set maxconn frontend|global` and
+    `set rate-limit` change; called after the CLI validated the arguments."""
+
+    def disable_frontend(self, fe: FrontendRuntime) -> None: ...
+
+    def enable_frontend(self, fe: FrontendRuntime) -> None: ...
+
+    def shutdown_frontend(self, fe: FrontendRuntime) -> None: ...
+
+    def set_frontend_maxconn(self, fe: FrontendRuntime, maxconn: int) -> None: ...
+
+    def set_global_maxconn(self, rt: ProcessRuntime, maxconn: int) -> None: ...
+
+    def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None: ...
+
+
+# `set rate-limit <what> global <value>`: haproxy's settings, and the factor
+# from the CLI's unit to the stored one (http-compression is given in kB/s).
+RATE_LIMITS = {"connections": 1, "sessions": 1, "ssl-sessions": 1, "http-compression": 1024}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +240,33 @@ class DirectControl:
     def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:
         server.maxconn = maxconn
 
+    # -- FrontendControl ---------------------------------------------------
+
+    def disable_frontend(self, fe: FrontendRuntime) -> None:
+        fe.disabled = True
+        fe.paused = True
+
+    def enable_frontend(self, fe: FrontendRuntime) -> None:
+        fe.disabled = False
+        fe.paused = False
+
+    def shutdown_frontend(self, fe: FrontendRuntime) -> None:
+        fe.stopped = True
+
+    def set_frontend_maxconn(self, fe: FrontendRuntime, maxconn: int) -> None:
+        fe.maxconn = maxconn
+
+    def set_global_maxconn(self, rt: ProcessRuntime, maxconn: int) -> None:
+        if not rt.hard_maxconn:
+            rt.hard_maxconn = rt.maxconn
+        rt.maxconn = maxconn
+
+    def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None:
+        if value:
+            rt.rate_limits[what] = value
+        else:
+            rt.rate_limits.pop(what, None)
+
 
 # --------------------------------------------------------------------------
 # command table
@@ -238,11 +299,10 @@ HAPROXY_ONLY = tuple(tuple(w.split()) for w in (
     "commit acl", "commit map", "commit ssl ca-file", "commit ssl cert",
     "commit ssl crl-file", "del acl", "del map", "del server", "del ssl ca-file",
     "del ssl cert", "del ssl crl-file", "del ssl crt-list", "disable agent",
-    "disable dynamic-cookie backend", "disable frontend", "enable agent",
-    "enable dynamic-cookie backend", "enable frontend", "get acl", "get map", "get var",
+    "disable dynamic-cookie backend", "enable agent",
+    "enable dynamic-cookie backend", "get acl", "get map", "get var",
     "new ssl ca-file", "new ssl cert", "new ssl crlfile", "prepare acl", "prepare map",
-    "set dynamic-cookie-key backend", "set map", "set maxconn frontend",
-    "set maxconn global", "set profiling", "set rate-limit", "set severity-output",
+    "set dynamic-cookie-key backend", "set map", "set profiling", "set severity-output",
     "set ssl ca-file", "set ssl cert", "set ssl crl-file", "set ssl ocsp-response",
     "set ssl tls-key", "set table", "show acl", "show activity", "show cache",
     "show cli sockets", "show env", "show errors", "show events", "show fd", "show libs",
@@ -250,7 +310,7 @@ HAPROXY_ONLY = tuple(tuple(w.split()) for w in (
     "show schema json", "show servers conn", "show ssl ca-file",
     "show ssl cert", "show ssl crl-file", "show ssl crt-list", "show ssl ocsp-response",
     "show ssl providers", "show startup-logs", "show table", "show tasks", "show threads",
-    "show tls-keys", "show trace", "shutdown frontend", "trace",
+    "show tls-keys", "show trace", "trace",
 ))
 
 _ALWAYS_USAGE = (
@@ -568,6 +628,131 @@ def _cmd_clear_counters(sess: CliSession, args: list[str]) -> str:
     return ""
 
 
+# --------------------------------------------------------------------------
+# frontends and process limits (haproxy's cli_parse_*_frontend, cli.c)
+# --------------------------------------------------------------------------
+
+NO_FRONTEND = "No such frontend.\n"
+FRONTEND_EXPECTED = "A frontend name is expected.\n"
+RATE_LIMIT_USAGE = (
+    "'set rate-limit' only supports :\n"
+    "   - 'connections global' to set the per-process maximum connection rate\n"
+    "   - 'sessions global' to set the per-process maximum session rate\n"
+    "   - 'ssl-sessions global' to set the per-process maximum SSL session rate\n"
+    "   - 'http-compression global' to set the per-process maximum compression speed in kB/s\n")
+_ATOI_RE = re.compile(r"^[ \t]*([+-]?[0-9]*)")
+
+
+def atoi(text: str) -> int:
+    """C's atoi(), which haproxy uses for these values: leading digits, else 0."""
+    m = _ATOI_RE.match(text)
+    digits = m.group(1) if m else ""
+    return int(digits) if digits.strip("+-") else 0
+
+
+def _frontend_control(sess: CliSession) -> FrontendControl | None:
+    ctl = sess.control
+    return ctl if isinstance(ctl, FrontendControl) else None
+
+
+def _find_frontend(sess: CliSession, name: str | None
+                   ) -> tuple[FrontendRuntime | None, FrontendControl | None, str | None]:
+    """haproxy's cli_find_frontend(): a frontend by name or '#<id>', or the error text."""
+    if name is None:
+        return None, None, FRONTEND_EXPECTED
+    rt = sess.runtime
+    fe = rt.frontend(name)
+    if fe is None and name.startswith("#") and name[1:].isdigit():
+        fe = next((f for f in rt.frontends if f.iid == int(name[1:])), None)
+    if fe is None:
+        return None, None, NO_FRONTEND
+    ctl = _frontend_control(sess)
+    if ctl is None:
+        return None, None, "Frontend commands are not supported by keeplb here.\n"
+    return fe, ctl, None
+
+
+def _cmd_disable_frontend(sess: CliSession, args: list[str]) -> str:
+    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
+    if err or fe is None or ctl is None:
+        return err or NO_FRONTEND
+    if fe.stopped:
+        return "Frontend was previously shut down, cannot disable.\n"
+    if fe.disabled:
+        return "All sockets are already disabled.\n"
+    ctl.disable_frontend(fe)
+    return ""
+
+
+def _cmd_enable_frontend(sess: CliSession, args: list[str]) -> str:
+    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
+    if err or fe is None or ctl is None:
+        return err or NO_FRONTEND
+    if fe.stopped:
+        return "Frontend was previously shut down, cannot enable.\n"
+    if not fe.disabled:
+        return "All sockets are already enabled.\n"
+    ctl.enable_frontend(fe)
+    return ""
+
+
+def _cmd_shutdown_frontend(sess: CliSession, args: list[str]) -> str:
+    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
+    if err or fe is None or ctl is None:
+        return err or NO_FRONTEND
+    if fe.stopped:
+        return "Frontend was already shut down.\n"
+    ctl.shutdown_frontend(fe)
+    return ""
+
+
+def _cmd_set_maxconn_frontend(sess: CliSession, args: list[str]) -> str:
+    fe, ctl, err = _find_frontend(sess, _arg(args, 3))
+    if err or fe is None or ctl is None:
+        return err or NO_FRONTEND
+    text = _arg(args, 4)
+    if text is None:
+        return "Integer value expected.\n"
+    value = atoi(text)
+    if value < 0:
+        return "Value out of range.\n"
+    ctl.set_frontend_maxconn(fe, value)
+    return ""
+
+
+def _cmd_set_maxconn_global(sess: CliSession, args: list[str]) -> str:
+    text = _arg(args, 3)
+    if text is None:
+        return "Expects an integer value.\n"
+    ctl = _frontend_control(sess)
+    if ctl is None:
+        return "'set maxconn global' is not supported by keeplb here.\n"
+    rt = sess.runtime
+    hard = rt.hard_maxconn or rt.maxconn
+    value = atoi(text)
+    if value > hard:
+        return "Value out of range.\n"
+    ctl.set_global_maxconn(rt, value if value > 0 else hard)  # <= 0: back to the hard limit
+    return ""
+
+
+def _cmd_set_rate_limit(sess: CliSession, args: list[str]) -> str:
+    what = _arg(args, 2)
+    if what not in RATE_LIMITS or _arg(args, 3) != "global":
+        return RATE_LIMIT_USAGE
+    text = _arg(args, 4)
+    if text is None:
+        return "Expects an integer value.\n"
+    ctl = _frontend_control(sess)
+    if ctl is None:
+        return "'set rate-limit' is not supported by keeplb here.\n"
+    value = atoi(text)
+    if value < 0:
+        return "Value out of range.\n"
+    ctl.set_rate_limit(sess.runtime, what, value * RATE_LIMITS[what])
+    return ""
+
+
 def human_time(seconds: float) -> str:
     """haproxy's human_time(): '45s', '3m12s', '2h5m', '1d3h'."""
     t = max(0, int(seconds))
@@ -637,13 +822,18 @@ def _cmd_shutdown_sessions_server(sess: CliSession, args: list[str]) -> str:
 A = AccessLevel
 COMMANDS: tuple[Command, ...] = (
     Command(("clear", "counters"), "clear counters [all]                    : clear max statistics counters (or all counters)", A.OPER, _cmd_clear_counters),
+    Command(("disable", "frontend"), "disable frontend <frontend>             : temporarily disable specific frontend", A.ADMIN, _cmd_disable_frontend),
     Command(("disable", "health"), "disable health                          : disable health checks", A.ADMIN, _server_command(_disable_health)),
     Command(("disable", "server"), "disable server (DEPRECATED)             : disable a server for maintenance (use 'set server' instead)", A.ADMIN, _server_command(_disable_server)),
+    Command(("enable", "frontend"), "enable frontend <frontend>              : re-enable specific frontend", A.ADMIN, _cmd_enable_frontend),
     Command(("enable", "health"), "enable health                           : enable health checks", A.ADMIN, _server_command(_enable_health)),
     Command(("enable", "server"), "enable server  (DEPRECATED)             : enable a disabled server (use 'set server' instead)", A.ADMIN, _server_command(_enable_server)),
     Command(("get", "weight"), "get weight <bk>/<srv>                   : report a server's current weight", A.USER, _cmd_get_weight),
     Command(("operator",), "operator                                : lower the level of the current CLI session to operator", A.USER, _cmd_lower_level(A.OPER)),
+    Command(("set", "maxconn", "frontend"), "set maxconn frontend <frontend> <value> : change a frontend's maxconn setting", A.ADMIN, _cmd_set_maxconn_frontend),
+    Command(("set", "maxconn", "global"), "set maxconn global <value>              : change the per-process maxconn setting", A.ADMIN, _cmd_set_maxconn_global),
     Command(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>           : change a server's maxconn setting", A.ADMIN, _cmd_set_maxconn_server),
+    Command(("set", "rate-limit"), "set rate-limit <setting> <value>        : change a rate limiting value", A.ADMIN, _cmd_set_rate_limit),
     Command(("set", "server"), "set server <bk>/<srv> [opts]            : change a server's state, weight, address or ssl", A.ADMIN, _cmd_set_server),
     Command(("set", "timeout"), "set timeout [cli] <delay>               : change a timeout setting", A.USER, _cmd_set_timeout),
     Command(("set", "weight"), "set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use 'set server' instead)", A.ADMIN, _cmd_set_weight),
@@ -654,6 +844,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("show", "sess"), "show sess [id]                          : report the list of current sessions or dump this exact session", A.OPER, _cmd_show_sess),
     Command(("show", "stat"), "show stat [desc|json|no-maint|typed|up]*: report counters for each proxy and server", A.USER, _cmd_show_stat),
     Command(("show", "version"), "show version                            : show version of the current process", A.USER, _cmd_show_version),
+    Command(("shutdown", "frontend"), "shutdown frontend <frontend>            : stop a specific frontend", A.ADMIN, _cmd_shutdown_frontend),
     Command(("shutdown", "session"), "shutdown session [id]                   : kill a specific session", A.ADMIN, _cmd_shutdown_session),
     Command(("shutdown", "sessions", "server"), "shutdown sessions server <bk>/<srv>     : kill sessions on a server", A.ADMIN, _cmd_shutdown_sessions_server),
     Command(("user",), "user                                    : lower the level of the current CLI session to user", A.USER, _cmd_lower_level(A.USER)),

@@ -171,6 +171,8 @@ class FrontendRuntime:
     counters: Counters = field(default_factory=Counters)
     maxconn: int = 0
     paused: bool = False
+    disabled: bool = False  # `disable frontend`: no accepting until `enable frontend`
+    stopped: bool = False  # `shutdown frontend`: listeners closed for good
 
     @property
     def name(self) -> str:
@@ -190,6 +192,10 @@ class ProcessRuntime:
     cur_conns: int = 0
     cum_conns: int = 0
     stopping: bool = False
+    hard_maxconn: int = 0  # `set maxconn global` cannot exceed it; 0: the initial maxconn
+    # `set rate-limit <what> global N`: 'connections', 'sessions', 'ssl-sessions'
+    # (per second) and 'http-compression' (bytes/s); absent: no limit
+    rate_limits: dict[str, int] = field(default_factory=dict)
 
     def backend(self, name: str) -> BackendRuntime | None:
         for b in self.backends:

@@ -178,7 +178,7 @@ def backend_status(be: BackendRuntime) -> str:
 
 
 def frontend_status(fe: FrontendRuntime) -> str:
-    if fe.config.disabled:
+    if fe.config.disabled or fe.stopped:
         return "STOP"
     return "PAUSED" if fe.paused else "OPEN"
 
@@ -414,24 +414,25 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
     up = max(0, int(wall - rt.started))
     uptime = f"{up // 86400}d {up % 86400 // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s"
     listeners = sum(len(fe.config.binds) for fe in rt.frontends)
-    cum_req = 0
+    cum_req = rt.cum_conns  # haproxy counts a stream per TCP session, keeplb relays one each
     bytes_out = sum(fe.counters.bytes_out for fe in rt.frontends)
+    lim = rt.rate_limits
     return [
         ("Name", "HAProxy"), ("Version", f"{INFO_VERSION}-{__version__}"),
         ("Release_date", "2026/01/01"), ("Nbthread", rt.nbthread), ("Nbproc", 1),
         ("Process_num", 1), ("Pid", rt.pid), ("Uptime", uptime), ("Uptime_sec", up),
         ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0), ("PoolFailed", 0),
         ("Ulimit-n", 0), ("Maxsock", 0), ("Maxconn", rt.maxconn),
-        ("Hard_maxconn", rt.maxconn), ("CurrConns", rt.cur_conns),
+        ("Hard_maxconn", rt.hard_maxconn or rt.maxconn), ("CurrConns", rt.cur_conns),
         ("CumConns", rt.cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
         ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0), ("PipesUsed", 0),
-        ("PipesFree", 0), ("ConnRate", 0), ("ConnRateLimit", 0), ("MaxConnRate", 0),
-        ("SessRate", 0), ("SessRateLimit", 0), ("MaxSessRate", 0), ("SslRate", 0),
-        ("SslRateLimit", 0), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
+        ("PipesFree", 0), ("ConnRate", 0), ("ConnRateLimit", lim.get("connections", 0)), ("MaxConnRate", 0),
+        ("SessRate", 0), ("SessRateLimit", lim.get("sessions", 0)), ("MaxSessRate", 0), ("SslRate", 0),
+        ("SslRateLimit", lim.get("ssl-sessions", 0)), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
         ("SslFrontendMaxKeyRate", 0), ("SslFrontendSessionReuse_pct", 0),
         ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),
         ("SslCacheMisses", 0), ("CompressBpsIn", 0), ("CompressBpsOut", 0),
-        ("CompressBpsRateLim", 0), ("Tasks", 0), ("Run_queue", 0), ("Idle_pct", 100),
+        ("CompressBpsRateLim", lim.get("http-compression", 0)), ("Tasks", 0), ("Run_queue", 0), ("Idle_pct", 100),
         ("node", _node()), ("Stopping", int(rt.stopping)), ("Jobs", rt.cur_conns + listeners),
         ("Unstoppable Jobs", 0), ("Listeners", listeners), ("ActivePeers", 0),
         ("ConnectedPeers", 0), ("DroppedLogs", 0), ("BusyPolling", 0),

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from keeplb.config.model import HaproxyConfig
 from keeplb.errors import KeeplbError
+from keeplb.lb.server import AdminState, OpState, ProcessRuntime
 from keeplb.proc import listeners, notify, serverstate, sync
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.privileges import drop_privileges
@@ -91,6 +92,30 @@ def _drop(cfg: HaproxyConfig) -> None:
     if os.geteuid() != 0:
         return
     drop_privileges(user=g.user, group=g.group, uid=g.uid, gid=g.gid, chroot=g.chroot)
+
+
+def dump_servers_state(runtime: ProcessRuntime) -> list[str]:
+    """The lines haproxy logs on SIGHUP (`sig_dump_state`), one per server and
+    one per backend; called from the signal handler, reads the runtime only."""
+    lines: list[str] = []
+    for be in runtime.backends:
+        active = backup = 0
+        for srv in be.servers:
+            state = "UP" if srv.op is not OpState.STOPPED else "DOWN"
+            if srv.admin is AdminState.MAINT:
+                state = "MAINT"
+            lines.append(f"SIGHUP: Server {be.name}/{srv.name} is {state}. Conn: "
+                         f"{srv.counters.cur_sess} act, {srv.queue_cur} pend, "
+                         f"{srv.counters.total_sess} tot.")
+            if srv.usable:
+                if srv.backup:
+                    backup += 1
+                else:
+                    active += 1
+        lines.append(f"SIGHUP: Proxy {be.name} has {active} active servers and {backup} "
+                     f"backup servers available. Conn: act(BE): {be.counters.cur_sess}, "
+                     f"{be.queue_cur} pend, tot(BE): {be.counters.total_sess}.")
+    return lines
 
 
 def _signal_pids(pids: Sequence[int], sig: int) -> None:
@@ -175,6 +200,22 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         loop.add_signal_handler(signal.SIGTERM, hard)
         loop.add_signal_handler(signal.SIGINT, hard)
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+
+        def dump_state() -> None:
+            for line in dump_servers_state(runtime):
+                log.info("%s", line)
+
+        def no_reload() -> None:
+            # haproxy ignores SIGUSR2 outside master-worker mode; the default
+            # action would kill the process and every session with it.
+            if ready_fd is not None:
+                log.warning("SIGUSR2 ignored by a worker: send it to the master (%d)",
+                            os.getppid())
+            else:
+                log.warning("SIGUSR2 ignored: reloading needs master-worker mode (-W)")
+
+        loop.add_signal_handler(signal.SIGHUP, dump_state)
+        loop.add_signal_handler(signal.SIGUSR2, no_reload)
         hs = cfg.global_.hard_stop_after
         rc = await app.serve(cfg, stop=stop, force=force, on_ready=on_ready, on_health=on_health,
                              listen_sockets=socks, runtime=runtime,

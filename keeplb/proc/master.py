@@ -25,8 +25,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from keeplb.config.diagnostics import Diagnostics
 from keeplb.config.model import HaproxyConfig
@@ -98,6 +99,7 @@ class Master:
         self.soft_stop_pids = list(soft_stop_pids)
         self.hard_stop_pids = list(hard_stop_pids)
         self.relays: dict[int, sync.Relay] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def nbproc(self) -> int:
@@ -138,9 +140,17 @@ class Master:
             relay = self.relays.setdefault(worker.generation, sync.Relay())
             relay.add_worker(relative_id, writer)
             if relative_id == 1:
-                asyncio.get_running_loop().create_task(relay.read_checker(reader))
-        asyncio.get_running_loop().create_task(self._watch(worker, rfd))
+                self._background(relay.read_checker(reader))
+        self._background(self._watch(worker, rfd))
         return worker
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: a watcher collected by
+        # the GC mid-await never sees its worker's READY (a reload then waits
+        # READY_TIMEOUT_S) nor its exit (no restart).
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _watch(self, worker: Worker, rfd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -190,12 +200,25 @@ class Master:
                       "the current workers keep serving", len(diags.errors))
             notify.ready("reload refused: configuration errors")
             return
+        if not cfg.proxies:
+            # haproxy's words for a file (or a config directory) with nothing to run.
+            self.reloads_failed += 1
+            log.error("Reload failed: %s: no <listen> line. Nothing to do !; "
+                      "the current workers keep serving", " ".join(self.paths))
+            notify.ready("reload refused: nothing to do")
+            return
         try:
             new_sockets = _open_listeners(cfg, self.sockets)
         except Exception as e:  # noqa: BLE001 - any bind failure refuses the reload
             self.reloads_failed += 1
             log.error("Reload failed: %s; the current workers keep serving", e)
             notify.ready("reload refused")
+            return
+        if not new_sockets:
+            self.reloads_failed += 1
+            log.error("Reload failed: %s has no error but will not start (no listener); "
+                      "the current workers keep serving", " ".join(self.paths))
+            notify.ready("reload refused: no listener")
             return
         old_sockets = {k: s for k, s in self.sockets.items() if k not in new_sockets}
         old_workers = [w for w in self.workers if not w.leaving]
@@ -253,7 +276,12 @@ class Master:
             reload_task.cancel()
             if self.reload_requested.is_set() and not self.stop.is_set():
                 self.reload_requested.clear()
-                await self._reload()
+                try:
+                    await self._reload()
+                except Exception as e:  # noqa: BLE001 - a failed reload must not end the master
+                    self.reloads_failed += 1
+                    log.error("Reload failed: %s: %s; the current workers keep serving",
+                              type(e).__name__, e)
         notify.stopping()
         sig = signal.SIGUSR1 if self.soft else signal.SIGTERM
         for w in list(self.workers):

@@ -46,6 +46,23 @@ def lb_state_from_health(backends: dict[str, object]) -> dict[str, object]:
     return {"lb": all(per.values()) if per else True, "backends": per}
 
 
+SIGNAL_RETRY_S = 0.05
+SIGNAL_RETRIES = 200  # 10 s: a child still without its handlers by then is stuck anyway
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` now (its SigCgt mask in
+    /proc); True when that cannot be read, so the signal is sent as before."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True
+
+
 class Child:
     """One supervised child process and how to start it again."""
 
@@ -63,6 +80,23 @@ class Child:
         if self.proc and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
+
+    def deliver(self, sig: int, retries: int = SIGNAL_RETRIES) -> None:
+        """Sends `sig` once the child handles it: a reload or dump signal that
+        arrives while the child is still importing would otherwise take the
+        default action and end it. Called on the supervisor's loop."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if retries > 0 and not catches(proc.pid, sig):
+            asyncio.get_running_loop().call_later(
+                SIGNAL_RETRY_S, self._deliver_to, proc, sig, retries - 1)
+            return
+        self.signal(sig)
+
+    def _deliver_to(self, proc: asyncio.subprocess.Process, sig: int, retries: int) -> None:
+        if proc is self.proc:  # a restarted child read the config afresh
+            self.deliver(sig, retries)
 
 
 class Supervisor:
@@ -179,6 +213,10 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        # keepalived's parent passes its dump signals on to the VRRP child; the
+        # default action would end the supervisor and orphan both children.
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            loop.add_signal_handler(sig, self._relay_to_vrrp, sig)
         self._tasks = [asyncio.create_task(self._run_vrrp()), asyncio.create_task(self._run_lb())]
         await self.stop.wait()
         notify.stopping()
@@ -197,11 +235,16 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         return 0
 
+    def _relay_to_vrrp(self, sig: int) -> None:
+        child = getattr(self, "vrrp", None)
+        if child is not None:
+            child.deliver(sig)
+
     def _reload(self) -> None:
         notify.reloading()
         for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
             if child is not None:
-                child.signal(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)
+                child.deliver(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)
 
 
 def main(haproxy_paths: Sequence[str], keepalived_path: str, *, daemon: bool = False,

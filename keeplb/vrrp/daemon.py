@@ -1281,6 +1281,10 @@ async def _reloader(daemon: VrrpDaemon, requested: asyncio.Event) -> None:
         except KeeplbError as e:
             log.error("Reload failed: %s", e)
             continue
+        except Exception as e:  # noqa: BLE001 - this task must outlive any reload
+            # Without it the next SIGHUP would find no reloader left.
+            log.error("Reload failed: %s: %s", type(e).__name__, e)
+            continue
         log.info("Reload finished")
 
 

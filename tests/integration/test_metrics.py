@@ -258,3 +258,46 @@ def test_family_names_and_labels_match_haproxy_exporter(haproxy_metrics: str) ->
     assert sorted(set(theirs) - set(ours)) == []
     assert sorted(set(ours) - set(theirs)) == []
     assert {k: v for k, v in ours.items() if theirs[k] != v} == {}
+
+
+# haproxy types it a counter without the _total suffix, which prometheus-client
+# cannot write without renaming the samples; keeplb keeps the name, as a gauge.
+PROCESS_TYPE_EXCEPTIONS = {"haproxy_process_failed_resolutions": ("counter", "gauge")}
+
+
+def test_process_families_match_haproxy_exporter(haproxy_metrics: str) -> None:
+    def families(text: str) -> list[tuple[str, str, str]]:
+        return [(f.name, f.type, f.documentation) for f in text_string_to_metric_families(text)
+                if f.name.startswith("haproxy_process_")]
+
+    theirs = families(haproxy_metrics)
+    ours = families(render_metrics(make_runtime()).decode())
+    assert [n for n, _, _ in ours] == [n for n, _, _ in theirs]  # same families, same order
+    for (name, their_type, their_help), (_, our_type, our_help) in zip(theirs, ours, strict=True):
+        assert our_help == their_help, name
+        assert (their_type, our_type) == PROCESS_TYPE_EXCEPTIONS.get(
+            name, (their_type, their_type)), name
+
+
+def test_process_families_follow_the_runtime_api() -> None:
+    from keeplb.lb.runtime import CliSession
+
+    rt = make_runtime()
+    rt.cur_conns, rt.cum_conns, rt.maxconn = 3, 40, 1000
+    sess = CliSession(rt, DirectControl())
+    for line in ("set maxconn global 250", "set rate-limit connections global 30",
+                 "set rate-limit http-compression global 2"):
+        sess.closed = False
+        assert sess.execute_line(line) == "\n"
+    rt.stopping = True
+    s = scrape(rt)
+    assert value(s, "haproxy_process_max_connections") == 250
+    assert value(s, "haproxy_process_hard_max_connections") == 1000
+    assert value(s, "haproxy_process_limit_connection_rate") == 30
+    assert value(s, "haproxy_process_limit_http_comp") == 2048
+    assert value(s, "haproxy_process_current_connections") == 3
+    assert value(s, "haproxy_process_connections_total") == 40
+    assert value(s, "haproxy_process_requests_total") == 40
+    assert value(s, "haproxy_process_stopping") == 1
+    assert value(s, "haproxy_process_start_time_seconds") == int(rt.started)
+    assert math.isnan(value(s, "haproxy_process_current_zlib_memory"))

@@ -33,6 +33,7 @@ from keeplb.lb.runtime import (
     RuntimeControl,
     SessionControl,
     SessionView,
+    find_command,
     split_args,
     split_commands,
     start_stats_socket,
@@ -46,6 +47,20 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+from tests.integration.test_proxy import (
+    ask_name,
+    backends,
+    free_port,
+    listen,
+    running,
+    server,
+    settle,
+    stop_all,
+)
+from tests.integration.test_proxy import config as proxy_config
+from tests.integration.test_proxy import connect as proxy_connect
+from tests.integration.test_proxy import run as run_async
+from tests.integration.test_stats import haproxy_query, real_haproxy  # noqa: F401 (fixture)
 
 NOW = 500.0
 
@@ -643,3 +658,153 @@ def test_a_failing_control_costs_one_command_only(caplog: pytest.LogCaptureFixtu
     out = run(sess, "set weight be1/s2 3; get weight be1/s2")
     assert out == "Internal error: balancer refused\n\n5 (initial 5)\n\n"
     assert "runtime command 'set weight be1/s2 3' failed" in caplog.text
+
+
+# --------------------------------------------------------------------------
+# frontends and process limits: texts against a real haproxy 2.6, effects on
+# a live relay
+# --------------------------------------------------------------------------
+
+# (command, what to compare): "text" compares the whole answer; "fe1" the
+# status and slim cells of fe1 in `show stat`; "info" the limit lines of `show info`.
+FRONTEND_SCRIPT: tuple[tuple[str, str], ...] = (
+    ("disable frontend", "text"), ("disable frontend nope", "text"),
+    ("disable frontend be1", "text"), ("disable frontend fe1", "text"),
+    ("show stat", "fe1"), ("disable frontend fe1", "text"),
+    ("operator; enable frontend fe1", "text"), ("enable frontend fe1", "text"),
+    ("show stat", "fe1"), ("enable frontend fe1", "text"), ("enable frontend", "text"),
+    ("set maxconn frontend", "text"), ("set maxconn frontend fe1", "text"),
+    ("set maxconn frontend fe1 -3", "text"), ("set maxconn frontend nope 5", "text"),
+    ("user; set maxconn frontend fe1 3", "text"), ("set maxconn frontend fe1 77", "text"),
+    ("show stat", "fe1"), ("set maxconn global", "text"), ("set maxconn global 2000", "text"),
+    ("set maxconn global 100", "text"), ("show info", "info"),
+    ("set maxconn global 0", "text"), ("show info", "info"),
+    ("set rate-limit", "text"), ("set rate-limit connections", "text"),
+    ("set rate-limit connections local 3", "text"),
+    ("set rate-limit connections global", "text"),
+    ("set rate-limit connections global 10", "text"),
+    ("set rate-limit http-compression global 5", "text"),
+    ("set rate-limit sessions global 7", "text"), ("set rate-limit sessions global x", "text"),
+    ("set rate-limit ssl-sessions global -1", "text"),
+    ("operator; set rate-limit connections global 4", "text"), ("show info", "info"),
+    ("shutdown frontend", "text"), ("shutdown frontend nope", "text"),
+    ("shutdown frontend fe1", "text"), ("show stat", "fe1"),
+    ("shutdown frontend fe1", "text"), ("enable frontend fe1", "text"),
+    ("disable frontend fe1", "text"),
+)
+LIMIT_INFO = ("Maxconn", "Hard_maxconn", "ConnRateLimit", "SessRateLimit", "SslRateLimit",
+              "CompressBpsRateLim")
+
+
+def _compared(kind: str, text: str) -> object:
+    if kind == "fe1":
+        for line in text.split("\n"):
+            cells = line.split(",")
+            if cells[:2] == ["fe1", "FRONTEND"]:
+                return cells[17], cells[6]
+        raise AssertionError("no fe1 row")
+    if kind == "info":
+        pairs = dict(line.split(": ", 1) for line in text.split("\n") if ": " in line)
+        return {k: pairs[k] for k in LIMIT_INFO}
+    return text
+
+
+def test_frontend_and_limit_commands_match_real_haproxy(
+        real_haproxy: tuple[Path, str]) -> None:  # noqa: F811 (the imported fixture)
+    sock, _ = real_haproxy
+    sess, _ = session()
+    for line, kind in FRONTEND_SCRIPT:
+        sess.level = AccessLevel.ADMIN
+        ours = _compared(kind, run(sess, line))
+        theirs = _compared(kind, haproxy_query(sock, line))
+        assert ours == theirs, line
+
+
+def test_new_usage_lines_are_haproxy_26(
+        real_haproxy: tuple[Path, str]) -> None:  # noqa: F811 (the imported fixture)
+    sock, _ = real_haproxy
+    theirs = haproxy_query(sock, "help")
+    for words in (("disable", "frontend"), ("enable", "frontend"), ("shutdown", "frontend"),
+                  ("set", "maxconn", "frontend"), ("set", "maxconn", "global"),
+                  ("set", "rate-limit")):
+        cmd = find_command(list(words))
+        assert cmd is not None and cmd.usage is not None
+        assert f"  {cmd.usage}\n" in theirs, words
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, w = await proxy_connect(port)
+    except ConnectionRefusedError:
+        return True
+    w.close()
+    return False
+
+
+def test_frontend_commands_act_on_a_live_relay() -> None:
+    async def body() -> None:
+        bs = await backends("s1")
+        port = free_port()
+        try:
+            async with running(proxy_config(listen("px", port, [server("s1", bs[0].port)]))) as lb:
+                assert lb.control is not None
+                sess = CliSession(lb.runtime, lb.control)
+                r1, w1 = await proxy_connect(port)
+                assert await r1.readline() == b"s1\n"
+                assert run(sess, "disable frontend px") == "\n"
+                assert await _refused(port)
+                # a session ending while disabled must not resume accepting
+                w1.close()
+                await settle(lb, 0)
+                assert await _refused(port)
+                assert stat_cells(sess, "px") == ("PAUSED", str(lb.runtime.maxconn))
+                assert run(sess, "enable frontend px") == "\n"
+                assert await ask_name(port) == "s1"
+                assert stat_cells(sess, "px")[0] == "OPEN"
+                # a lowered frontend maxconn holds the second client back...
+                assert run(sess, "set maxconn frontend px 1") == "\n"
+                r1, w1 = await proxy_connect(port)
+                assert await r1.readline() == b"s1\n"
+                r2, w2 = await proxy_connect(port)
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(r2.readline(), 0.4)
+                # ...and raising it lets it in without waiting for a session to end
+                assert run(sess, "set maxconn frontend px 2") == "\n"
+                assert await asyncio.wait_for(r2.readline(), 5) == b"s1\n"
+                assert run(sess, "shutdown frontend px") == "\n"
+                assert await _refused(port)
+                assert stat_cells(sess, "px")[0] == "STOP"
+                assert await asyncio.wait_for(r1.read(0), 1) == b""  # sessions go on
+                w1.write(b"ping\n")
+                assert await asyncio.wait_for(r1.readline(), 5) == b"ping\n"
+                assert run(sess, "enable frontend px") == (
+                    "Frontend was previously shut down, cannot enable.\n\n")
+                w1.close()
+                w2.close()
+        finally:
+            await stop_all(bs)
+    run_async(body)
+
+
+def stat_cells(sess: CliSession, frontend: str) -> tuple[str, str]:
+    """(status, slim) of a frontend's `show stat` row."""
+    for line in run(sess, "show stat").split("\n"):
+        cells = line.split(",")
+        if cells[:2] == [frontend, "FRONTEND"]:
+            return cells[17], cells[6]
+    raise AssertionError(f"no row for {frontend}")
+
+
+def test_frontend_commands_without_frontend_control_are_refused() -> None:
+    class OnlyServers:
+        """A RuntimeControl without the FrontendControl methods."""
+
+        def __getattr__(self, name: str) -> object:
+            if name in ("disable_frontend", "set_global_maxconn", "set_rate_limit"):
+                raise AttributeError(name)
+            return getattr(DirectControl(), name)
+
+    sess = CliSession(make_runtime(), OnlyServers())  # type: ignore[arg-type]
+    assert "not supported" in run(sess, "disable frontend fe1")
+    assert "not supported" in run(sess, "set maxconn global 5")
+    assert sess.runtime.maxconn == 1000
