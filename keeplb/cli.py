@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -333,9 +334,31 @@ def _err(text: str) -> None:
         sys.stderr.write(text.encode("utf-8", "backslashreplace").decode("ascii", "replace") + "\n")
 
 
+HELD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _hold_signals() -> dict[int, object]:
+    """Until a daemon installs its handlers, a reload or dump signal must not kill it
+    (systemd or an operator may send one right after start); the event loop's
+    handlers replace these, and children exec'd later get the defaults back.
+    Returns the previous dispositions, restored when main() returns."""
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in HELD_SIGNALS}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _safe_streams()
     argv = list(sys.argv[1:] if argv is None else argv)
+    held: dict[int, object] = {}
+    if argv[:1] and argv[0] in ("lb", "vrrp", "run") and "-c" not in argv and "-t" not in argv:
+        held = _hold_signals()
+    try:
+        return _dispatch(argv)
+    finally:
+        for sig, previous in held.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["demo"]:
         # The demo has its own options; argparse's REMAINDER would swallow none of them.
         argv = ["demo", "--", *argv[1:]]

@@ -416,11 +416,13 @@ def _cmd_show_version(sess: CliSession, args: list[str]) -> str:
 
 
 def _cmd_show_info(sess: CliSession, args: list[str]) -> str:
-    if "json" in args[2:]:
+    opts = args[2:]
+    desc = "desc" in opts  # haproxy's json output has no descriptions
+    if "json" in opts:
         return stats.render_info_json(sess.runtime, sess.wall())
-    if "typed" in args[2:]:
-        return stats.render_info_typed(sess.runtime, sess.wall())
-    return stats.render_show_info(sess.runtime, sess.wall())
+    if "typed" in opts:
+        return stats.render_info_typed(sess.runtime, sess.wall(), desc=desc)
+    return stats.render_show_info(sess.runtime, sess.wall(), desc=desc)
 
 
 def _cmd_show_stat(sess: CliSession, args: list[str]) -> str:
@@ -449,7 +451,7 @@ def _cmd_show_stat(sess: CliSession, args: list[str]) -> str:
     if "json" in opts:
         return stats.render_stat_json(rows)
     if "typed" in opts:
-        return stats.render_stat_typed(rows)
+        return stats.render_stat_typed(rows, desc="desc" in opts)  # CSV, json: no descriptions
     return stats.render_csv(rows)
 
 

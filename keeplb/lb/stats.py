@@ -37,6 +37,7 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+from keeplb.lb.statdesc import INFO_DESC, STAT_DESC
 
 if TYPE_CHECKING:
     from keeplb.lb.runtime import RuntimeControl
@@ -448,8 +449,15 @@ def _node() -> str:
     return platform.node().split(".")[0]
 
 
-def render_show_info(rt: ProcessRuntime, wall: float | None = None) -> str:
-    return "".join(f"{k}: {v}\n" for k, v in info_fields(rt, wall))
+def _desc(text: str | None, on: bool) -> str:
+    """The ':"<description>"' haproxy appends to a line after `desc`."""
+    return f':"{text or ""}"' if on else ""
+
+
+def render_show_info(rt: ProcessRuntime, wall: float | None = None, *,
+                     desc: bool = False) -> str:
+    return "".join(f"{k}: {v}{_desc(INFO_DESC.get(k), desc)}\n"
+                   for k, v in info_fields(rt, wall))
 
 
 # --------------------------------------------------------------------------
@@ -919,13 +927,15 @@ def _typed_fields(row: Row) -> list[tuple[int, str, str, str, Value]]:
     return out
 
 
-def render_stat_typed(rows: Iterable[Row]) -> str:
-    """`show stat typed`: 'F.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>' lines."""
+def render_stat_typed(rows: Iterable[Row], *, desc: bool = False) -> str:
+    """`show stat typed [desc]`: 'F.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>'
+    lines, each followed by ':"<description>"' with `desc`."""
     lines = []
     for row in rows:
         obj = _OBJ[int(row.get("type") or 0)][0]
         for pos, name, tags, typ, v in _typed_fields(row):
-            lines.append(f"{obj}.{row['iid']}.{row['sid']}.{pos}.{name}.1:{tags}:{typ}:{v}\n")
+            lines.append(f"{obj}.{row['iid']}.{row['sid']}.{pos}.{name}.1:{tags}:{typ}:{v}"
+                         f"{_desc(STAT_DESC.get(name), desc)}\n")
     return "".join(lines)
 
 
@@ -950,8 +960,9 @@ def render_stat_json(rows: Iterable[Row]) -> str:
     return json.dumps(out, separators=(",", ":")) + "\n"
 
 
-def render_info_typed(rt: ProcessRuntime, wall: float | None = None) -> str:
-    return "".join(f"{pos}.{name}.1:{tags}:{typ}:{value}\n"
+def render_info_typed(rt: ProcessRuntime, wall: float | None = None, *,
+                      desc: bool = False) -> str:
+    return "".join(f"{pos}.{name}.1:{tags}:{typ}:{value}{_desc(INFO_DESC.get(name), desc)}\n"
                    for (name, value), (pos, tags, typ) in zip(info_fields(rt, wall), INFO_TAGS,
                                                                 strict=True))
 

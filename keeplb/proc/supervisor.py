@@ -156,7 +156,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
             rfd, wfd = os.pipe()
-            argv = [self.python, "-m", "keeplb", "lb", "-db", "--health-fd", str(wfd)]
+            # -W: the balancer reloads on SIGUSR2 without refusing a connection, and a
+            # worker that dies is restarted by its master without VRRP noticing.
+            argv = [self.python, "-m", "keeplb", "lb", "-W", "-db", "--health-fd", str(wfd)]
             for p in self.haproxy_paths:
                 argv += ["-f", p]
             child.argv = argv

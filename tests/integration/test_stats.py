@@ -434,3 +434,39 @@ def test_stats_admin_condition(terms: tuple[tuple[str, ...], ...], negate: bool,
                                client: str | None, expected: bool) -> None:
     page = StatsPage(enabled=True, uri="/stats", admin=Condition(negate, terms))
     assert stats.admin_condition_true(page, client) is expected
+
+
+def test_desc_variants_match_real_haproxy(real_haproxy: tuple[Path, str]) -> None:
+    """`desc`: the same description after every field as haproxy 2.6; ignored by
+    the CSV and json outputs, as haproxy does."""
+    from keeplb.config.haproxy import parse_text
+    from keeplb.lb.app import build_runtime
+    from keeplb.lb.runtime import CliSession, DirectControl
+
+    sock, cfg_text = real_haproxy
+    cfg, _ = parse_text(cfg_text)
+    sess = CliSession(build_runtime(cfg), DirectControl())
+
+    def ask(line: str) -> str:
+        sess.closed = False
+        return sess.execute_line(line)
+
+    def descs(text: str, sep: str) -> list[tuple[str, str]]:
+        """(field, description) of each line: '<head><sep><value>:"<desc>"'."""
+        out = []
+        for line in text.splitlines():
+            if line:
+                body, _, desc = line[:-1].rpartition(':"')
+                out.append((body.split(sep, 1)[0], desc))
+        return out
+
+    for line, sep in (("show stat typed desc", ":"), ("show info typed desc", ":"),
+                      ("show info desc", ": ")):
+        ours, theirs = descs(ask(line), sep), descs(haproxy_query(sock, line), sep)
+        # stat heads carry proxy ids, info values differ: compare per field name
+        assert [(h.split(".")[-2] if sep == ":" and "stat" in line else h, d) for h, d in ours] == \
+            [(h.split(".")[-2] if sep == ":" and "stat" in line else h, d) for h, d in theirs], line
+        assert all(d for _, d in ours), line
+    assert ask("show stat desc").split("\n", 1)[0] == haproxy_query(sock, "show stat desc").split(
+        "\n", 1)[0]
+    assert '"desc' not in ask("show info json desc")
