@@ -802,6 +802,8 @@ class Frontend:
         return None
 
     def can_accept(self) -> bool:
+        if self.rt.disabled or self.rt.stopped:
+            return False  # `disable frontend` / `shutdown frontend` from the runtime API
         mc = self.rt.maxconn
         return not (mc > 0 and self.rt.counters.cur_sess >= mc) and not self.limits.full
 
