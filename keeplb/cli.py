@@ -22,6 +22,7 @@ from keeplb.errors import ConfigError, KeeplbError
 EXIT_OK = 0
 EXIT_CONFIG = 1
 STARTUP_FAILURE = 3
+EXIT_NO_LISTENER = 2
 EXIT_INTERRUPTED = 130
 
 _KEEPALIVED_HINT = re.compile(
@@ -90,6 +91,17 @@ def keepalived_can_run(diags: Diagnostics) -> bool:
     return keepalived_exit_code(diags) not in (2, 4)
 
 
+def _haproxy_files(paths: Sequence[str]) -> list[str]:
+    """The files haproxy would read for these -f arguments (a directory: its *.cfg)."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".cfg"))
+        else:
+            out.append(p)
+    return out
+
+
 def _missing(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
@@ -137,14 +149,26 @@ def cmd_lb(args: argparse.Namespace) -> int:
         for p in missing:
             _err(f"{p}: error: no such file or directory")
         return EXIT_CONFIG
+    if not _haproxy_files(args.file):
+        _err("keeplb lb: error: no configuration file found in " + ", ".join(args.file))
+        return EXIT_CONFIG
     cfg, diags = _parse_haproxy(args.file)
     print_diagnostics(diags, quiet=args.quiet)
+    no_listener = not diags.has_errors and not any(
+        fe.binds for fe in getattr(cfg, "frontends", []) if not fe.disabled)
     if args.check:
         if diags.has_errors:
             _err("Fatal errors found in configuration.")
             return EXIT_CONFIG
+        if no_listener:
+            # haproxy -c's words and exit code for a file that cannot serve anything
+            print("Configuration file has no error but will not start (no listener) => exit(2).")
+            return EXIT_NO_LISTENER
         print("Configuration file is valid")
         return EXIT_OK
+    if no_listener:
+        _err("keeplb lb: error: no listener: the configuration has no 'bind' line. Nothing to do!")
+        return EXIT_NO_LISTENER
     if diags.has_errors:
         _err("Fatal errors found in configuration.")
         return EXIT_CONFIG

@@ -44,3 +44,15 @@ def test_any_bytes_give_diagnostics_never_a_traceback(tmp_path, capsys, data, na
         out = capsys.readouterr()
         assert rc in (0, 1, 2, 4, 5, 6), (argv, rc)
         assert "Traceback" not in out.err and "internal error" not in out.err
+
+
+def test_lb_check_like_haproxy_for_files_that_cannot_serve(tmp_path, capsys):
+    empty_dir = tmp_path / "d"
+    empty_dir.mkdir()
+    assert cli.main(["lb", "-c", "-f", str(empty_dir)]) == 1
+    assert "no configuration file found" in capsys.readouterr().err
+    empty = tmp_path / "empty.cfg"
+    empty.write_text("")
+    # haproxy -c 2.6 exits 2 for a valid file without any listener
+    assert cli.main(["lb", "-c", "-f", str(empty)]) == 2
+    assert "will not start (no listener)" in capsys.readouterr().out
