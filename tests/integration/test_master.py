@@ -8,50 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.lbhelpers import Echo, free_port, request
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Echo:
-    """A backend that answers every connection with its name, on a thread."""
-
-    def __init__(self, name: bytes) -> None:
-        self.port = free_port()
-        self.name = name
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(128)
-        self.sock.settimeout(0.2)
-        self.stopped = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopped:
-            try:
-                c, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            with c:
-                c.sendall(self.name)
-
-    def close(self) -> None:
-        self.stopped = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -59,15 +24,6 @@ def echo() -> Iterator[Echo]:
     e = Echo(b"s1")
     yield e
     e.close()
-
-
-def request(port: int, timeout: float = 3.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
-        c.settimeout(timeout)
-        data = b""
-        while chunk := c.recv(4096):
-            data += chunk
-        return data
 
 
 def wait_serving(port: int, expect: bytes, timeout: float = 15.0) -> None:
