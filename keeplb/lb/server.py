@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from keeplb.config.model import Proxy, Server
 
@@ -196,6 +197,9 @@ class ProcessRuntime:
     # `set rate-limit <what> global N`: 'connections', 'sessions', 'ssl-sessions'
     # (per second) and 'http-compression' (bytes/s); absent: no limit
     rate_limits: dict[str, int] = field(default_factory=dict)
+    # nbthread: the other workers' latest counters snapshots, by worker number,
+    # kept by worker 1 (keeplb.proc.sync) and added in by the stats renderers
+    peer_counters: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def backend(self, name: str) -> BackendRuntime | None:
         for b in self.backends:

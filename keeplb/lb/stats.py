@@ -22,7 +22,7 @@ import json
 import platform
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntFlag
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
@@ -32,6 +32,7 @@ from keeplb.config.model import Mode, StatsPage
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
+    Counters,
     FrontendRuntime,
     OpState,
     ProcessRuntime,
@@ -213,8 +214,39 @@ def _module_counters(row: Row, *, h2h1: bool) -> None:
             row[name] = 0
 
 
+_COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
+_MAX_FIELDS = frozenset({"max_sess", "conn_rate_max"})
+
+
+def total_counters(rt: ProcessRuntime, kind: str, key: str, own: Counters) -> Counters:
+    """`own` plus the other workers' latest snapshots (nbthread): sums, and
+    maxima for the max_* values, as haproxy adds its threads' counters."""
+    if not rt.peer_counters:
+        return own
+    total = Counters(*(getattr(own, n) for n in _COUNTER_FIELDS))
+    for peer in rt.peer_counters.values():
+        values = peer.get(kind, {}).get(key)
+        if not isinstance(values, list) or len(values) != len(_COUNTER_FIELDS):
+            continue
+        for name, v in zip(_COUNTER_FIELDS, values, strict=True):
+            if isinstance(v, int):
+                mine = getattr(total, name)
+                setattr(total, name, max(mine, v) if name in _MAX_FIELDS else mine + v)
+    return total
+
+
+def total_conns(rt: ProcessRuntime) -> tuple[int, int]:
+    """The process's (current, cumulated) connections over every worker."""
+    cur, cum = rt.cur_conns, rt.cum_conns
+    for peer in rt.peer_counters.values():
+        c, t = peer.get("cur"), peer.get("cum")
+        cur += c if isinstance(c, int) else 0
+        cum += t if isinstance(t, int) else 0
+    return cur, cum
+
+
 def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
-    c = fe.counters
+    c = total_counters(rt, "fe", fe.name, fe.counters)
     http = fe.config.mode is Mode.HTTP
     row: Row = {
         "pxname": fe.name, "svname": "FRONTEND",
@@ -239,7 +271,7 @@ def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
 
 def server_row(rt: ProcessRuntime, be: BackendRuntime, s: ServerRuntime, now: float,
                *, show_legends: bool = True) -> Row:
-    c = s.counters
+    c = total_counters(rt, "sv", f"{be.name}/{s.name}", s.counters)
     checked = s.check_enabled
     rise = s.config.options.rise or 2
     fall = s.config.options.fall or 3
@@ -299,7 +331,7 @@ def _addr(s: ServerRuntime) -> str:
 
 def backend_row(rt: ProcessRuntime, be: BackendRuntime, now: float,
                 *, show_legends: bool = True) -> Row:
-    c = be.counters
+    c = total_counters(rt, "be", be.name, be.counters)
     act, bck, weight, uweight = backend_weights(be)
     http = be.config.mode is Mode.HTTP
     row: Row = {
@@ -415,8 +447,10 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
     up = max(0, int(wall - rt.started))
     uptime = f"{up // 86400}d {up % 86400 // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s"
     listeners = sum(len(fe.config.binds) for fe in rt.frontends)
-    cum_req = rt.cum_conns  # haproxy counts a stream per TCP session, keeplb relays one each
-    bytes_out = sum(fe.counters.bytes_out for fe in rt.frontends)
+    cur_conns, cum_conns = total_conns(rt)
+    cum_req = cum_conns  # haproxy counts a stream per TCP session, keeplb relays one each
+    bytes_out = sum(total_counters(rt, "fe", fe.name, fe.counters).bytes_out
+                    for fe in rt.frontends)
     lim = rt.rate_limits
     return [
         ("Name", "HAProxy"), ("Version", f"{INFO_VERSION}-{__version__}"),
@@ -424,8 +458,8 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
         ("Process_num", 1), ("Pid", rt.pid), ("Uptime", uptime), ("Uptime_sec", up),
         ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0), ("PoolFailed", 0),
         ("Ulimit-n", 0), ("Maxsock", 0), ("Maxconn", rt.maxconn),
-        ("Hard_maxconn", rt.hard_maxconn or rt.maxconn), ("CurrConns", rt.cur_conns),
-        ("CumConns", rt.cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
+        ("Hard_maxconn", rt.hard_maxconn or rt.maxconn), ("CurrConns", cur_conns),
+        ("CumConns", cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
         ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0), ("PipesUsed", 0),
         ("PipesFree", 0), ("ConnRate", 0), ("ConnRateLimit", lim.get("connections", 0)), ("MaxConnRate", 0),
         ("SessRate", 0), ("SessRateLimit", lim.get("sessions", 0)), ("MaxSessRate", 0), ("SslRate", 0),
@@ -434,7 +468,7 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
         ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),
         ("SslCacheMisses", 0), ("CompressBpsIn", 0), ("CompressBpsOut", 0),
         ("CompressBpsRateLim", lim.get("http-compression", 0)), ("Tasks", 0), ("Run_queue", 0), ("Idle_pct", 100),
-        ("node", _node()), ("Stopping", int(rt.stopping)), ("Jobs", rt.cur_conns + listeners),
+        ("node", _node()), ("Stopping", int(rt.stopping)), ("Jobs", cur_conns + listeners),
         ("Unstoppable Jobs", 0), ("Listeners", listeners), ("ActivePeers", 0),
         ("ConnectedPeers", 0), ("DroppedLogs", 0), ("BusyPolling", 0),
         ("FailedResolutions", 0), ("TotalBytesOut", bytes_out),

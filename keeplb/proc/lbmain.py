@@ -128,7 +128,8 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
                   ready_fd: int | None = None, health_fd: int | None = None,
                   soft_stop_pids: Sequence[int] = (), hard_stop_pids: Sequence[int] = (),
                   systemd: bool = True, state_file: str | None = None,
-                  link: sync.WorkerLink | None = None, role: str = sync.ROLE_CHECKER) -> int:
+                  link: sync.WorkerLink | None = None, role: str = sync.ROLE_CHECKER,
+                  worker: int = 1) -> int:
     """Binds what is not inherited, drops privileges, serves until a stop signal.
 
     With a sync `link` (nbthread), the master's snapshot of the server states
@@ -153,8 +154,11 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
         if follower:
             sync.silence_follower(lb)
             tasks.append(asyncio.get_running_loop().create_task(link.follow(lb)))
+            tasks.append(asyncio.get_running_loop().create_task(
+                link.send_counters(runtime, worker)))
         else:
             sync.restore_health(runtime, snapshot)
+            tasks.append(asyncio.get_running_loop().create_task(link.collect_counters(runtime)))
             lb.on_server_change = link.publish
             # Servers set `disabled` in the config or by a state file count too.
             for be in runtime.backends:
@@ -249,7 +253,7 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
         return serve_process(cfg, sockets=inherited, ready_fd=ready_fd, health_fd=health_fd,
                              systemd=False,
                              state_file=os.environ.get(serverstate.ENV_STATE_FILE),
-                             link=link, role=role)
+                             link=link, role=role, worker=worker)
     background = (daemon or g.daemon) and not foreground
     if master_worker or g.master_worker or (g.nbthread or 1) > 1:
         from keeplb.proc import master

@@ -141,6 +141,8 @@ class Master:
             relay.add_worker(relative_id, writer)
             if relative_id == 1:
                 self._background(relay.read_checker(reader))
+            else:
+                self._background(relay.read_follower(reader))
         self._background(self._watch(worker, rfd))
         return worker
 

@@ -27,6 +27,13 @@ an old one followed by a newer one, leaves the same result.
 
 The snapshot is also applied to a restarted checker: what the operator set
 and the health counters survive a crash of worker 1.
+
+Traffic counters flow the other way: every follower sends its whole counters
+(one `{"ctr": ...}` line) once a second; the master passes these lines to the
+checker only, which keeps the latest per worker in ProcessRuntime.peer_counters
+so `show stat`, `show info` and /metrics count every worker, as haproxy's one
+process counts every thread. Counters are not events: a periodic whole
+snapshot loses nothing when a line is late, and costs one line per second.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
 from keeplb.lb.server import AdminState, OpState, ProcessRuntime, ServerRuntime
@@ -55,6 +62,7 @@ ROLE_CHECKER = "checker"
 ROLE_FOLLOWER = "follower"
 SYNCED = b'{"synced": true}\n'
 SNAPSHOT_TIMEOUT_S = 5.0
+COUNTERS_INTERVAL_S = 1.0
 
 _UPISH = (OpState.RUNNING, OpState.STARTING)
 
@@ -74,6 +82,15 @@ def server_record(s: ServerRuntime) -> dict[str, Any]:
         "dur": s.check_duration_ms, "info": s.check_info,
         "fails": s.check_fails, "downs": s.check_downs,
     }
+
+
+def counters_record(runtime: ProcessRuntime, worker: int) -> dict[str, Any]:
+    """A follower's counters, each Counters as a list in field order."""
+    return {"ctr": worker, "cur": runtime.cur_conns, "cum": runtime.cum_conns,
+            "fe": {fe.name: astuple(fe.counters) for fe in runtime.frontends},
+            "be": {be.name: astuple(be.counters) for be in runtime.backends},
+            "sv": {f"{be.name}/{s.name}": astuple(s.counters)
+                   for be in runtime.backends for s in be.servers}}
 
 
 def encode(rec: dict[str, Any]) -> bytes:
@@ -325,6 +342,30 @@ class WorkerLink:
                 return
             self.buf += data
 
+    async def send_counters(self, runtime: ProcessRuntime, worker: int) -> None:
+        """A follower's periodic counters line, until the worker stops."""
+        while True:
+            await asyncio.sleep(COUNTERS_INTERVAL_S)
+            self.out += encode(counters_record(runtime, worker))
+            self._flush()
+
+    async def collect_counters(self, runtime: ProcessRuntime) -> None:
+        """The checker's end: keep each follower's latest counters line."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while b"\n" in self.buf:
+                line, _, self.buf = self.buf.partition(b"\n")
+                rec = decode(line)
+                if rec is not None and isinstance(rec.get("ctr"), int):
+                    runtime.peer_counters[rec["ctr"]] = rec
+            try:
+                data = await loop.sock_recv(self.sock, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.buf += data
+
     def publish(self, server: ServerRuntime) -> None:
         """The checker's LoadBalancer.on_server_change: one line per change,
         buffered without bound so a slow master never blocks the checker."""
@@ -364,6 +405,7 @@ class Relay:
     def __init__(self) -> None:
         self.snapshot: dict[tuple[str, str], bytes] = {}
         self.followers: dict[int, asyncio.StreamWriter] = {}
+        self.checker: asyncio.StreamWriter | None = None
 
     def add_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
         """Send the snapshot and the marker, then the live lines (no await in
@@ -373,10 +415,14 @@ class Relay:
         writer.write(SYNCED)
         if relative_id != 1:
             self.followers[relative_id] = writer
+        else:
+            self.checker = writer
 
     def remove_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
         if self.followers.get(relative_id) is writer:
             del self.followers[relative_id]
+        if self.checker is writer:
+            self.checker = None
         writer.close()
 
     def on_line(self, line: bytes) -> None:
@@ -394,3 +440,11 @@ class Relay:
         with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
             while line := await reader.readline():
                 self.on_line(line)
+
+    async def read_follower(self, reader: asyncio.StreamReader) -> None:
+        """Pass a follower's counters lines to the current checker until it exits."""
+        with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
+            while line := await reader.readline():
+                w = self.checker
+                if line.endswith(b"\n") and w is not None and not w.is_closing():
+                    w.write(line)

@@ -354,3 +354,36 @@ def _show_stat(stats: Path) -> str:
         return admin(stats, "show stat")
     except OSError:
         return ""
+
+
+def _stat(stats: Path, px: str, sv: str, field: str) -> int:
+    lines = admin(stats, "show stat").splitlines()
+    cols = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[:2] == [px, sv]:
+            return int(cells[cols.index(field)] or 0)
+    raise AssertionError(f"no {px}/{sv} row")
+
+
+def test_show_stat_counts_both_workers(tmp_path: Path, servers: tuple[Holder, Holder],
+                                       lb: dict[str, object]) -> None:
+    s1, s2 = servers
+    port = free_port()
+    cfg, stats = write_config(tmp_path, port, s1, s2)
+    p, workers = start_two(lb, cfg, port)
+    time.sleep(1.5)  # the follower's counters of the probes above have reached worker 1
+    before = _stat(stats, "fe", "FRONTEND", "stot")
+    made = 0
+    for _ in range(5):  # until a batch of 40 was carried by both workers
+        names, pids = batch(port, servers)
+        made += len(names)
+        if set(workers) <= pids:
+            break
+    else:
+        raise AssertionError(f"both workers {workers} never carried a batch")
+    time.sleep(1.5)  # one counters period and a margin
+    assert _stat(stats, "fe", "FRONTEND", "stot") - before == made
+    assert _stat(stats, "be", "BACKEND", "stot") >= made
+    assert _stat(stats, "be", "s1", "stot") + _stat(stats, "be", "s2", "stot") \
+        == _stat(stats, "be", "BACKEND", "stot")
