@@ -93,13 +93,9 @@ def keepalived_can_run(diags: Diagnostics) -> bool:
 
 def _haproxy_files(paths: Sequence[str]) -> list[str]:
     """The files haproxy would read for these -f arguments (a directory: its *.cfg)."""
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".cfg"))
-        else:
-            out.append(p)
-    return out
+    from keeplb.config import haproxy
+
+    return haproxy.expand_paths(paths, Diagnostics())
 
 
 def _missing(paths: Sequence[str]) -> list[str]:

@@ -2575,7 +2575,7 @@ class _Parser:
                            "has no log address")
 
 
-def _expand_paths(paths: Sequence[str], diags: Diagnostics) -> list[str]:
+def expand_paths(paths: Sequence[str], diags: Diagnostics) -> list[str]:
     """Files to read, in order: a directory stands for its *.cfg files in lexical order."""
     files: list[str] = []
     for path in paths:
@@ -2612,7 +2612,7 @@ def parse(
         paths = [paths]
     if not paths:
         diags.error(None, "no configuration file given")
-    for path in _expand_paths(paths, diags):
+    for path in expand_paths(paths, diags):
         parser.read_file(path)
     return parser.finish(), diags
 
@@ -2633,6 +2633,7 @@ def parse_text(text: str, file: str = "haproxy.cfg",
 __all__ = [
     "KEYWORDS",
     "check_rule_args",
+    "expand_paths",
     "inet_aton",
     "keyword_table",
     "parse",
