@@ -112,6 +112,8 @@ class Supervisor:
         self.lb_state: dict[str, object] | None = None
         self._vrrp_writer: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.vrrp: Child | None = None  # set once each child has been started
+        self.lb: Child | None = None
         self._ready_sent = False
 
     # --- the VRRP side ------------------------------------------------------
@@ -224,7 +226,7 @@ class Supervisor:
         notify.stopping()
         # VRRP first: the priority-0 advertisement lets the peer take the address
         # while this balancer still serves what is in flight.
-        for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
+        for child in (self.vrrp, self.lb):
             if child is not None:
                 child.signal(signal.SIGTERM)
                 if child.proc is not None:
@@ -238,13 +240,13 @@ class Supervisor:
         return 0
 
     def _relay_to_vrrp(self, sig: int) -> None:
-        child = getattr(self, "vrrp", None)
+        child = self.vrrp
         if child is not None:
             child.deliver(sig)
 
     def _reload(self) -> None:
         notify.reloading()
-        for child in (getattr(self, "vrrp", None), getattr(self, "lb", None)):
+        for child in (self.vrrp, self.lb):
             if child is not None:
                 child.deliver(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)
 
