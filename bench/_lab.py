@@ -409,6 +409,17 @@ class Testbed:
         self._reader = threading.Thread(target=read, args=(p.stdout,), daemon=True)
         self._reader.start()
 
+    def start_client_before_fault(self) -> float | None:
+        """Start the client and let it run 1 s once it is served; returns when it
+        started, or None (client stopped) when VIP:6443 never answered within 3 s."""
+        self.start_client()
+        t0 = time.monotonic()
+        if not wait_for(lambda: self.client_ok_since(t0), 3.0):
+            self.stop_client()
+            return None
+        time.sleep(1.0)
+        return t0
+
     def client_ok_since(self, t: float) -> bool:
         """Whether a connection started after ``t`` has succeeded."""
         return any(a.ok and a.t >= t for a in list(self._attempts))

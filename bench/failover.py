@@ -115,13 +115,10 @@ def _run_case(res: Result, vrrp: Vrrp, backend: str) -> None:
             return
         # Let lb2 hear a few advertisements, so it is a settled backup.
         time.sleep(max(0.5, 2 * vrrp.advert_int))
-        tb.start_client()
-        t0 = time.monotonic()
-        if not wait_for(lambda: tb.client_ok_since(t0), 3.0):
+        t0 = tb.start_client_before_fault()
+        if t0 is None:
             res.error = "the client never reached VIP:6443 before the fault"
-            tb.stop_client()
             return
-        time.sleep(1.0)
         t_fault = time.monotonic()
         if case == "crash":
             tb.hosts["lb1"].link_down()

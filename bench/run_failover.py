@@ -195,13 +195,10 @@ def _run_case(res: Result) -> None:
             return
         # Let both balancers see their servers UP and VRRP settle after the election.
         time.sleep(2.5)
-        tb.start_client()
-        t0 = time.monotonic()
-        if not wait_for(lambda: tb.client_ok_since(t0), 3.0):
+        t0 = tb.start_client_before_fault()
+        if t0 is None:
             res.error = "the client never reached VIP:6443 before the fault"
-            tb.stop_client()
             return
-        time.sleep(1.0)
         t_fault = time.monotonic()
         if case == "lb-stop":
             run = procs[master] if impl == "keeplb" else None
