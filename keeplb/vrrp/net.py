@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -512,29 +512,32 @@ class AddressManager:
                     scope = int(vip.scope)
                 if scope is not None:
                     kwargs["scope"] = scope
-        try:
-            await ipr.addr(command, **kwargs)
-        except NetlinkError as e:
-            if command == "add" and e.code == errno.EEXIST:
-                return False
-            if command == "del" and e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
-                return False
-            raise NetlinkOpError(e.code, f"cannot {command} {iface}: {e}") from e
-        return True
+        return await _idempotent(lambda: ipr.addr(command, **kwargs), command,
+                                 (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV),
+                                 f"cannot {command} {iface}")
 
 
 async def _route_op_impl(ipr: AsyncIPRoute, command: str, spec: RouteSpec, oif: int | None) -> bool:
     kwargs = dict(spec.kwargs)
     if oif is not None:
         kwargs["oif"] = oif
+    return await _idempotent(lambda: ipr.route(command, **kwargs), command,
+                             (errno.ESRCH, errno.ENOENT, errno.ENODEV),
+                             f"cannot {command} route {spec.dst}")
+
+
+async def _idempotent(request: Callable[[], Awaitable[object]], command: str,
+                      absent: tuple[int, ...], what: str) -> bool:
+    """Runs one netlink add/del; False when there was nothing to do (EEXIST on
+    add, one of `absent` on del), NetlinkOpError for any other failure."""
     try:
-        await ipr.route(command, **kwargs)
+        await request()
     except NetlinkError as e:
         if command == "add" and e.code == errno.EEXIST:
             return False
-        if command == "del" and e.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+        if command == "del" and e.code in absent:
             return False
-        raise NetlinkOpError(e.code, f"cannot {command} route {spec.dst}: {e}") from e
+        raise NetlinkOpError(e.code, f"{what}: {e}") from e
     return True
 
 
