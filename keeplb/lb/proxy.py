@@ -19,6 +19,7 @@ termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import fcntl
 import ipaddress
@@ -47,6 +48,7 @@ from keeplb.lb.log import (
     format_tcplog,
     should_log_session,
 )
+from keeplb.lb.reactor import Acceptor, Reactor, Stream, open_connection, reactor_of
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
@@ -659,10 +661,10 @@ class Limits:
 
 
 class Listener:
-    """One listening socket. uvloop accepts in C from a dup() of it; reaching
-    maxconn closes that dup (stop accepting) while the original socket keeps
-    listening, so further connections wait in the kernel backlog as in haproxy,
-    and a new dup resumes accepting."""
+    """One listening socket, accepted from by the loop's Reactor. Reaching
+    maxconn stops accepting while the socket keeps listening, so further
+    connections wait in the kernel backlog as in haproxy; an accept error
+    (EMFILE...) pauses accepting for a moment instead of spinning."""
 
     def __init__(self, sock: socket.socket, frontend: Frontend, key: str,
                  backlog: int = 1024) -> None:
@@ -670,13 +672,13 @@ class Listener:
         self.frontend = frontend
         self.key = key
         self.backlog = backlog
-        self.server: asyncio.AbstractServer | None = None
+        self.acceptor: Acceptor | None = None
         self.want = False
-        self._opening: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
 
     @property
     def reading(self) -> bool:
-        return self.server is not None
+        return self.acceptor is not None and self.acceptor.active
 
     def start(self) -> None:
         self.want = True
@@ -687,48 +689,35 @@ class Listener:
         self._sync()
 
     def _sync(self) -> None:
-        if self._opening is not None:
-            return  # _open() calls _sync() again when it is done
-        if self.want and self.server is None:
-            self._opening = asyncio.get_running_loop().create_task(self._open())
-        elif not self.want and self.server is not None:
-            srv, self.server = self.server, None
-            srv.close()
+        acc = self.acceptor
+        if acc is None:
+            if not self.want:
+                return
+            fe = self.frontend
+            loop = fe.bind_loop(asyncio.get_running_loop())
+            acc = self.acceptor = Acceptor(reactor_of(loop), self.sock, fe.accepted,
+                                           self._failed)
+        if self.want and self._retry is None:
+            acc.start()
+        else:
+            acc.pause()
 
-    async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            dup = self.sock.dup()
-            try:
-                srv = await loop.create_server(self.frontend.new_session, sock=dup,
-                                               backlog=self.backlog)
-            except BaseException:
-                dup.close()
-                raise
-        except OSError as exc:
-            _log.warning("%s: cannot accept on %s: %s; retrying", self.frontend.name, self.key,
-                         exc.strerror)
-            await asyncio.sleep(ACCEPT_ERROR_PAUSE_S)
-            self._opening = None
-            self._sync()
-            return
-        self._opening = None
-        self.server = srv
-        self.frontend.loop = loop
+    def _failed(self, exc: OSError) -> None:
+        _log.warning("%s: cannot accept on %s: %s; retrying", self.frontend.name, self.key,
+                     exc.strerror)
+        loop = self.frontend.loop
+        if loop is not None and self._retry is None:
+            self._retry = loop.call_later(ACCEPT_ERROR_PAUSE_S, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
         self._sync()
-
-    def check(self) -> None:
-        """Reopen after uvloop closed the server on an accept error (EMFILE...)."""
-        if self.want and self.server is not None and not self.server.is_serving():
-            self.server.close()
-            self.server = None
-            self._sync()
 
     def close(self) -> None:
         self.pause()
-        if self._opening is not None:
-            self._opening.cancel()
-            self._opening = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
 
 # haproxy 2.6's answer when an http frontend has nowhere to send a request.
@@ -775,6 +764,7 @@ class Frontend:
         # Set by the first listener that opens; each asyncio.get_running_loop()
         # costs a getpid() syscall on Python 3.11, several per session otherwise.
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.reactor: Reactor | None = None
         self.wheel = TimerWheel(None)
         # Inactivity limits per backend, see idle_table().
         self._idle_tables: dict[Backend, IdleTable] = {}
@@ -836,31 +826,29 @@ class Frontend:
                 self._idle_tables[be] = table
         return table
 
-    def new_session(self) -> ClientSide:
-        """uvloop's protocol factory for an accepted connection."""
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+        """Remember the loop (and its Reactor) the listeners accept on."""
+        if self.loop is not loop:
+            self.loop = loop
+            self.reactor = reactor_of(loop)
+            self.wheel = TimerWheel(loop)
+        return loop
+
+    def accepted(self, sock: _socket.socket, addr: object) -> None:
+        """The Reactor accepted a client connection on one of our listeners."""
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
         self.rt.counters.session_started()
         loop = self.loop
-        if loop is None:
-            loop = self.loop = asyncio.get_running_loop()
-        if self.wheel.loop is not loop:
-            self.wheel = TimerWheel(loop)
+        assert loop is not None and self.reactor is not None
         sess = Session(self, loop)
         self.limits.sessions.add(sess)
-        if not self.paused and not self.can_accept():
-            # Not from inside uvloop's accept callback (it asserts the server is
-            # open); connections of the same accept batch may exceed maxconn.
-            self.paused = True
-            loop.call_soon(self._pause_if_full)
-        return sess.client
-
-    def _pause_if_full(self) -> None:
         if not self.can_accept():
-            self.pause()
-        elif not self.limits.stopping:
-            self.resume()
+            self.pause()  # the rest waits in the kernel backlog
+        tr = Stream(self.reactor, sock, sess.client, addr)
+        tr.start()
+        sess.client.connection_made(tr)
 
 
 # --------------------------------------------------------------------------
@@ -879,7 +867,7 @@ class ClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; same interface.
+        # A reactor.Stream: not an asyncio.Transport subclass, same interface.
         tr = self.transport = cast(asyncio.Transport, transport)
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         self.s.start(tr)
@@ -892,12 +880,9 @@ class ClientSide(asyncio.Protocol):
             c.bytes_in += n
         s.last = s.loop_time()
         if self.peer is not None:
-            try:
-                self.peer.write(data)
-            except RuntimeError:
-                pass  # the server side closed under us; connection_lost ends the session
+            self.peer.write(data)
         else:
-            self.buf.append(data)
+            self.buf.append(bytes(data))  # data is the Reactor's buffer: copy
             self.buffered += len(data)
             if s.wake is not None:
                 s.wake.set()
@@ -931,7 +916,6 @@ class ServerSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; same interface.
         tr = self.transport = cast(asyncio.Transport, transport)
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
@@ -942,10 +926,7 @@ class ServerSide(asyncio.Protocol):
         for c in s.counters:
             c.bytes_out += n
         s.last = s.loop_time()
-        try:
-            self.peer.write(data)
-        except RuntimeError:
-            pass  # the client closed under us; connection_lost ends the session
+        self.peer.write(data)
 
     def eof_received(self) -> bool:
         self.s.on_eof(client=False)
@@ -1055,7 +1036,7 @@ class Session:
                  "server_lost", "phase", "term", "t_assigned", "t_connected", "retries",
                  "redispatched", "srv_queue", "be_queue", "finished", "server_name",
                  "t_connect_ms", "pending", "wake", "wbuf", "idle_s", "idle",
-                 "connect_deadline", "connect_expired")
+                 "connect_deadline", "key", "sticky", "avoid", "stream", "retry", "t_start")
 
     def __init__(self, fe: Frontend, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -1101,7 +1082,12 @@ class Session:
         # While connecting, the session timer also stands for `timeout connect`
         # (one timer per session instead of an asyncio.timeout per attempt).
         self.connect_deadline = _NEVER
-        self.connect_expired = False
+        self.key: bytes | None = None  # the client address, for hashing balancers
+        self.sticky: Slot | None = None  # the server a retry goes back to
+        self.avoid: str | None = None  # the server a redispatch avoids
+        self.stream: Stream | None = None  # the server connection being made
+        self.retry: asyncio.TimerHandle | None = None  # turn-around before a retry
+        self.t_start = 0.0  # when the current connect attempt began
 
     @property
     def dst(self) -> tuple[str, int]:
@@ -1129,17 +1115,23 @@ class Session:
             mode = "HTTP" if fe.cfg.mode is Mode.HTTP else "TCP"
             fe.log.send(LOG_INFO, f"Connect from {self.src[0]}:{self.src[1]} to "
                                   f"{self.dst[0]}:{self.dst[1]} ({fe.name}/{mode})")
-        self.task = self.loop.create_task(self.run())
-
-    async def run(self) -> None:
-        fe = self.fe
         if fe.service:
-            try:
-                if await self._serve_http():
-                    return
-            except asyncio.CancelledError:
-                self._finish()
+            self.task = self.loop.create_task(self._serve())
+        else:
+            self._route()
+
+    async def _serve(self) -> None:
+        try:
+            if await self._serve_http():
                 return
+        except asyncio.CancelledError:
+            self._finish()
+            return
+        self.task = None
+        self._route()
+
+    def _route(self) -> None:
+        fe = self.fe
         be = fe.route(self.src, self.dst) if fe.routes else fe.default
         if be is None:
             self.term = "R"
@@ -1154,25 +1146,192 @@ class Session:
         # common case, so that connecting needs no timer of its own.
         self.connect_deadline = self.last + be.timeout_connect
         self._arm_idle()
+        if be.needs_key:
+            try:
+                ip = self.src[0]
+                self.key = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                                            ip)
+            except (OSError, ValueError):
+                pass  # a UNIX socket client: balancers fall back to round-robin
+        self._attempt()
+
+    # Establishing is a chain of callbacks (pick, connect, retry) without a
+    # task; only waiting in a queue runs a coroutine. A retry goes to the same
+    # server; with `option redispatch` the last retry may go to another one
+    # (haproxy's default redispatch interval -1).
+
+    def _attempt(self) -> None:
+        """Assign a server (or queue for one) and connect to it."""
+        be = self.backend
+        assert be is not None
+        sticky = self.sticky
+        if sticky is not None and sticky.rt.usable:
+            be.take(sticky, self)
+            self._connect(sticky)
+            return
+        self.phase = "Q"
+        slot, must_queue = be.pick(self.key, self.avoid)
+        if slot is not None and not must_queue:
+            be.take(slot, self)  # the common case
+            self._connect(slot)
+        elif must_queue:
+            self.task = self.loop.create_task(self._queued(be, slot))
+        else:
+            self.phase = "C"
+            self._no_server()
+
+    def _no_server(self) -> None:
+        if self.term == "-":
+            self.term = "S"
+        self._close_client()
+
+    async def _queued(self, be: Backend, slot: Slot | None) -> None:
         try:
-            await self._establish(be)
+            slot = await self._wait_in_queue(be, slot)
         except asyncio.CancelledError:
-            # The client went away while we were queueing or connecting.
+            # The client went away while we were queueing.
             if self.pending is not None:
                 be.dequeue(self.pending)
             self._finish()
             return
         except _NoServer:
-            self.term = "S" if self.term == "-" else self.term
-            self._close_client()
+            self._no_server()
             return
+        self.task = None
+        try:
+            self._connect(slot)
         except Exception:
             # A bug must cost one session, never a leaked slot or the process.
-            _log.exception("%s/%s: internal error on a session from %s:%d", fe.name,
+            _log.exception("%s/%s: internal error on a session from %s:%d", self.fe.name,
                            be.name, *self.src)
             self.term = "I"
             self._abort()
             self._finish_if_detached()
+
+    def _connect(self, slot: Slot) -> None:
+        be = self.backend
+        assert be is not None
+        self.slot = slot
+        self.server_name = slot.name
+        now = self.loop_time()
+        if self.t_assigned < 0:
+            self.t_assigned = now
+        self.phase = "C"
+        self.t_start = now
+        self.connect_deadline = now + be.timeout_connect
+        if self.timer_at > self.connect_deadline:
+            self._arm_idle()
+        rt = slot.rt
+        try:
+            addr: str | tuple[str, int]
+            if rt.config.address.family == "unix":
+                family, addr = socket.AF_UNIX, rt.host
+            elif rt.config.address.family == "abns":
+                family, addr = socket.AF_UNIX, "\0" + rt.host
+            else:
+                family = socket.AF_INET6 if ":" in rt.host else socket.AF_INET
+                addr = (rt.host, self._server_port(slot))
+            assert self.fe.reactor is not None
+            self.stream = open_connection(self.fe.reactor, family, addr, self._on_connect)
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            self._connect_failed(exc, timed_out=False)
+
+    def _on_connect(self, stream: Stream, exc: OSError | None) -> None:
+        self.stream = None
+        if exc is not None:
+            self._connect_failed(exc, timed_out=False)
+            return
+        self.connect_deadline = _NEVER
+        self.t_connected = self.loop_time()
+        self.t_connect_ms = int((self.t_connected - self.t_start) * 1000)
+        proto = ServerSide(self, self._client_transport())
+        stream.protocol = proto
+        proto.connection_made(stream)
+        self._connected(stream)
+
+    def _connect_failed(self, exc: Exception, timed_out: bool) -> None:
+        self.connect_deadline = _NEVER
+        be, slot = self.backend, self.slot
+        assert be is not None and slot is not None
+        slot.rt.counters.errors_conn += 1
+        be.rt.counters.errors_conn += 1
+        be.release(slot, self)
+        self.slot = None
+        if self.client_lost:
+            self._finish()
+            return
+        if self.retries >= be.retries:
+            self.term = "s" if timed_out else "S"
+            self._close_client()
+            return
+        self.retries += 1
+        slot.rt.counters.retries += 1
+        be.rt.counters.retries += 1
+        self.sticky = slot
+        if be.redispatch and self.retries == be.retries:
+            self.redispatched = True
+            slot.rt.counters.redispatches += 1
+            be.rt.counters.redispatches += 1
+            self.sticky, self.avoid = None, slot.name
+        elif not timed_out:
+            # haproxy's turn-around timer before retrying a refused connection.
+            self.retry = self.loop.call_later(min(be.timeout_connect, 1.0), self._retry)
+            return
+        self._attempt()
+
+    def _retry(self) -> None:
+        self.retry = None
+        if not self.finished and not self.client_lost:
+            self._attempt()
+
+    def _stop_establishing(self) -> bool:
+        """Drop a connect in progress or a pending retry; True if there was one."""
+        if self.stream is not None:
+            st, self.stream = self.stream, None
+            st.cancel_connect()
+            return True
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+            return True
+        return False
+
+    async def _wait_in_queue(self, be: Backend, slot: Slot | None) -> Slot:
+        """A server slot after waiting in a queue; raises _NoServer. `slot` is the
+        full server be.pick() answered, or None."""
+        target = slot if (be.deterministic and slot is not None) else None
+        if target is not None and target.rt.maxqueue and \
+                target.queue_len >= target.rt.maxqueue:
+            if not be.redispatch:
+                self.term = "s"
+                raise _NoServer()
+            target = None  # haproxy lets a redispatchable connection wait anywhere
+        self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
+        # %sq/%bq: the queue length with this session in it (haproxy logs 0/1 for
+        # the only waiter of a backend queue).
+        self.srv_queue = target.queue_len if target is not None else 0
+        self.be_queue = be.queue_len if target is None else 0
+        pending = self.pending
+        try:
+            async with asyncio.timeout(be.timeout_queue):
+                return await pending.future
+        except BaseException as exc:
+            be.dequeue(pending)
+            fut = pending.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # A slot was handed over just as we timed out or were cancelled:
+                # keep it on the session so that _finish() gives it back.
+                self.slot = fut.result()
+                if isinstance(exc, TimeoutError):
+                    return self.slot
+            elif not fut.done():
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                self.term = "s"
+                raise _NoServer() from None
+            raise
+        finally:
+            self.pending = None
 
     def _finish_if_detached(self) -> None:
         if self.client.transport is None or self.client_lost:
@@ -1216,132 +1375,6 @@ class Session:
         self.term, self.phase = "-", "-"
         self._close_client()
         return True
-
-    async def _establish(self, be: Backend) -> None:
-        """Assign a server (queueing if needed) and connect, with `retries` on failure.
-
-        A retry goes to the same server; with `option redispatch` the last
-        retry may go to another one (haproxy's default redispatch interval -1).
-        """
-        loop = self.loop
-        avoid: str | None = None
-        sticky: Slot | None = None
-        key: bytes | None = None
-        if be.needs_key:
-            try:
-                ip = self.src[0]
-                key = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
-            except (OSError, ValueError):
-                key = None  # a UNIX socket client: balancers fall back to round-robin
-        attempt = 0
-        while True:
-            if sticky is not None and sticky.rt.usable:
-                slot: Slot | None = sticky
-                be.take(sticky, self)
-            else:
-                self.phase = "Q"
-                slot, must_queue = be.pick(key, avoid)
-                if slot is not None and not must_queue:
-                    be.take(slot, self)  # the common case, without a coroutine
-                else:
-                    slot = await self._assign(be, slot, must_queue)
-            assert slot is not None
-            self.slot = slot
-            self.server_name = slot.name
-            if self.t_assigned < 0:
-                self.t_assigned = loop.time()
-            self.phase = "C"
-            t_start = loop.time()
-            self.connect_deadline = t_start + be.timeout_connect
-            if self.timer_at > self.connect_deadline:
-                self._arm_idle()
-            try:
-                transport, _ = await loop.create_connection(
-                    lambda: ServerSide(self, self._client_transport()),
-                    slot.rt.host, self._server_port(slot))
-            except (OSError, asyncio.CancelledError) as exc:
-                self.connect_deadline = _NEVER
-                if isinstance(exc, asyncio.CancelledError):
-                    if not self.connect_expired or self.client_lost or self.task is None:
-                        raise
-                    # Our own timer cancelled the attempt: `timeout connect`,
-                    # unless someone else asked for a cancel at the same time.
-                    self.connect_expired = False
-                    if self.task.uncancel() > 0:
-                        raise
-                    timed_out = True
-                else:
-                    timed_out = isinstance(exc, TimeoutError)
-                slot.rt.counters.errors_conn += 1
-                be.rt.counters.errors_conn += 1
-                be.release(slot, self)
-                self.slot = None
-                if attempt >= be.retries:
-                    self.term = "s" if timed_out else "S"
-                    raise _NoServer() from None
-                attempt += 1
-                self.retries = attempt
-                slot.rt.counters.retries += 1
-                be.rt.counters.retries += 1
-                sticky = slot
-                if be.redispatch and attempt == be.retries:
-                    self.redispatched = True
-                    slot.rt.counters.redispatches += 1
-                    be.rt.counters.redispatches += 1
-                    sticky, avoid = None, slot.name
-                elif not timed_out:
-                    # haproxy's turn-around timer before retrying a refused connection.
-                    await asyncio.sleep(min(be.timeout_connect, 1.0))
-                continue
-            self.connect_deadline = _NEVER
-            self.t_connected = loop.time()
-            self.t_connect_ms = int((self.t_connected - t_start) * 1000)
-            self._connected(transport)
-            return
-
-    async def _assign(self, be: Backend, slot: Slot | None, must_queue: bool) -> Slot:
-        """A server slot now, or after waiting in a queue; raises _NoServer.
-        (slot, must_queue) is what be.pick() just answered."""
-        if slot is None and not must_queue:
-            self.phase = "C"
-            raise _NoServer()
-        if not must_queue:
-            assert slot is not None
-            be.take(slot, self)
-            return slot
-        target = slot if (be.deterministic and slot is not None) else None
-        if target is not None and target.rt.maxqueue and \
-                target.queue_len >= target.rt.maxqueue:
-            if not be.redispatch:
-                self.term = "s"
-                raise _NoServer()
-            target = None  # haproxy lets a redispatchable connection wait anywhere
-        self.pending = be.enqueue(self, target, next(self.fe.limits.seq))
-        # %sq/%bq: the queue length with this session in it (haproxy logs 0/1 for
-        # the only waiter of a backend queue).
-        self.srv_queue = target.queue_len if target is not None else 0
-        self.be_queue = be.queue_len if target is None else 0
-        pending = self.pending
-        try:
-            async with asyncio.timeout(be.timeout_queue):
-                return await pending.future
-        except BaseException as exc:
-            be.dequeue(pending)
-            fut = pending.future
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # A slot was handed over just as we timed out or were cancelled:
-                # keep it on the session so that _finish() gives it back.
-                self.slot = fut.result()
-                if isinstance(exc, TimeoutError):
-                    return self.slot
-            elif not fut.done():
-                fut.cancel()
-            if isinstance(exc, TimeoutError):
-                self.term = "s"
-                raise _NoServer() from None
-            raise
-        finally:
-            self.pending = None
 
     def _server_port(self, slot: Slot) -> int:
         """A server without a port, or with '+N'/'-N', follows the port the client hit."""
@@ -1426,10 +1459,10 @@ class Session:
         if self.finished:
             return
         now = self.loop_time()
-        if self.phase == "C" and now >= self.connect_deadline and self.task is not None \
-                and not self.task.done():
-            self.connect_expired = True
-            self.task.cancel()  # _establish counts it as a connect timeout
+        if self.phase == "C" and now >= self.connect_deadline and self.stream is not None:
+            st, self.stream = self.stream, None
+            st.cancel_connect()
+            self._connect_failed(TimeoutError(), timed_out=True)
             return
         if self.connect_deadline <= now:
             self.connect_deadline = _NEVER  # the early arming of run(), not connecting
@@ -1483,8 +1516,9 @@ class Session:
                     self.backend.rt.counters.cli_aborts += 1
             if self.server_tr is None:
                 if self.task is not None and not self.task.done():
-                    self.task.cancel()
+                    self.task.cancel()  # its coroutine finishes the session
                     return
+                self._stop_establishing()
                 self._finish()
                 return
             if not self.server_tr.is_closing():
@@ -1536,6 +1570,7 @@ class Session:
         if self.finished:
             return
         self.finished = True
+        self._stop_establishing()
         fe = self.fe
         if self.timer:
             fe.wheel.remove(self, self.timer)
@@ -1562,8 +1597,6 @@ class Session:
         fe.rt.counters.session_ended()
         fe.limits.sessions.discard(self)
         fe.limits.session_ended()
-        for li in fe.listeners:
-            li.check()
         if fe.paused and fe.can_accept() and not fe.limits.stopping:
             fe.resume()
 

@@ -15,10 +15,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "keeplb"
 IO_MODULES = {"asyncio", "socket", "pyroute2", "uvloop"}
 # The pure cores also stay away from processes and raw event loops.
-CORE_FORBIDDEN = IO_MODULES | {"selectors", "subprocess", "threading"}
+CORE_FORBIDDEN = IO_MODULES | {"_socket", "select", "selectors", "subprocess", "threading"}
 IO_NAMES = {"net.py", "daemon.py", "checks.py", "proxy.py", "cli.py"}
 # vrrp/scripts.py runs vrrp_script / notify processes for daemon.py: shell too.
-IO_PATHS = {"lb/app.py", "lb/runtime.py", "lb/log.py", "vrrp/scripts.py"}
+IO_PATHS = {"lb/app.py", "lb/runtime.py", "lb/log.py", "lb/reactor.py", "vrrp/scripts.py"}
 IO_DIRS = {"proc", "lab"}
 PURE_CORES = {
     "keeplb.vrrp.packet",

@@ -1,0 +1,516 @@
+"""The relay's sockets: one epoll set for every relayed connection, watched by
+the asyncio loop as a single reader.
+
+Why not uvloop's transports: setting one up (accept or create_connection,
+a libuv handle, a Task for the connect) costs about as much CPU as the
+whole TCP handshake, which capped new connections near 0.55x of haproxy
+(measured with bench/connbench.py). Here a connection is a non-blocking
+socket registered in a private epoll set, and the asyncio loop sees only
+that set's file descriptor: when it is readable, dispatch() handles every
+ready socket in one pass. The loop keeps running timers, checks, the stats
+socket and signals as before.
+
+`Stream` offers the part of asyncio.Transport the relay uses (write,
+write_eof, close, abort, pause/resume_reading, write buffer limits) and
+calls the usual asyncio.Protocol methods, so the session code reads like
+asyncio code. One difference: data_received() is given a memoryview of a
+shared read buffer, valid only during the call (a protocol that keeps the
+bytes must copy them); it saves an allocation per read on the bulk path.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import errno
+import logging
+import select
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+_log = logging.getLogger("keeplb.lb")
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLERR = select.EPOLLERR
+EPOLLHUP = select.EPOLLHUP
+EPOLLET = select.EPOLLET
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+EPOLLRDHUP = select.EPOLLRDHUP
+MSG_MORE = socket.MSG_MORE
+MSG_DONTWAIT = socket.MSG_DONTWAIT
+_SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# EPOLLRDHUP: a short read drains the data but not a FIN that came with it,
+# and edge-triggered epoll reports that FIN only once.
+EDGE = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+
+READ_SIZE = 256 * 1024
+READS_PER_EVENT = 4  # then other sockets get their turn
+MAX_EVENTS = 512
+DEFAULT_HIGH_WATER = 256 * 1024
+DEFAULT_LOW_WATER = 64 * 1024
+# accept() errors that concern one connection only; others (EMFILE...) pause
+# accepting for a moment instead of spinning on a socket that stays readable.
+_ACCEPT_RETRY = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+_TRANSIENT = (BlockingIOError, InterruptedError)
+
+
+class Watcher(Protocol):
+    def on_events(self, events: int) -> None: ...
+    def on_error(self, exc: BaseException) -> None: ...
+
+
+class Reactor:
+    """A private epoll set of relayed sockets, driven by one loop reader."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.watchers: dict[int, Watcher] = {}
+        self.rbuf = bytearray(READ_SIZE)
+        self.rview = memoryview(self.rbuf)
+        self._later: list[tuple[Callable[[Any], None], Any]] = []
+        # While a read that a FIN follows is handed over, writes are sent with
+        # MSG_MORE so that the peer's data and FIN leave in one segment
+        # (haproxy does the same; two packets fewer per short connection).
+        self.more = 0
+        self.corked: list[Stream] = []
+        self._dispatching = False
+        self._drain_scheduled = False
+        self.closed = False
+        loop.add_reader(self.epoll.fileno(), self.dispatch)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self.epoll.fileno())
+        except (RuntimeError, ValueError, OSError):
+            pass  # the loop is already closed
+        self.epoll.close()
+        self.watchers.clear()
+
+    # -- registration ---------------------------------------------------------
+
+    def add(self, fd: int, w: Watcher, mask: int) -> None:
+        self.watchers[fd] = w
+        self.epoll.register(fd, mask)
+
+    def uncork(self) -> None:
+        """Push corked data that no FIN or close followed (TCP_NODELAY flushes)."""
+        corked, self.corked = self.corked, []
+        for st in corked:
+            if not st.closed and not st.want_eof:
+                try:
+                    st.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+
+    def forget(self, fd: int) -> None:
+        """`fd` is about to be closed, which takes it out of the epoll set."""
+        self.watchers.pop(fd, None)
+
+    def remove(self, fd: int) -> None:
+        if self.watchers.pop(fd, None) is not None and not self.closed:
+            try:
+                self.epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    # -- running ----------------------------------------------------------------
+
+    def defer(self, cb: Callable[[Any], None], arg: Any) -> None:
+        """Run cb(arg) after the current batch of events (asyncio calls
+        connection_lost soon, never from inside close())."""
+        self._later.append((cb, arg))
+        if not self._dispatching and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        while self._later:
+            batch, self._later = self._later, []
+            for cb, arg in batch:
+                try:
+                    cb(arg)
+                except Exception:
+                    _log.exception("internal error in a deferred relay callback")
+
+    def dispatch(self) -> None:
+        if self.closed:
+            return
+        self._dispatching = True
+        try:
+            try:
+                ready = self.epoll.poll(0, MAX_EVENTS)
+            except InterruptedError:
+                return
+            get = self.watchers.get
+            for fd, ev in ready:
+                w = get(fd)
+                if w is None:
+                    continue
+                try:
+                    w.on_events(ev)
+                except Exception as exc:  # a bug costs one connection, not the process
+                    _log.exception("internal error on a relayed connection")
+                    w.on_error(exc)
+        finally:
+            self._dispatching = False
+        if self._later:
+            self._drain()
+
+
+def reactor_of(loop: asyncio.AbstractEventLoop) -> Reactor:
+    """The loop's Reactor, created on first use."""
+    r: Reactor | None = getattr(loop, "_keeplb_reactor", None)
+    if r is None or r.closed:
+        r = Reactor(loop)
+        loop._keeplb_reactor = r  # type: ignore[attr-defined]
+    return r
+
+
+class Stream(asyncio.Transport):
+    """A connected (or connecting) non-blocking socket as an asyncio.Transport
+    (the methods the relay uses), calling an asyncio.Protocol.
+
+    Registered once, edge-triggered, for both directions: no epoll_ctl per
+    pause, resume or partial write (three of them per connection saved
+    against level-triggered use). Edge-triggered means a readiness is
+    reported once, so `readable` remembers it until a read comes back short
+    (the queue was drained), and resume_reading() reads what arrived while
+    paused. Closing the socket removes it from the epoll set.
+    """
+
+    __slots__ = ("reactor", "sock", "fd", "protocol", "wbuf", "high", "low", "reading",
+                 "readable", "hup", "eof", "closing", "closed", "want_eof", "paused", "peer",
+                 "on_connect")
+
+    def __init__(self, reactor: Reactor, sock: _socket.socket,
+                 protocol: asyncio.Protocol | None, peer: Any = None) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.protocol = protocol
+        self.wbuf = bytearray()
+        self.high = DEFAULT_HIGH_WATER
+        self.low = DEFAULT_LOW_WATER
+        self.reading = True  # not paused by the protocol
+        self.readable = False  # data (or EOF) may be waiting: an edge not drained yet
+        self.hup = False  # the peer shut its side: read on until recv() says so
+        self.eof = False  # the peer's FIN was read
+        self.closing = False
+        self.closed = False
+        self.want_eof = False  # write_eof() once the buffer is sent
+        self.paused = False  # pause_writing() was called
+        self.peer = peer
+        self.on_connect: Callable[[Stream, OSError | None], None] | None = None
+
+    def start(self) -> None:
+        """Start watching the socket (once the protocol is set)."""
+        self.reactor.add(self.fd, self, EDGE)
+
+    # -- asyncio.Transport ------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        try:
+            if name == "socket":
+                return self.sock
+            if name == "peername":
+                if self.peer is None:
+                    self.peer = self.sock.getpeername()
+                return self.peer
+            if name == "sockname":
+                return self.sock.getsockname()
+        except OSError:
+            return default
+        return default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def is_reading(self) -> bool:
+        return self.reading and not self.eof and not self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            if self.readable and not self.eof and not self.closing:
+                self.reactor.defer(Stream._read, self)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high = DEFAULT_HIGH_WATER if high is None else high
+        self.low = min(self.high, self.high // 4 if low is None else low)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.wbuf)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing or self.want_eof:
+            return  # as asyncio: writing after close() or write_eof() is dropped
+        wbuf = self.wbuf
+        if not wbuf:
+            try:
+                more = self.reactor.more
+                if more:
+                    self.reactor.corked.append(self)
+                n = self.sock.send(data, more | MSG_DONTWAIT)
+            except _TRANSIENT:
+                n = 0
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            if n == len(data):
+                return
+            wbuf += data[n:]  # the rest goes out on the next EPOLLOUT edge
+        else:
+            wbuf += data
+        if len(wbuf) > self.high and not self.paused and self.protocol is not None:
+            self.paused = True
+            self.protocol.pause_writing()
+
+    def writelines(self, chunks: Any) -> None:  # type: ignore[override]
+        self.write(b"".join(chunks))
+
+    def write_eof(self) -> None:
+        if self.closing or self.want_eof:
+            return
+        self.want_eof = True
+        if not self.wbuf:
+            self._shutdown_wr()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if not self.wbuf:
+            self._teardown(None)
+        # else: _flush() tears down once the buffer is sent
+
+    def abort(self) -> None:
+        self.closing = True
+        self._teardown(None)
+
+    # -- events -------------------------------------------------------------------
+
+    def on_events(self, ev: int) -> None:
+        if self.on_connect is not None and not self._connected(ev):
+            return
+        if ev & EPOLLOUT and self.wbuf:
+            self._flush()
+        if self.closed:
+            return
+        if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+            self.readable = True
+            if ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                self.hup = True
+            if self.reading and not self.eof and not self.closing:
+                self._read()
+            elif ev & EPOLLERR:
+                err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._fatal(OSError(err, errno.errorcode.get(err, str(err))))
+
+    def on_error(self, exc: BaseException) -> None:
+        self._teardown(exc if isinstance(exc, Exception) else None)
+
+    def _read(self) -> None:
+        if self.closed or not self.reading or self.eof:
+            return
+        r = self.reactor
+        sock, rbuf, rview = self.sock, r.rbuf, r.rview
+        proto = self.protocol
+        assert proto is not None
+        for _ in range(READS_PER_EVENT):
+            try:
+                n = sock.recv_into(rbuf, 0, MSG_DONTWAIT)
+            except _TRANSIENT:
+                self.readable = False
+                return
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            if not n:
+                self.readable = False
+                self.eof = True
+                if not proto.eof_received():
+                    self.close()
+                if r.corked:
+                    r.uncork()
+                return
+            if n < READ_SIZE:
+                if not self.hup:
+                    self.readable = False  # a short read: the queue is drained
+                    proto.data_received(rview[:n])  # type: ignore[arg-type]
+                    return
+                # All the data, and the FIN is next: cork what this produces.
+                r.more = MSG_MORE
+                try:
+                    proto.data_received(rview[:n])  # type: ignore[arg-type]
+                finally:
+                    r.more = 0
+                continue
+            proto.data_received(rview[:n])  # type: ignore[arg-type]
+            if self.closing or not self.reading:
+                return
+        r.defer(Stream._read, self)  # more: after the others had their turn
+
+    def _flush(self) -> None:
+        wbuf = self.wbuf
+        try:
+            n = self.sock.send(wbuf, MSG_DONTWAIT)
+        except _TRANSIENT:
+            return
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        del wbuf[:n]
+        if self.paused and len(wbuf) <= self.low and self.protocol is not None:
+            self.paused = False
+            self.protocol.resume_writing()
+            if self.closed:
+                return
+        if not wbuf:
+            if self.closing:
+                self._teardown(None)
+            elif self.want_eof:
+                self._shutdown_wr()
+
+    def _shutdown_wr(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # not connected any more: the read side reports it
+
+    def _fatal(self, exc: OSError | None) -> None:
+        self.closing = True
+        self._teardown(exc)
+
+    def _teardown(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = self.closing = True
+        self.reactor.forget(self.fd)
+        self.sock.close()  # also takes it out of the epoll set
+        self.wbuf = bytearray()
+        cb = self.on_connect
+        if cb is not None:
+            self.on_connect = None
+            self.reactor.defer(lambda s: cb(s, OSError(errno.ECONNABORTED,
+                                                            "connection aborted")), self)
+            return
+        if self.protocol is not None:
+            self.reactor.defer(self.protocol.connection_lost, exc)
+
+    # -- connecting -------------------------------------------------------------
+
+    def _connected(self, ev: int) -> bool:
+        """The first event of a connecting socket: True if it is connected.
+        A plain EPOLLOUT means connected; only an error or hang-up needs
+        SO_ERROR (a getsockopt saved per connection)."""
+        cb = self.on_connect
+        assert cb is not None
+        self.on_connect = None
+        err = 0
+        if ev & (EPOLLERR | EPOLLHUP):
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED
+        if err:
+            self.closed = self.closing = True
+            self.reactor.forget(self.fd)
+            self.sock.close()
+            cb(self, OSError(err, errno.errorcode.get(err, str(err))))
+            return False
+        cb(self, None)
+        return not self.closed
+
+    def cancel_connect(self) -> None:
+        """Give up a connect in progress, without calling its callback."""
+        if self.on_connect is not None:
+            self.on_connect = None
+            self.closed = self.closing = True
+            self.reactor.forget(self.fd)
+            self.sock.close()
+
+
+def open_connection(reactor: Reactor, family: int, address: Any,
+                    on_connect: Callable[[Stream, OSError | None], None]) -> Stream:
+    """Start a non-blocking connect; on_connect(stream, None) once connected
+    (set stream.protocol and call connection_made there), on_connect(stream,
+    error) on failure. Raises OSError when the attempt fails at once."""
+    sock = _socket.socket(family, _SOCK_STREAM_NONBLOCK)
+    try:
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(address)
+        if err and err != errno.EINPROGRESS and err != errno.EAGAIN:
+            raise OSError(err, errno.errorcode.get(err, str(err)))
+    except BaseException:
+        sock.close()
+        raise
+    st = Stream(reactor, sock, None)
+    st.on_connect = on_connect
+    st.start()  # the first EPOLLOUT edge says the connect is done
+    return st
+
+
+class Acceptor:
+    """Accepts on one listening socket; pause() leaves the socket listening, so
+    further clients wait in the kernel backlog (haproxy's maxconn)."""
+
+    def __init__(self, reactor: Reactor, sock: _socket.socket,
+                 on_accept: Callable[[_socket.socket, Any], None],
+                 on_failure: Callable[[OSError], None], batch: int = 64) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.on_accept = on_accept
+        self.on_failure = on_failure
+        self.batch = batch
+        self.active = False
+
+    def start(self) -> None:
+        if not self.active and not self.reactor.closed:
+            self.active = True
+            self.reactor.add(self.fd, self, EPOLLIN | EPOLLEXCLUSIVE)
+
+    def pause(self) -> None:
+        if self.active:
+            self.active = False
+            self.reactor.remove(self.fd)
+
+    def on_error(self, exc: BaseException) -> None:
+        pass
+
+    def on_events(self, ev: int) -> None:
+        accept = self.sock._accept  # type: ignore[attr-defined]
+        family = self.family
+        on_accept = self.on_accept
+        for _ in range(self.batch):
+            if not self.active:
+                return
+            try:
+                fd, addr = accept()
+            except _TRANSIENT:
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY:
+                    continue
+                self.pause()
+                self.on_failure(exc)
+                return
+            # Left in blocking mode: every call passes MSG_DONTWAIT (an
+            # ioctl saved per connection).
+            sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            on_accept(sock, addr)
