@@ -3,10 +3,12 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := keepalived haproxy iproute2 psmisc hatop tmux wrk procps python3-venv
+APT_PKGS := keepalived haproxy iproute2 psmisc hatop tmux wrk procps python3-venv gcc python3-dev
+# The relay modules compiled with mypyc (tools/build_native.py); rebuilt when they change.
+NATIVE_SRC := keeplb/lb/reactor.py keeplb/lb/proxy.py keeplb/lb/native.py tools/build_native.py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all deps apt venv demo test lint typecheck unit check-examples bench clean install
+.PHONY: all deps apt venv native demo test lint typecheck unit check-examples bench clean install
 
 all: test
 
@@ -28,7 +30,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,demo]'
 	@touch $@
 
-deps: apt venv
+# The stamp is in the venv too; a failed build leaves the sources running.
+native: $(VENV)/.native
+$(VENV)/.native: $(VENV)/.installed $(NATIVE_SRC)
+	$(PY) tools/build_native.py >/dev/null
+	@touch $@
+
+deps: apt venv native
 
 demo: deps
 	$(VENV)/bin/keeplb demo $(DEMO_ARGS)
@@ -37,7 +45,7 @@ check-examples: deps
 	$(VENV)/bin/keeplb check examples/*
 
 lint: venv
-	$(VENV)/bin/ruff check keeplb tests bench
+	$(VENV)/bin/ruff check keeplb tests bench tools
 	$(VENV)/bin/mypy
 
 test: deps lint
@@ -57,4 +65,5 @@ install: deps
 	systemctl daemon-reload
 
 clean:
+	-$(PY) tools/build_native.py --clean
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

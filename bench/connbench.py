@@ -30,6 +30,7 @@ from lbbench import (  # noqa: E402
     WRK,
     free_port,
     proc,
+    relay_mode,
     wait_port,
     wrk,
 )
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8} new connections/s {best[name]:10.1f}")
     if len(names) == 2 and best["haproxy"]:
         print(f"keeplb/haproxy {best['keeplb'] / best['haproxy']:.2f}")
+    print(f"keeplb's relay: {relay_mode()}")
     return 0
 
 

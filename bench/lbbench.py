@@ -302,7 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(nbthread {args.threads}; both balancers on CPU 0..{args.threads - 1}, one measured at a time; best of {args.rounds} "
           f"interleaved rounds of {args.duration}s; {args.conns} wrk connections; "
           f"{args.idle} idle connections)")
+    print(f"keeplb's relay: {relay_mode()}")
     return 0
+
+
+def relay_mode() -> str:
+    """How the keeplb under test runs its relay (tools/build_native.py)."""
+    sys.path.insert(0, ROOT)
+    from keeplb.lb import native
+
+    if native.compiled_files() and not native.stale():
+        return "compiled with mypyc"
+    return "interpreted (no current build: `make native`)"
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 Only the pure parts are imported here: importing keeplb.lb never starts a loop.
 """
 
-from keeplb.lb.balance import BALANCERS, BalancedServer, Balancer, make_balancer
-from keeplb.lb.health import CheckStatus, Health, slowstart_weight
+from keeplb.lb import native
+
+native.load()  # before anything imports the relay: never a stale compiled one
+
+from keeplb.lb.balance import BALANCERS  # noqa: E402, BalancedServer, Balancer, make_balancer
+from keeplb.lb.health import CheckStatus  # noqa: E402, Health, slowstart_weight
 
 __all__ = [
     "BALANCERS",

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, Protocol
 
 from keeplb.config.model import Acl, Condition, Mode, Proxy
 from keeplb.lb.balance import Balancer
@@ -847,8 +847,10 @@ class Frontend:
         if not self.can_accept():
             self.pause()  # the rest waits in the kernel backlog
         tr = Stream(self.reactor, sock, sess.client, addr)
-        tr.start()
         sess.client.connection_made(tr)
+        tr.read_now()
+        tr.start()
+        sess.start(tr)
 
 
 # --------------------------------------------------------------------------
@@ -858,6 +860,7 @@ class Frontend:
 
 class ClientSide(asyncio.Protocol):
     __slots__ = ("s", "peer", "buf", "buffered", "transport")
+    __deletable__ = ("s",)  # for mypyc: connection_lost() drops it
 
     def __init__(self, s: Session) -> None:
         self.s = s
@@ -868,11 +871,11 @@ class ClientSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A reactor.Stream: not an asyncio.Transport subclass, same interface.
-        tr = self.transport = cast(asyncio.Transport, transport)
+        tr: asyncio.Transport = transport  # type: ignore[assignment]  # a reactor.Stream
+        self.transport = tr
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        self.s.start(tr)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:  # a view: see reactor
         s = self.s
         n = len(data)
         s.bytes_in += n
@@ -897,6 +900,9 @@ class ClientSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.s.on_lost(client=True, exc=exc)
+        # The last call a protocol gets: breaking the session <-> client cycle
+        # lets reference counting free the session (no GC pass per connection).
+        del self.s
 
     def pause_writing(self) -> None:
         if self.peer is not None:
@@ -916,10 +922,11 @@ class ServerSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tr = self.transport = cast(asyncio.Transport, transport)
+        tr: asyncio.Transport = transport  # type: ignore[assignment]  # a reactor.Stream
+        self.transport = tr
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:  # a view: see reactor
         s = self.s
         n = len(data)
         s.bytes_out += n
@@ -960,6 +967,14 @@ def _unsent(tr: asyncio.Transport | None) -> int:
     return n
 
 
+class Timed(Protocol):
+    """What the TimerWheel needs of a session."""
+
+    timer: int
+
+    def _on_timer(self) -> None: ...
+
+
 class TimerWheel:
     """Session timeouts grouped in TICK-wide slots, one loop timer per slot in
     use, as haproxy keeps one timer tree per thread instead of a kernel or
@@ -967,13 +982,13 @@ class TimerWheel:
     deadline are set operations, and a deadline fires at most one TICK late.
     """
 
-    TICKS_PER_S = 100
+    TICKS_PER_S: Final = 100
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
-        self.slots: dict[int, set[Session]] = {}
+        self.slots: dict[int, set[Timed]] = {}
 
-    def add(self, sess: Session, at: float) -> int:
+    def add(self, sess: Timed, at: float) -> int:
         """File `sess` to be called (sess._on_timer) at `at` or up to a tick
         later; returns the key that remove() needs."""
         key = int(at * self.TICKS_PER_S) + 1
@@ -985,7 +1000,7 @@ class TimerWheel:
         slot.add(sess)
         return key
 
-    def remove(self, sess: Session, key: int) -> None:
+    def remove(self, sess: Timed, key: int) -> None:
         slot = self.slots.get(key)
         if slot is not None:
             slot.discard(sess)
@@ -1232,9 +1247,18 @@ class Session:
                 family = socket.AF_INET6 if ":" in rt.host else socket.AF_INET
                 addr = (rt.host, self._server_port(slot))
             assert self.fe.reactor is not None
-            self.stream = open_connection(self.fe.reactor, family, addr, self._on_connect)
+            c = self.client
+            early = b"".join(c.buf) if c.buf and not self.client_eof else b""
+            st, sent = open_connection(self.fe.reactor, family, addr, self._on_connect, early)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
             self._connect_failed(exc, timed_out=False)
+            return
+        if sent < 0:
+            self.stream = st  # _on_connect() follows
+            return
+        # Connected at once, and `sent` bytes of the client's are on their way.
+        c.buf = [early[sent:]] if sent < len(early) else []
+        self._on_connect(st, None)
 
     def _on_connect(self, stream: Stream, exc: OSError | None) -> None:
         self.stream = None
@@ -1390,9 +1414,8 @@ class Session:
         assert tr is not None
         return tr
 
-    def _connected(self, transport: asyncio.BaseTransport) -> None:
+    def _connected(self, transport: asyncio.Transport) -> None:
         self.phase = "D"
-        transport = cast(asyncio.Transport, transport)
         self.server_tr = transport
         if self.client_lost:
             transport.close()

@@ -38,12 +38,16 @@ EPOLLHUP = select.EPOLLHUP
 EPOLLET = select.EPOLLET
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 EPOLLRDHUP = select.EPOLLRDHUP
-MSG_MORE = socket.MSG_MORE
-MSG_DONTWAIT = socket.MSG_DONTWAIT
-_SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# Plain ints: socket's flags are IntFlag members, and `a | b` on those runs
+# enum code (microseconds per connection).
+MSG_MORE = int(socket.MSG_MORE)
+MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+_SOCK_STREAM = int(socket.SOCK_STREAM)
+_SOCK_STREAM_NONBLOCK = int(socket.SOCK_STREAM) | int(socket.SOCK_NONBLOCK)
 # EPOLLRDHUP: a short read drains the data but not a FIN that came with it,
 # and edge-triggered epoll reports that FIN only once.
-EDGE = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+EDGE_IN = EPOLLIN | EPOLLRDHUP | EPOLLET
+EDGE = EDGE_IN | EPOLLOUT
 
 READ_SIZE = 256 * 1024
 READS_PER_EVENT = 4  # then other sockets get their turn
@@ -186,8 +190,8 @@ class Stream(asyncio.Transport):
     """
 
     __slots__ = ("reactor", "sock", "fd", "protocol", "wbuf", "high", "low", "reading",
-                 "readable", "hup", "eof", "closing", "closed", "want_eof", "paused", "peer",
-                 "on_connect")
+                 "readable", "hup", "err", "out", "eof", "closing", "closed", "want_eof", "paused", "peer",
+                 "on_connect", "lost")
 
     def __init__(self, reactor: Reactor, sock: _socket.socket,
                  protocol: asyncio.Protocol | None, peer: Any = None) -> None:
@@ -200,7 +204,9 @@ class Stream(asyncio.Transport):
         self.low = DEFAULT_LOW_WATER
         self.reading = True  # not paused by the protocol
         self.readable = False  # data (or EOF) may be waiting: an edge not drained yet
-        self.hup = False  # the peer shut its side: read on until recv() says so
+        self.hup = False  # the peer's FIN arrived: a short read is the end
+        self.err = False  # an error is pending: read on until recv() says so
+        self.out = False  # EPOLLOUT is watched (while connecting or a write waits)
         self.eof = False  # the peer's FIN was read
         self.closing = False
         self.closed = False
@@ -208,10 +214,26 @@ class Stream(asyncio.Transport):
         self.paused = False  # pause_writing() was called
         self.peer = peer
         self.on_connect: Callable[[Stream, OSError | None], None] | None = None
+        self.lost: Exception | None = None  # what connection_lost() is given
 
     def start(self) -> None:
-        """Start watching the socket (once the protocol is set)."""
-        self.reactor.add(self.fd, self, EDGE)
+        """Start watching the socket (once the protocol is set). EPOLLOUT is
+        only watched once a write has to wait: a writable socket would
+        otherwise report one useless event right away."""
+        self.out = self.on_connect is not None
+        self.reactor.add(self.fd, self, EDGE if self.out else EDGE_IN)
+
+    def read_now(self) -> None:
+        """Read before the first event: a client usually sends at once, so its
+        first bytes are there at accept time (haproxy reads them the same way)."""
+        self._read()
+
+    def _watch_out(self) -> None:
+        self.out = True
+        try:
+            self.reactor.epoll.modify(self.fd, EDGE)
+        except (OSError, ValueError) as exc:
+            self._fatal(exc if isinstance(exc, OSError) else None)
 
     # -- asyncio.Transport ------------------------------------------------------
 
@@ -272,6 +294,8 @@ class Stream(asyncio.Transport):
             if n == len(data):
                 return
             wbuf += data[n:]  # the rest goes out on the next EPOLLOUT edge
+            if not self.out:
+                self._watch_out()
         else:
             wbuf += data
         if len(wbuf) > self.high and not self.paused and self.protocol is not None:
@@ -311,8 +335,10 @@ class Stream(asyncio.Transport):
             return
         if ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
             self.readable = True
-            if ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+            if ev & (EPOLLRDHUP | EPOLLHUP):
                 self.hup = True
+            if ev & EPOLLERR:
+                self.err = True
             if self.reading and not self.eof and not self.closing:
                 self._read()
             elif ev & EPOLLERR:
@@ -340,29 +366,40 @@ class Stream(asyncio.Transport):
                 self._fatal(exc)
                 return
             if not n:
-                self.readable = False
-                self.eof = True
-                if not proto.eof_received():
-                    self.close()
-                if r.corked:
-                    r.uncork()
+                self._got_eof()
                 return
             if n < READ_SIZE:
                 if not self.hup:
                     self.readable = False  # a short read: the queue is drained
                     proto.data_received(rview[:n])  # type: ignore[arg-type]
                     return
-                # All the data, and the FIN is next: cork what this produces.
+                # All the data, and the FIN is next: cork what this produces
+                # so that the peer gets data and FIN in one segment.
                 r.more = MSG_MORE
                 try:
                     proto.data_received(rview[:n])  # type: ignore[arg-type]
                 finally:
                     r.more = 0
-                continue
+                if self.err:
+                    continue  # let recv() report the error
+                if self.closing or not self.reading:
+                    return  # the FIN is read on resume_reading()
+                self._got_eof()  # drained up to the FIN: no recv() needed for it
+                return
             proto.data_received(rview[:n])  # type: ignore[arg-type]
             if self.closing or not self.reading:
                 return
         r.defer(Stream._read, self)  # more: after the others had their turn
+
+    def _got_eof(self) -> None:
+        self.readable = False
+        self.eof = True
+        proto = self.protocol
+        assert proto is not None
+        if not proto.eof_received():
+            self.close()
+        if self.reactor.corked:
+            self.reactor.uncork()
 
     def _flush(self) -> None:
         wbuf = self.wbuf
@@ -409,7 +446,15 @@ class Stream(asyncio.Transport):
                                                             "connection aborted")), self)
             return
         if self.protocol is not None:
-            self.reactor.defer(self.protocol.connection_lost, exc)
+            self.lost = exc
+            self.reactor.defer(Stream._deliver_lost, self)
+
+    def _deliver_lost(self) -> None:
+        # Dropping the protocol breaks the stream <-> protocol cycle, so that a
+        # finished connection is freed by reference counting, not by the GC.
+        proto, self.protocol = self.protocol, None
+        if proto is not None:
+            proto.connection_lost(self.lost)
 
     # -- connecting -------------------------------------------------------------
 
@@ -442,10 +487,16 @@ class Stream(asyncio.Transport):
 
 
 def open_connection(reactor: Reactor, family: int, address: Any,
-                    on_connect: Callable[[Stream, OSError | None], None]) -> Stream:
+                    on_connect: Callable[[Stream, OSError | None], None],
+                    early: bytes = b"") -> tuple[Stream, int]:
     """Start a non-blocking connect; on_connect(stream, None) once connected
     (set stream.protocol and call connection_made there), on_connect(stream,
-    error) on failure. Raises OSError when the attempt fails at once."""
+    error) on failure. Raises OSError when the attempt fails at once.
+
+    `early`: bytes to send at once. A connection to a near server is often
+    established before connect() returns; if sending succeeds the stream is
+    connected, on_connect is not called, and the count sent is returned
+    (else -1): no wait for an EPOLLOUT event."""
     sock = _socket.socket(family, _SOCK_STREAM_NONBLOCK)
     try:
         if family != socket.AF_UNIX:
@@ -457,9 +508,19 @@ def open_connection(reactor: Reactor, family: int, address: Any,
         sock.close()
         raise
     st = Stream(reactor, sock, None)
+    if early:
+        try:
+            sent = sock.send(early, MSG_DONTWAIT)
+        except _TRANSIENT:
+            pass  # still connecting
+        except OSError:
+            pass  # refused...: the first event reports it through on_connect
+        else:
+            st.start()
+            return st, sent
     st.on_connect = on_connect
     st.start()  # the first EPOLLOUT edge says the connect is done
-    return st
+    return st, -1
 
 
 class Acceptor:
@@ -510,7 +571,7 @@ class Acceptor:
                 return
             # Left in blocking mode: every call passes MSG_DONTWAIT (an
             # ioctl saved per connection).
-            sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            sock = _socket.socket(family, _SOCK_STREAM, 0, fd)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             on_accept(sock, addr)
