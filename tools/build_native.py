@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import sys
+from types import ModuleType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from keeplb.lb.native import COMPILED, compiled_files  # noqa: E402
+
+def _native() -> ModuleType:
+    """keeplb/lb/native.py by its path: importing the keeplb.lb package
+    would load the (stale) relay for nothing."""
+    spec = importlib.util.spec_from_file_location(
+        "_keeplb_native", os.path.join(ROOT, "keeplb", "lb", "native.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+native = _native()
+COMPILED: tuple[str, ...] = native.COMPILED
+compiled_files = native.compiled_files
 
 
 def clean() -> None:
