@@ -1,17 +1,19 @@
 """The relay: accept, pick a server, queue, connect, move bytes, time out, log.
 
-This is the hot path. Bytes are moved by two asyncio Protocols per session
-(client side and server side) that write straight into the peer transport;
-no Python code runs per byte, and backpressure is the transports' own
-pause_writing/resume_writing turned into pause_reading/resume_reading of
-the peer, so a slow side never makes keeplb buffer without bound.
+This is the hot path. Bytes are moved by two protocols per session (client
+side and server side, asyncio.Protocol's method names) over reactor.Stream
+sockets in the loop's private epoll set (keeplb/lb/reactor.py); no Python
+code runs per byte, and backpressure is the streams' pause_writing /
+resume_writing turned into pause_reading / resume_reading of the peer, so a
+slow side never makes keeplb buffer without bound.
 
-Accepting is uvloop's, in C, on a dup() of each listening socket; maxconn
-closes the dup so that further connections wait in the kernel backlog. One
-session = one short task (route, pick or queue, connect with retries)
-followed by callbacks only. Timeouts (connect, then idle) use one deadline
-per session, filed in a coarse per-loop TimerWheel and re-armed lazily when
-it fires, instead of one loop timer per session or per read.
+Accepting stops at maxconn while the socket keeps listening, so further
+connections wait in the kernel backlog. A session is a chain of callbacks
+(route, pick, connect, retry); only waiting in a queue runs a coroutine.
+Timeouts (connect, then idle) use one deadline per session, filed in a
+coarse per-loop TimerWheel and re-armed lazily when it fires, instead of
+one loop timer per session or per read. `make` compiles this module with
+mypyc (tools/build_native.py); it runs as plain Python too.
 
 Words follow haproxy: frontend, backend, server, queue, retries, redispatch,
 termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
@@ -48,7 +50,14 @@ from keeplb.lb.log import (
     format_tcplog,
     should_log_session,
 )
-from keeplb.lb.reactor import Acceptor, Reactor, Stream, open_connection, reactor_of
+from keeplb.lb.reactor import (
+    Acceptor,
+    Reactor,
+    Stream,
+    StreamProtocol,
+    open_connection,
+    reactor_of,
+)
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
@@ -858,24 +867,22 @@ class Frontend:
 # --------------------------------------------------------------------------
 
 
-class ClientSide(asyncio.Protocol):
+class ClientSide(StreamProtocol):
     __slots__ = ("s", "peer", "buf", "buffered", "transport")
     __deletable__ = ("s",)  # for mypyc: connection_lost() drops it
 
     def __init__(self, s: Session) -> None:
         self.s = s
-        self.peer: asyncio.Transport | None = None  # the server transport once connected
+        self.peer: Stream | None = None  # the server transport once connected
         self.buf: list[bytes] = []
         self.buffered = 0
-        self.transport: asyncio.Transport | None = None
+        self.transport: Stream | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A reactor.Stream: not an asyncio.Transport subclass, same interface.
-        tr: asyncio.Transport = transport  # type: ignore[assignment]  # a reactor.Stream
-        self.transport = tr
-        tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+    def connection_made(self, transport: Stream) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
-    def data_received(self, data: bytes | memoryview) -> None:  # a view: see reactor
+    def data_received(self, data: memoryview) -> None:
         s = self.s
         n = len(data)
         s.bytes_in += n
@@ -913,20 +920,20 @@ class ClientSide(asyncio.Protocol):
             self.peer.resume_reading()
 
 
-class ServerSide(asyncio.Protocol):
+class ServerSide(StreamProtocol):
     __slots__ = ("s", "peer", "transport")
 
-    def __init__(self, s: Session, peer: asyncio.Transport) -> None:
+    def __init__(self, s: Session, peer: Stream) -> None:
         self.s = s
         self.peer = peer  # the client transport
-        self.transport: asyncio.Transport | None = None
+        self.transport: Stream | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tr: asyncio.Transport = transport  # type: ignore[assignment]  # a reactor.Stream
+    def connection_made(self, transport: Stream) -> None:
+        tr = transport
         self.transport = tr
         tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
-    def data_received(self, data: bytes | memoryview) -> None:  # a view: see reactor
+    def data_received(self, data: memoryview) -> None:
         s = self.s
         n = len(data)
         s.bytes_out += n
@@ -950,7 +957,7 @@ class ServerSide(asyncio.Protocol):
             self.peer.resume_reading()
 
 
-def _unsent(tr: asyncio.Transport | None) -> int:
+def _unsent(tr: Stream | None) -> int:
     """Bytes written to `tr` that the peer has not taken yet: the transport's
     buffer plus the kernel's send queue (SIOCOUTQ), so that a slow reader
     draining a large socket buffer counts as activity."""
@@ -1062,7 +1069,7 @@ class Session:
         self.src: tuple[str, int] = ("unix", 0)
         self._dst: tuple[str, int] | None = None
         self.client = ClientSide(self)
-        self.server_tr: asyncio.Transport | None = None
+        self.server_tr: Stream | None = None
         self.backend: Backend | None = None
         self.slot: Slot | None = None
         self.task: asyncio.Task[None] | None = None
@@ -1119,7 +1126,7 @@ class Session:
 
     # -- establishment -----------------------------------------------------
 
-    def start(self, transport: asyncio.Transport) -> None:
+    def start(self, transport: Stream) -> None:
         """The client connection is accepted: route, then pick or queue and connect."""
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -1409,12 +1416,12 @@ class Session:
             return self.dst[1] + port
         return port
 
-    def _client_transport(self) -> asyncio.Transport:
+    def _client_transport(self) -> Stream:
         tr = self.client.transport
         assert tr is not None
         return tr
 
-    def _connected(self, transport: asyncio.Transport) -> None:
+    def _connected(self, transport: Stream) -> None:
         self.phase = "D"
         self.server_tr = transport
         if self.client_lost:
