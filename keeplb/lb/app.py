@@ -254,6 +254,9 @@ class LoadBalancer:
             await self.checker.stop()
             self.checker = None
         self.logs.close()
+        for fe in self.frontends:
+            if fe.reactor is not None:
+                fe.reactor.close()  # its epoll file descriptor, now that sessions are gone
 
 
 class AppControl(DirectControl):
