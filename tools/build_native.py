@@ -48,7 +48,10 @@ def build() -> None:
     os.chdir(ROOT)
     clean()
     sources = [m.replace(".", "/") + ".py" for m in COMPILED]
-    exts = mypycify(sources, opt_level="3", target_dir="build/native")
+    # A dotted group name puts mypyc's shared library inside the package, where
+    # it is found wherever keeplb is imported from (not only from this tree).
+    exts = mypycify(sources, opt_level="3", target_dir="build/native",
+                    group_name="keeplb.lb.relay")
     dist = Distribution({"name": "keeplb-native", "ext_modules": exts})
     cmd = dist.get_command_obj("build_ext")
     cmd.inplace = True  # type: ignore[attr-defined]

@@ -28,7 +28,8 @@ def _paths(root: str, module: str) -> tuple[str, list[str]]:
 def compiled_files(root: str = _PACKAGE_ROOT) -> list[str]:
     """The compiled modules and mypyc's shared library for them, if built."""
     found = [so for m in COMPILED for so in _paths(root, m)[1]]
-    return found + (glob.glob(os.path.join(root, "*__mypyc.cpython-*.so")) if found else [])
+    shared = glob.glob(os.path.join(root, "keeplb", "lb", "*__mypyc.cpython-*.so"))
+    return found + shared
 
 
 def stale(root: str = _PACKAGE_ROOT) -> bool:

@@ -899,6 +899,13 @@ class ClientSide(StreamProtocol):
             if self.buffered >= PRECONNECT_BUFFER and self.transport is not None:
                 self.transport.pause_reading()
 
+    def data_moved(self, n: int) -> None:
+        s = self.s
+        s.bytes_in += n
+        for c in s.counters:
+            c.bytes_in += n
+        s.last = s.loop_time()
+
     def eof_received(self) -> bool:
         self.s.on_eof(client=True)
         if self.s.wake is not None:
@@ -941,6 +948,13 @@ class ServerSide(StreamProtocol):
             c.bytes_out += n
         s.last = s.loop_time()
         self.peer.write(data)
+
+    def data_moved(self, n: int) -> None:
+        s = self.s
+        s.bytes_out += n
+        for c in s.counters:
+            c.bytes_out += n
+        s.last = s.loop_time()
 
     def eof_received(self) -> bool:
         self.s.on_eof(client=False)
@@ -1439,6 +1453,9 @@ class Session:
                 k.bytes_in += self.bytes_in
                 k.bytes_out += self.bytes_out
         ctr = self._client_transport()
+        # Either direction moves on to splice(2) once it carries bulk (reactor.py).
+        ctr.splice_to = transport
+        transport.splice_to = ctr
         if c.buffered >= PRECONNECT_BUFFER and not self.client_eof:
             ctr.resume_reading()
         c.buffered = 0

@@ -23,7 +23,9 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import fcntl
 import logging
+import os
 import select
 import socket
 from collections.abc import Callable
@@ -51,6 +53,13 @@ EDGE = EDGE_IN | EPOLLOUT
 
 READ_SIZE = 256 * 1024
 READS_PER_EVENT = 4  # then other sockets get their turn
+# Zero-copy for bulk transfers, as haproxy's `option splice-auto`: a
+# direction whose read filled the whole buffer moves on through a pipe with
+# splice(2), socket -> pipe -> socket, the bytes never copied to Python.
+PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel may give less
+MAX_PIPES = 1024  # pipes held at once by one process (haproxy: tune.maxpipes)
+_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_EVENTS = 512
 DEFAULT_HIGH_WATER = 256 * 1024
 DEFAULT_LOW_WATER = 64 * 1024
@@ -80,6 +89,7 @@ class Reactor:
         # (haproxy does the same; two packets fewer per short connection).
         self.more = 0
         self.corked: list[Stream] = []
+        self.pipes = 0  # splice pipes open
         self._dispatching = False
         self._drain_scheduled = False
         self.closed = False
@@ -189,6 +199,9 @@ class StreamProtocol:
     def data_received(self, data: memoryview) -> None:
         """`data` is a view of the Reactor's read buffer, valid during the call."""
 
+    def data_moved(self, n: int) -> None:
+        """`n` bytes went on to the peer by splice(2), without data_received()."""
+
     def eof_received(self) -> bool:
         return False
 
@@ -216,7 +229,7 @@ class Stream:
 
     __slots__ = ("reactor", "sock", "fd", "protocol", "wbuf", "high", "low", "reading",
                  "readable", "hup", "err", "out", "eof", "closing", "closed", "want_eof", "paused", "peer",
-                 "on_connect", "lost")
+                 "on_connect", "lost", "splice_to", "pipe_r", "pipe_w", "piped", "feeder")
 
     def __init__(self, reactor: Reactor, sock: _socket.socket,
                  protocol: StreamProtocol | None, peer: Any = None) -> None:
@@ -240,6 +253,14 @@ class Stream:
         self.peer = peer
         self.on_connect: Callable[[Stream, OSError | None], None] | None = None
         self.lost: Exception | None = None  # what connection_lost() is given
+        # Splicing: where this stream's bytes may be spliced to (set by the
+        # relay once both sides are connected); a destination holds the pipe
+        # (its write buffer for spliced bytes) and the stream that feeds it.
+        self.splice_to: Stream | None = None
+        self.pipe_r = -1
+        self.pipe_w = -1
+        self.piped = 0  # bytes in the pipe, not yet sent
+        self.feeder: Stream | None = None
 
     def start(self) -> None:
         """Start watching the socket (once the protocol is set). EPOLLOUT is
@@ -296,7 +317,7 @@ class Stream:
         self.low = min(self.high, self.high // 4 if low is None else low)
 
     def get_write_buffer_size(self) -> int:
-        return len(self.wbuf)
+        return len(self.wbuf) + self.piped
 
     def can_write_eof(self) -> bool:
         return True
@@ -305,7 +326,7 @@ class Stream:
         if self.closing or self.want_eof:
             return  # as asyncio: writing after close() or write_eof() is dropped
         wbuf = self.wbuf
-        if not wbuf:
+        if not wbuf and not self.piped:
             try:
                 more = self.reactor.more
                 if more:
@@ -334,14 +355,14 @@ class Stream:
         if self.closing or self.want_eof:
             return
         self.want_eof = True
-        if not self.wbuf:
+        if not self.wbuf and not self.piped:
             self._shutdown_wr()
 
     def close(self) -> None:
         if self.closing:
             return
         self.closing = True
-        if not self.wbuf:
+        if not self.wbuf and not self.piped:
             self._teardown(None)
         # else: _flush() tears down once the buffer is sent
 
@@ -354,7 +375,7 @@ class Stream:
     def on_events(self, ev: int) -> None:
         if self.on_connect is not None and not self._connected(ev):
             return
-        if ev & EPOLLOUT and self.wbuf:
+        if ev & EPOLLOUT and (self.wbuf or self.piped):
             self._flush()
         if self.closed:
             return
@@ -376,6 +397,10 @@ class Stream:
 
     def _read(self) -> None:
         if self.closed or not self.reading or self.eof:
+            return
+        dest = self.splice_to
+        if dest is not None and dest.pipe_w >= 0:
+            self._splice_in(dest)
             return
         r = self.reactor
         sock, rbuf, rview = self.sock, r.rbuf, r.rview
@@ -414,7 +439,92 @@ class Stream:
             proto.data_received(rview[:n])
             if self.closing or not self.reading:
                 return
+            if dest is not None and dest.open_pipe():
+                # A bulk transfer: zero-copy from now on. splice() ignores
+                # MSG_DONTWAIT: an accepted socket must be non-blocking now.
+                sock.setblocking(False)
+                self._splice_in(dest)
+                return
         r.defer(Stream._read, self)  # more: after the others had their turn
+
+    # -- splicing -------------------------------------------------------------
+
+    def open_pipe(self) -> bool:
+        """Start taking spliced bytes (True), if nothing waits in the write
+        buffer (order) and a pipe is to be had."""
+        if self.pipe_w >= 0:
+            return True
+        r = self.reactor
+        if self.wbuf or self.closing or self.want_eof or self.closed or r.pipes >= MAX_PIPES:
+            return False
+        try:
+            self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        r.pipes += 1
+        self.sock.setblocking(False)  # splice() ignores MSG_DONTWAIT
+        try:
+            fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # the default 64 kB still works
+        return True
+
+    def _close_pipe(self) -> None:
+        if self.pipe_w >= 0:
+            os.close(self.pipe_r)
+            os.close(self.pipe_w)
+            self.pipe_r = self.pipe_w = -1
+            self.piped = 0
+            self.reactor.pipes -= 1
+
+    def _splice_in(self, dest: Stream) -> None:
+        """Move what the socket has into dest's pipe, and on to dest's socket."""
+        proto = self.protocol
+        assert proto is not None
+        for _ in range(READS_PER_EVENT):
+            if dest.piped:
+                dest.feeder = self  # dest reads us again once its pipe is empty
+                return
+            if dest.closed or dest.pipe_w < 0:
+                return
+            try:
+                n = os.splice(self.fd, dest.pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
+            except _TRANSIENT:
+                self.readable = False
+                return
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    self.readable = False
+                    return
+                self._fatal(exc)
+                return
+            if not n:
+                self._got_eof()
+                return
+            dest.piped += n
+            proto.data_moved(n)
+            dest._flush()
+            if self.closed or self.closing or not self.reading:
+                return
+        self.reactor.defer(Stream._read, self)
+
+    def _flush_pipe(self) -> bool:
+        """Send what the pipe holds; False if the stream failed meanwhile."""
+        try:
+            m = os.splice(self.pipe_r, self.fd, self.piped, flags=_SPLICE_FLAGS)
+        except _TRANSIENT:
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                return True
+            self._fatal(exc)
+            return False
+        self.piped -= m
+        if not self.piped and self.feeder is not None:
+            feeder, self.feeder = self.feeder, None
+            if feeder.readable:
+                self.reactor.defer(Stream._read, feeder)
+        return True
 
     def _got_eof(self) -> None:
         self.readable = False
@@ -427,21 +537,29 @@ class Stream:
             self.reactor.uncork()
 
     def _flush(self) -> None:
+        if self.piped:  # spliced bytes came before anything in wbuf
+            if not self._flush_pipe():
+                return
+            if self.piped:
+                if not self.out:
+                    self._watch_out()
+                return
         wbuf = self.wbuf
-        try:
-            n = self.sock.send(wbuf, MSG_DONTWAIT)
-        except _TRANSIENT:
-            return
-        except OSError as exc:
-            self._fatal(exc)
-            return
-        del wbuf[:n]
+        if wbuf:
+            try:
+                n = self.sock.send(wbuf, MSG_DONTWAIT)
+            except _TRANSIENT:
+                return
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            del wbuf[:n]
         if self.paused and len(wbuf) <= self.low and self.protocol is not None:
             self.paused = False
             self.protocol.resume_writing()
             if self.closed:
                 return
-        if not wbuf:
+        if not wbuf and not self.piped:
             if self.closing:
                 self._teardown(None)
             elif self.want_eof:
@@ -464,6 +582,8 @@ class Stream:
         self.reactor.forget(self.fd)
         self.sock.close()  # also takes it out of the epoll set
         self.wbuf = bytearray()
+        self._close_pipe()
+        self.splice_to = self.feeder = None
         cb = self.on_connect
         if cb is not None:
             self.on_connect = None

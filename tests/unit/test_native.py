@@ -22,7 +22,9 @@ def _tree(tmp: Path) -> Path:
 
 def _fake_build(root: Path, age_s: float) -> None:
     """Files named like a mypyc build (not loadable), dated `age_s` ago."""
-    t = os.path.getmtime(root / "keeplb/lb/proxy.py") - age_s
+    newest = max(os.path.getmtime(root.joinpath(*m.split(".")).with_suffix(".py"))
+                 for m in native.COMPILED)
+    t = newest - age_s
     for m in native.COMPILED:
         so = root.joinpath(*m.split(".")).with_suffix(".cpython-311-x86_64-linux-gnu.so")
         so.write_bytes(b"not an ELF file")
@@ -68,3 +70,15 @@ def test_a_current_build_is_what_runs() -> None:
         assert native.mode() == "interpreted"
     else:
         assert native.mode() == "compiled"
+
+
+def test_the_build_loads_from_any_directory(tmp_path: Path) -> None:
+    """mypyc's shared library lives in the package, not beside it: keeplb as
+    installed (editable) runs compiled from any working directory."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import keeplb.lb.proxy, keeplb.lb.native as n; print(n.mode())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    built = bool(native.compiled_files()) and not native.stale()
+    assert out.stdout.strip() == ("compiled" if built else "interpreted")
