@@ -346,6 +346,9 @@ class Backend:
         self.timeout_server_fin = t.get("server-fin")
         self.retries = self.cfg.retries if self.cfg.retries is not None else 3
         self.redispatch = self.cfg.option("redispatch")
+        auto = bool(self.cfg.option("splice-auto"))
+        self.splice_request = auto or bool(self.cfg.option("splice-request"))
+        self.splice_response = auto or bool(self.cfg.option("splice-response"))
         self.on_health: Callable[[], None] | None = None
         self._was_up = rt.is_up
 
@@ -750,6 +753,9 @@ class Frontend:
         self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
+        auto = bool(self.cfg.option("splice-auto"))
+        self.splice_request = auto or bool(self.cfg.option("splice-request"))
+        self.splice_response = auto or bool(self.cfg.option("splice-response"))
         t = self.cfg.timeouts
         self.timeout_client = t.get("client")
         self.timeout_client_fin = t.get("client-fin")
@@ -1453,9 +1459,14 @@ class Session:
                 k.bytes_in += self.bytes_in
                 k.bytes_out += self.bytes_out
         ctr = self._client_transport()
-        # Either direction moves on to splice(2) once it carries bulk (reactor.py).
-        ctr.splice_to = transport
-        transport.splice_to = ctr
+        # `option splice-*`: the direction moves on to splice(2) once it carries
+        # bulk (reactor.py). Off by default, as in haproxy: on loopback here it
+        # was slower than copying (bench/lbbench.py, see the README).
+        fe, be = self.fe, self.backend
+        if fe.splice_request or (be is not None and be.splice_request):
+            ctr.splice_to = transport
+        if fe.splice_response or (be is not None and be.splice_response):
+            transport.splice_to = ctr
         if c.buffered >= PRECONNECT_BUFFER and not self.client_eof:
             ctr.resume_reading()
         c.buffered = 0

@@ -53,10 +53,11 @@ EDGE = EDGE_IN | EPOLLOUT
 
 READ_SIZE = 256 * 1024
 READS_PER_EVENT = 4  # then other sockets get their turn
-# Zero-copy for bulk transfers, as haproxy's `option splice-auto`: a
-# direction whose read filled the whole buffer moves on through a pipe with
-# splice(2), socket -> pipe -> socket, the bytes never copied to Python.
-PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel may give less
+# Zero-copy for bulk transfers (`option splice-auto/-request/-response`): a
+# direction allowed to splice whose read filled the whole buffer moves on
+# through a pipe with splice(2), socket -> pipe -> socket, the bytes never
+# copied to Python.
+PIPE_SIZE = 256 * 1024  # F_SETPIPE_SZ; the kernel may give less
 MAX_PIPES = 1024  # pipes held at once by one process (haproxy: tune.maxpipes)
 _SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -90,6 +91,7 @@ class Reactor:
         self.more = 0
         self.corked: list[Stream] = []
         self.pipes = 0  # splice pipes open
+        self.spliced = 0  # bytes moved by splice(2), all connections
         self._dispatching = False
         self._drain_scheduled = False
         self.closed = False
@@ -502,6 +504,7 @@ class Stream:
                 self._got_eof()
                 return
             dest.piped += n
+            self.reactor.spliced += n
             proto.data_moved(n)
             dest._flush()
             if self.closed or self.closing or not self.reading:

@@ -645,16 +645,22 @@ async def _download(port: int) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_100mb_both_directions_byte_exact() -> None:
+@pytest.mark.parametrize("splice", [False, True], ids=["copy", "splice-auto"])
+def test_100mb_both_directions_byte_exact(splice: bool) -> None:
     total = 100 * 1024 * 1024
     want = hashlib.sha256(b"".join(pattern_chunks(total))).hexdigest()
+    opts = {"splice-auto": True} if splice else {}
 
     async def body() -> None:
         sink = await Backend("sink", "sink").start()
         source = await Backend("src", f"source:{total}").start()
         p1, p2 = free_port(), free_port()
-        cfg = config(listen("up", p1, [server("sink", sink.port)]),
-                     listen("down", p2, [server("src", source.port)]))
+        cfg = config(listen("up", p1, [server("sink", sink.port)], options=opts),
+                     listen("down", p2, [server("src", source.port)], options=opts))
+        from keeplb.lb.reactor import reactor_of
+
+        reactor = reactor_of(asyncio.get_running_loop())
+        before = reactor.spliced
         try:
             async with running(cfg) as lb:
                 up, down = await asyncio.gather(_upload(p1, total), _download(p2))
@@ -666,6 +672,9 @@ def test_100mb_both_directions_byte_exact() -> None:
                     await asyncio.sleep(0.02)
                 assert lb.backends["up"].rt.counters.bytes_in == total
                 assert lb.backends["down"].rt.counters.bytes_out == total
+                moved = reactor.spliced - before
+                # Spliced once a read fills the buffer: nearly all of it, or nothing.
+                assert (moved > 1.8 * total) if splice else moved == 0
         finally:
             await stop_all([sink, source])
     run(body)
