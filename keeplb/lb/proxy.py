@@ -75,20 +75,20 @@ _log = logging.getLogger("keeplb.lb")
 
 # Large enough that bulk transfers move in big chunks, small enough that
 # 10k sessions stay cheap (the kernel socket buffers hold the rest).
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
+WRITE_HIGH_WATER: Final = 256 * 1024
+WRITE_LOW_WATER: Final = 64 * 1024
 # Client bytes kept while no server is connected yet (queue, connect, retries).
-PRECONNECT_BUFFER = 64 * 1024
+PRECONNECT_BUFFER: Final = 64 * 1024
 # Without `timeout connect` haproxy waits as long as the kernel does (minutes);
 # keeplb bounds it so that a black-holed server costs seconds, not minutes.
-DEFAULT_TIMEOUT_CONNECT_MS = 5000
-ACCEPT_ERROR_PAUSE_S = 0.1
+DEFAULT_TIMEOUT_CONNECT_MS: Final = 5000
+ACCEPT_ERROR_PAUSE_S: Final = 0.1
 
 
 # Algorithms whose pick depends on the request only: a full server keeps the
 # connection in its own queue instead of sending it elsewhere (haproxy).
-DETERMINISTIC = frozenset({"source", "hash", "uri", "url_param", "hdr", "rdp-cookie"})
-KEYLESS = frozenset({"roundrobin", "static-rr", "leastconn", "first", "random"})
+DETERMINISTIC: Final = frozenset({"source", "hash", "uri", "url_param", "hdr", "rdp-cookie"})
+KEYLESS: Final = frozenset({"roundrobin", "static-rr", "leastconn", "first", "random"})
 
 
 # --------------------------------------------------------------------------
@@ -1043,7 +1043,7 @@ IdleTable = tuple[tuple[tuple[float, str], tuple[float, str]],
 """[data phase][half closed] -> (seconds, side) of the inactivity timeout."""
 
 _NO_IDLE: IdleTable = (((0.0, "c"), (0.0, "c")), ((0.0, "c"), (0.0, "c")))
-_NEVER = float("inf")
+_NEVER: Final = float("inf")
 
 
 def _idle_limit(fe: Frontend, be: Backend | None, data: bool, half: bool) -> tuple[float, str]:

@@ -29,45 +29,45 @@ import os
 import select
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 _log = logging.getLogger("keeplb.lb")
 
-EPOLLIN = select.EPOLLIN
-EPOLLOUT = select.EPOLLOUT
-EPOLLERR = select.EPOLLERR
-EPOLLHUP = select.EPOLLHUP
-EPOLLET = select.EPOLLET
-EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
-EPOLLRDHUP = select.EPOLLRDHUP
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
+EPOLLERR: Final = select.EPOLLERR
+EPOLLHUP: Final = select.EPOLLHUP
+EPOLLET: Final = select.EPOLLET
+EPOLLEXCLUSIVE: Final = getattr(select, "EPOLLEXCLUSIVE", 0)
+EPOLLRDHUP: Final = select.EPOLLRDHUP
 # Plain ints: socket's flags are IntFlag members, and `a | b` on those runs
 # enum code (microseconds per connection).
-MSG_MORE = int(socket.MSG_MORE)
-MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
-_SOCK_STREAM = int(socket.SOCK_STREAM)
-_SOCK_STREAM_NONBLOCK = int(socket.SOCK_STREAM) | int(socket.SOCK_NONBLOCK)
+MSG_MORE: Final = int(socket.MSG_MORE)
+MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_SOCK_STREAM: Final = int(socket.SOCK_STREAM)
+_SOCK_STREAM_NONBLOCK: Final = int(socket.SOCK_STREAM) | int(socket.SOCK_NONBLOCK)
 # EPOLLRDHUP: a short read drains the data but not a FIN that came with it,
 # and edge-triggered epoll reports that FIN only once.
-EDGE_IN = EPOLLIN | EPOLLRDHUP | EPOLLET
-EDGE = EDGE_IN | EPOLLOUT
+EDGE_IN: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
+EDGE: Final = EDGE_IN | EPOLLOUT
 
-READ_SIZE = 256 * 1024
-READS_PER_EVENT = 4  # then other sockets get their turn
+READ_SIZE: Final = 256 * 1024
+READS_PER_EVENT: Final = 4  # then other sockets get their turn
 # Zero-copy for bulk transfers (`option splice-auto/-request/-response`): a
 # direction allowed to splice whose read filled the whole buffer moves on
 # through a pipe with splice(2), socket -> pipe -> socket, the bytes never
 # copied to Python.
-PIPE_SIZE = 256 * 1024  # F_SETPIPE_SZ; the kernel may give less
-MAX_PIPES = 1024  # pipes held at once by one process (haproxy: tune.maxpipes)
-_SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-MAX_EVENTS = 512
-DEFAULT_HIGH_WATER = 256 * 1024
-DEFAULT_LOW_WATER = 64 * 1024
+PIPE_SIZE: Final = 256 * 1024  # F_SETPIPE_SZ; the kernel may give less
+MAX_PIPES: Final = 1024  # pipes held at once by one process (haproxy: tune.maxpipes)
+_SPLICE_FLAGS: Final = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+MAX_EVENTS: Final = 512
+DEFAULT_HIGH_WATER: Final = 256 * 1024
+DEFAULT_LOW_WATER: Final = 64 * 1024
 # accept() errors that concern one connection only; others (EMFILE...) pause
 # accepting for a moment instead of spinning on a socket that stays readable.
-_ACCEPT_RETRY = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
-_TRANSIENT = (BlockingIOError, InterruptedError)
+_ACCEPT_RETRY: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+_TRANSIENT: Final = (BlockingIOError, InterruptedError)
 
 
 class Watcher(Protocol):
