@@ -435,6 +435,8 @@ class Stream:
                 if self.err:
                     continue  # let recv() report the error
                 if self.closing or not self.reading:
+                    if r.corked:
+                        r.uncork()  # no FIN follows at once: send what was held
                     return  # the FIN is read on resume_reading()
                 self._got_eof()  # drained up to the FIN: no recv() needed for it
                 return
