@@ -36,7 +36,7 @@ from keeplb.lb.balance import BalancedServer, Balancer, make_balancer
 from keeplb.lb.checks import HealthChecker
 from keeplb.lb.health import BE_WEIGHT_SCALE
 from keeplb.lb.log import LogHub
-from keeplb.lb.proxy import Backend, Frontend, Limits, Listener, Session
+from keeplb.lb.proxy import Backend, Frontend, Limits, Listener, Session, maxaccept
 from keeplb.lb.runtime import DirectControl, SessionView, start_stats_socket
 from keeplb.lb.server import (
     AdminState,
@@ -228,12 +228,14 @@ class LoadBalancer:
 
     def start_listeners(self, socks: Mapping[str, socket.socket]) -> None:
         by_name = {fe.name: fe for fe in self.frontends}
+        g = self.cfg.global_
+        batch = maxaccept(g.tune.get("tune.maxaccept"), g.nbthread or 1)
         for spec in listeners.listen_specs(self.cfg):
             fe = by_name.get(spec.frontend)
             sock = socks.get(spec.key)
             if fe is None or sock is None or any(li.key == spec.key for li in fe.listeners):
                 continue
-            fe.listeners.append(Listener(sock, fe, spec.key, spec.backlog))
+            fe.listeners.append(Listener(sock, fe, spec.key, spec.backlog, batch))
         for fe in self.frontends:
             if fe.can_accept():
                 fe.resume()

@@ -83,6 +83,22 @@ PRECONNECT_BUFFER: Final = 64 * 1024
 # keeplb bounds it so that a black-holed server costs seconds, not minutes.
 DEFAULT_TIMEOUT_CONNECT_MS: Final = 5000
 ACCEPT_ERROR_PAUSE_S: Final = 0.1
+# tune.maxaccept: connections accepted in a row per listener before other
+# work; as in haproxy divided by twice the number of processes sharing the
+# listener (keeplb's nbthread workers are processes), so that they share.
+# haproxy 2.6 defaults to 4; keeplb to 64: with 4, one event-loop pass per 4
+# connections cost 15% of the new-connection rate (bench/connbench.py).
+DEFAULT_MAXACCEPT: Final = 64
+
+
+def maxaccept(tune: str | None, processes: int) -> int:
+    try:
+        n = int(tune) if tune is not None else DEFAULT_MAXACCEPT
+    except ValueError:
+        n = DEFAULT_MAXACCEPT
+    if n <= 0:
+        return 1 << 30  # haproxy: -1 means no limit
+    return max(1, n // (2 * processes)) if processes > 1 else n
 
 
 # Algorithms whose pick depends on the request only: a full server keeps the
@@ -679,11 +695,12 @@ class Listener:
     (EMFILE...) pauses accepting for a moment instead of spinning."""
 
     def __init__(self, sock: socket.socket, frontend: Frontend, key: str,
-                 backlog: int = 1024) -> None:
+                 backlog: int = 1024, maxaccept: int = DEFAULT_MAXACCEPT) -> None:
         self.sock = sock
         self.frontend = frontend
         self.key = key
         self.backlog = backlog
+        self.maxaccept = maxaccept
         self.acceptor: Acceptor | None = None
         self.want = False
         self._retry: asyncio.TimerHandle | None = None
@@ -708,7 +725,7 @@ class Listener:
             fe = self.frontend
             loop = fe.bind_loop(asyncio.get_running_loop())
             acc = self.acceptor = Acceptor(reactor_of(loop), self.sock, fe.accepted,
-                                           self._failed)
+                                           self._failed, self.maxaccept)
         if self.want and self._retry is None:
             acc.start()
         else:

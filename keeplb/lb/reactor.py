@@ -38,7 +38,6 @@ EPOLLOUT: Final = select.EPOLLOUT
 EPOLLERR: Final = select.EPOLLERR
 EPOLLHUP: Final = select.EPOLLHUP
 EPOLLET: Final = select.EPOLLET
-EPOLLEXCLUSIVE: Final = getattr(select, "EPOLLEXCLUSIVE", 0)
 EPOLLRDHUP: Final = select.EPOLLRDHUP
 # Plain ints: socket's flags are IntFlag members, and `a | b` on those runs
 # enum code (microseconds per connection).
@@ -692,7 +691,11 @@ class Acceptor:
     def start(self) -> None:
         if not self.active and not self.reactor.closed:
             self.active = True
-            self.reactor.add(self.fd, self, EPOLLIN | EPOLLEXCLUSIVE)
+            # Not EPOLLEXCLUSIVE: it wakes the first idle worker every time, so
+            # one of nbthread workers took every connection of a slow arrival
+            # (test_nbthread); woken together, they race for accept() and share
+            # (no measurable cost with 2 workers: bench/lbbench.py --threads 2).
+            self.reactor.add(self.fd, self, EPOLLIN)
 
     def pause(self) -> None:
         if self.active:

@@ -8,6 +8,7 @@ from keeplb.config.model import Acl, Condition
 from keeplb.lb.proxy import (
     compile_condition,
     http_condition_matches,
+    maxaccept,
     no_server_message,
     server_down_message,
     server_up_message,
@@ -70,3 +71,13 @@ def test_service_rule_paths() -> None:
     assert http_condition_matches(beg, [Acl("m", "path_beg", (), ("/m",))], "/mx")
     assert not http_condition_matches(beg, [Acl("m", "hdr(host)", (), ("/m",))], "/mx")
     assert http_condition_matches(None, [], "/anything")
+
+
+def test_maxaccept_is_shared_between_worker_processes() -> None:
+    # haproxy divides tune.maxaccept by twice the processes on the listener.
+    assert maxaccept(None, 1) == 64
+    assert maxaccept(None, 2) == 16
+    assert maxaccept("8", 1) == 8
+    assert maxaccept("8", 4) == 1
+    assert maxaccept("-1", 2) > 1_000_000  # no limit
+    assert maxaccept("junk", 1) == 64
