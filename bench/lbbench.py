@@ -3,10 +3,12 @@ in the same run, at equal cores: each load balancer is pinned to CPU 0, the
 backends and the load generator share CPU 1.
 
     .venv/bin/python bench/lbbench.py [--duration 5] [--conns 50] [--idle 2000] [--threads N]
+        [--splice]
 
 --threads N: `nbthread N` in both balancers' config (haproxy: N threads; keeplb:
 N worker processes under a master), both pinned to CPUs 0..N-1; the RSS
-figure then counts keeplb's workers together.
+figure then counts keeplb's workers together. --splice: both balancers with
+`option splice-auto` (zero-copy for bulk transfers).
 
 Figures (each for haproxy and keeplb, then keeplb/haproxy):
 - keep-alive req/s and p99 latency: wrk, HTTP/1.1 keep-alive through the TCP relay
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best counts")
     ap.add_argument("--threads", type=int, default=1,
                     help="nbthread for both balancers (keeplb: worker processes)")
+    ap.add_argument("--splice", action="store_true",
+                    help="`option splice-auto` in both configs (and maxpipes 1000, which "
+                         "haproxy needs to start within the fd limit)")
     args = ap.parse_args(argv)
     for tool in (HAPROXY, WRK):
         if not os.path.exists(tool):
@@ -274,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("haproxy", "keeplb"):
                 ports = {"small": free_port(), "big": free_port()}
                 path = os.path.join(tmp, f"{name}.cfg")
+                text = LB_CFG.format(small=ports["small"], big=ports["big"],
+                                     small_be=small_be, big_be=big_be, threads=args.threads)
+                if args.splice:
+                    text = text.replace("defaults\n", "defaults\n    option splice-auto\n")
+                    text = text.replace("    nbthread", "    maxpipes 1000\n    nbthread")
                 with open(path, "w") as fh:
-                    fh.write(LB_CFG.format(small=ports["small"], big=ports["big"],
-                                           small_be=small_be, big_be=big_be,
-                                           threads=args.threads))
+                    fh.write(text)
                 cmd = ([HAPROXY, "-f", path, "-db"] if name == "haproxy"
                        else [sys.executable, "-m", "keeplb", "lb", "-f", path])
                 cpus = set(range(args.threads)) if args.threads > 1 else 0
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(nbthread {args.threads}; both balancers on CPU 0..{args.threads - 1}, one measured at a time; best of {args.rounds} "
           f"interleaved rounds of {args.duration}s; {args.conns} wrk connections; "
           f"{args.idle} idle connections)")
-    print(f"keeplb's relay: {relay_mode()}")
+    print(f"keeplb's relay: {relay_mode()}" + ("; option splice-auto" if args.splice else ""))
     return 0
 
 
