@@ -302,6 +302,12 @@ def http_condition_matches(cond: Condition | None, acls: Sequence[Acl], path: st
 # --------------------------------------------------------------------------
 
 
+def splice_options(p: Proxy) -> tuple[bool, bool]:
+    """(request, response): which directions `option splice-*` lets splice."""
+    auto = p.option("splice-auto")
+    return auto or p.option("splice-request"), auto or p.option("splice-response")
+
+
 class Pending:
     """A session waiting in a queue for a server slot."""
 
@@ -362,9 +368,7 @@ class Backend:
         self.timeout_server_fin = t.get("server-fin")
         self.retries = self.cfg.retries if self.cfg.retries is not None else 3
         self.redispatch = self.cfg.option("redispatch")
-        auto = bool(self.cfg.option("splice-auto"))
-        self.splice_request = auto or bool(self.cfg.option("splice-request"))
-        self.splice_response = auto or bool(self.cfg.option("splice-response"))
+        self.splice_request, self.splice_response = splice_options(self.cfg)
         self.on_health: Callable[[], None] | None = None
         self._was_up = rt.is_up
 
@@ -770,9 +774,7 @@ class Frontend:
         self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
-        auto = bool(self.cfg.option("splice-auto"))
-        self.splice_request = auto or bool(self.cfg.option("splice-request"))
-        self.splice_response = auto or bool(self.cfg.option("splice-response"))
+        self.splice_request, self.splice_response = splice_options(self.cfg)
         t = self.cfg.timeouts
         self.timeout_client = t.get("client")
         self.timeout_client_fin = t.get("client-fin")
@@ -906,12 +908,8 @@ class ClientSide(StreamProtocol):
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def data_received(self, data: memoryview) -> None:
+        self.data_moved(len(data))
         s = self.s
-        n = len(data)
-        s.bytes_in += n
-        for c in s.counters:  # live, so that long sessions show in the stats
-            c.bytes_in += n
-        s.last = s.loop_time()
         if self.peer is not None:
             self.peer.write(data)
         else:
@@ -925,7 +923,7 @@ class ClientSide(StreamProtocol):
     def data_moved(self, n: int) -> None:
         s = self.s
         s.bytes_in += n
-        for c in s.counters:
+        for c in s.counters:  # live, so that long sessions show in the stats
             c.bytes_in += n
         s.last = s.loop_time()
 
@@ -959,17 +957,11 @@ class ServerSide(StreamProtocol):
         self.transport: Stream | None = None
 
     def connection_made(self, transport: Stream) -> None:
-        tr = transport
-        self.transport = tr
-        tr.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
 
     def data_received(self, data: memoryview) -> None:
-        s = self.s
-        n = len(data)
-        s.bytes_out += n
-        for c in s.counters:
-            c.bytes_out += n
-        s.last = s.loop_time()
+        self.data_moved(len(data))
         self.peer.write(data)
 
     def data_moved(self, n: int) -> None:

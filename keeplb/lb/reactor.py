@@ -301,9 +301,6 @@ class Stream:
     def is_closing(self) -> bool:
         return self.closing
 
-    def is_reading(self) -> bool:
-        return self.reading and not self.eof and not self.closing
-
     def pause_reading(self) -> None:
         self.reading = False
 
@@ -319,9 +316,6 @@ class Stream:
 
     def get_write_buffer_size(self) -> int:
         return len(self.wbuf) + self.piped
-
-    def can_write_eof(self) -> bool:
-        return True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closing or self.want_eof:
@@ -618,9 +612,7 @@ class Stream:
         if ev & (EPOLLERR | EPOLLHUP):
             err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED
         if err:
-            self.closed = self.closing = True
-            self.reactor.forget(self.fd)
-            self.sock.close()
+            self._discard()
             cb(self, OSError(err, errno.errorcode.get(err, str(err))))
             return False
         cb(self, None)
@@ -630,9 +622,13 @@ class Stream:
         """Give up a connect in progress, without calling its callback."""
         if self.on_connect is not None:
             self.on_connect = None
-            self.closed = self.closing = True
-            self.reactor.forget(self.fd)
-            self.sock.close()
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close a socket that never got a protocol: nothing to tell anyone."""
+        self.closed = self.closing = True
+        self.reactor.forget(self.fd)
+        self.sock.close()
 
 
 def open_connection(reactor: Reactor, family: int, address: Any,
