@@ -273,6 +273,15 @@ async def backends(*names: str, mode: str = "name") -> list[Backend]:
     return [await Backend(n, mode).start() for n in names]
 
 
+async def sessions_end(lb: LoadBalancer, within: float, step: float = 0.025) -> None:
+    """Wait up to `within` seconds for the balancer to hold no session."""
+    for _ in range(round(within / step)):
+        if not lb.limits.sessions:
+            break
+        await asyncio.sleep(step)
+    assert not lb.limits.sessions
+
+
 async def stop_all(bs: list[Backend]) -> None:
     for b in bs:
         await b.stop()
@@ -901,11 +910,7 @@ def test_client_fin_timeout_applies_after_half_close() -> None:
                 # The server closed; keeplb passed its FIN on. A client that
                 # never closes its side is let go after client-fin, not client.
                 assert await asyncio.wait_for(r.read(), TIMEOUT) == b""
-                for _ in range(60):
-                    if not lb.limits.sessions:
-                        break
-                    await asyncio.sleep(0.05)
-                assert not lb.limits.sessions
+                await sessions_end(lb, 3.0, step=0.05)
                 w.close()
         finally:
             await stop_all(bs)

@@ -19,7 +19,17 @@ import pytest
 
 from keeplb.lb.app import run_loop
 from keeplb.lb.proxy import Session, TimerWheel
-from tests.integration.test_proxy import LO, TIMEOUT, config, connect, listen, run, running, server
+from tests.integration.test_proxy import (
+    LO,
+    TIMEOUT,
+    config,
+    connect,
+    listen,
+    run,
+    running,
+    server,
+    sessions_end,
+)
 
 TICK = 1 / TimerWheel.TICKS_PER_S
 
@@ -117,11 +127,7 @@ def test_connect_timeout_with_retries_ends_the_session() -> None:
             counters = lb.backends["be"].slots["s1"].rt.counters
             assert counters.errors_conn == retries + 1
             assert counters.retries == retries
-            for _ in range(40):
-                if not lb.limits.sessions:
-                    break
-                await asyncio.sleep(0.025)
-            assert not lb.limits.sessions
+            await sessions_end(lb, 1.0)
             w.close()
     try:
         run(body)
@@ -150,11 +156,7 @@ def test_client_gone_while_connecting_is_not_a_connect_timeout(
             w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                                   struct.pack("ii", 1, 0))
             w.close()
-            for _ in range(80):
-                if not lb.limits.sessions:
-                    break
-                await asyncio.sleep(0.025)
-            assert not lb.limits.sessions  # ended long before the 3 s connect timeout
+            await sessions_end(lb, 2.0)  # ended long before the 3 s connect timeout
             counters = lb.backends["be"].slots["s1"].rt.counters
             assert counters.errors_conn == 0 and counters.retries == 0
             assert lb.backends["be"].rt.counters.cli_aborts == 1
