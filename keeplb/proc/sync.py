@@ -45,7 +45,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -322,18 +322,15 @@ class WorkerLink:
         self.sock.setblocking(False)
         return self.snapshot
 
-    async def follow(self, lb: LoadBalancer) -> None:
-        """Apply every relayed line until the master closes the socket."""
+    async def _records(self) -> AsyncIterator[dict[str, Any]]:
+        """Every decodable line from the socket, until the peer closes it."""
         loop = asyncio.get_running_loop()
         while True:
             while b"\n" in self.buf:
                 line, _, self.buf = self.buf.partition(b"\n")
                 rec = decode(line)
                 if rec is not None:
-                    try:
-                        apply_live(lb, rec)
-                    except Exception:  # one bad line must not stop the worker's sync
-                        log.exception("sync: applying %s/%s failed", *server_key(rec))
+                    yield rec
             try:
                 data = await loop.sock_recv(self.sock, 65536)
             except OSError:
@@ -341,6 +338,14 @@ class WorkerLink:
             if not data:
                 return
             self.buf += data
+
+    async def follow(self, lb: LoadBalancer) -> None:
+        """Apply every relayed line until the master closes the socket."""
+        async for rec in self._records():
+            try:
+                apply_live(lb, rec)
+            except Exception:  # one bad line must not stop the worker's sync
+                log.exception("sync: applying %s/%s failed", *server_key(rec))
 
     async def send_counters(self, runtime: ProcessRuntime, worker: int) -> None:
         """A follower's periodic counters line, until the worker stops."""
@@ -351,20 +356,9 @@ class WorkerLink:
 
     async def collect_counters(self, runtime: ProcessRuntime) -> None:
         """The checker's end: keep each follower's latest counters line."""
-        loop = asyncio.get_running_loop()
-        while True:
-            while b"\n" in self.buf:
-                line, _, self.buf = self.buf.partition(b"\n")
-                rec = decode(line)
-                if rec is not None and isinstance(rec.get("ctr"), int):
-                    runtime.peer_counters[rec["ctr"]] = rec
-            try:
-                data = await loop.sock_recv(self.sock, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.buf += data
+        async for rec in self._records():
+            if isinstance(rec.get("ctr"), int):
+                runtime.peer_counters[rec["ctr"]] = rec
 
     def publish(self, server: ServerRuntime) -> None:
         """The checker's LoadBalancer.on_server_change: one line per change,
