@@ -674,10 +674,23 @@ def _find_frontend(sess: CliSession, name: str | None
     return fe, ctl, None
 
 
-def _cmd_disable_frontend(sess: CliSession, args: list[str]) -> str:
-    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
-    if err or fe is None or ctl is None:
-        return err or NO_FRONTEND
+FrontendAction = Callable[["CliSession", list[str], FrontendRuntime, FrontendControl], str]
+
+
+def _frontend_command(name_at: int, action: FrontendAction
+                      ) -> Callable[[CliSession, list[str]], str]:
+    """A handler that finds the frontend named by args[name_at] first, as
+    _server_command does for servers."""
+    def handler(sess: CliSession, args: list[str]) -> str:
+        fe, ctl, err = _find_frontend(sess, _arg(args, name_at))
+        if err or fe is None or ctl is None:
+            return err or NO_FRONTEND
+        return action(sess, args, fe, ctl)
+    return handler
+
+
+def _disable_frontend(sess: CliSession, args: list[str], fe: FrontendRuntime,
+                      ctl: FrontendControl) -> str:
     if fe.stopped:
         return "Frontend was previously shut down, cannot disable.\n"
     if fe.disabled:
@@ -686,10 +699,8 @@ def _cmd_disable_frontend(sess: CliSession, args: list[str]) -> str:
     return ""
 
 
-def _cmd_enable_frontend(sess: CliSession, args: list[str]) -> str:
-    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
-    if err or fe is None or ctl is None:
-        return err or NO_FRONTEND
+def _enable_frontend(sess: CliSession, args: list[str], fe: FrontendRuntime,
+                     ctl: FrontendControl) -> str:
     if fe.stopped:
         return "Frontend was previously shut down, cannot enable.\n"
     if not fe.disabled:
@@ -698,20 +709,16 @@ def _cmd_enable_frontend(sess: CliSession, args: list[str]) -> str:
     return ""
 
 
-def _cmd_shutdown_frontend(sess: CliSession, args: list[str]) -> str:
-    fe, ctl, err = _find_frontend(sess, _arg(args, 2))
-    if err or fe is None or ctl is None:
-        return err or NO_FRONTEND
+def _shutdown_frontend(sess: CliSession, args: list[str], fe: FrontendRuntime,
+                       ctl: FrontendControl) -> str:
     if fe.stopped:
         return "Frontend was already shut down.\n"
     ctl.shutdown_frontend(fe)
     return ""
 
 
-def _cmd_set_maxconn_frontend(sess: CliSession, args: list[str]) -> str:
-    fe, ctl, err = _find_frontend(sess, _arg(args, 3))
-    if err or fe is None or ctl is None:
-        return err or NO_FRONTEND
+def _set_maxconn_frontend(sess: CliSession, args: list[str], fe: FrontendRuntime,
+                          ctl: FrontendControl) -> str:
     text = _arg(args, 4)
     if text is None:
         return "Integer value expected.\n"
@@ -720,6 +727,12 @@ def _cmd_set_maxconn_frontend(sess: CliSession, args: list[str]) -> str:
         return "Value out of range.\n"
     ctl.set_frontend_maxconn(fe, value)
     return ""
+
+
+_cmd_disable_frontend = _frontend_command(2, _disable_frontend)
+_cmd_enable_frontend = _frontend_command(2, _enable_frontend)
+_cmd_shutdown_frontend = _frontend_command(2, _shutdown_frontend)
+_cmd_set_maxconn_frontend = _frontend_command(3, _set_maxconn_frontend)
 
 
 def _cmd_set_maxconn_global(sess: CliSession, args: list[str]) -> str:
