@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +39,7 @@ if str(REPO) not in sys.path:
 
 from keeplb.lab.client import Attempt, parse_line  # noqa: E402
 from keeplb.lab.netns import Host, Lab, LabError  # noqa: E402
+from keeplb.lab.poll import wait_for  # noqa: E402,F401  (the benches import it from here)
 
 __all__ = [
     "BACKENDS",
@@ -83,15 +83,6 @@ CLIENT_INTERVAL_S = 0.01
 CLIENT_TIMEOUT_S = 0.9
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``pred`` until true or ``timeout`` seconds passed; its last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def keeplb_works(sub: str) -> str | None:
@@ -414,7 +405,7 @@ class Testbed:
         started, or None (client stopped) when VIP:6443 never answered within 3 s."""
         self.start_client()
         t0 = time.monotonic()
-        if not wait_for(lambda: self.client_ok_since(t0), 3.0):
+        if not wait_for(lambda: self.client_ok_since(t0), 3.0, 0.01):
             self.stop_client()
             return None
         time.sleep(1.0)

@@ -128,10 +128,10 @@ def _run_case(res: Result, vrrp: Vrrp, backend: str) -> None:
             up["lb1"].unlink()
             tb.stop(haproxies["lb1"])
         t_fault = (t_fault + time.monotonic()) / 2
-        if wait_for(lambda: "lb2" in tb.holders(), MOVE_TIMEOUT_S):
+        if wait_for(lambda: "lb2" in tb.holders(), MOVE_TIMEOUT_S, 0.01):
             t_move = time.monotonic()
             res.vip_move = t_move - t_fault
-            wait_for(lambda: tb.client_ok_since(t_move), 3.0)
+            wait_for(lambda: tb.client_ok_since(t_move), 3.0, 0.01)
         else:
             res.error = f"VIP not on lb2 after {MOVE_TIMEOUT_S:g}s (holders {tb.holders()})"
         time.sleep(0.3)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from keeplb.lab.poll import wait_for
 from tests.integration.lbhelpers import Echo, free_port, request
 
 pytestmark = pytest.mark.slow
@@ -33,14 +34,6 @@ def echo() -> Iterator[Echo]:
     e.close()
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def serving(port: int, expect: bytes) -> bool:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from keeplb.lab.netns import Host, Lab
+from keeplb.lab.poll import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -173,15 +174,6 @@ class Daemon:
         raise AssertionError(f"no status from keeplb after {timeout}s\n{self.log()}")
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Polls `pred` until true or `timeout` seconds passed (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 def has_vip(host: Host, vip: str) -> bool:
