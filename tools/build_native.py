@@ -1,4 +1,4 @@
-"""Compile the relay's hot modules with mypyc, in place (next to their .py).
+"""Compile the relay's hot modules with mypyc, and its C extensions, in place.
 
     .venv/bin/python tools/build_native.py [--clean]
 
@@ -43,7 +43,7 @@ def clean() -> None:
 
 def build() -> None:
     from mypyc.build import mypycify
-    from setuptools import Distribution
+    from setuptools import Distribution, Extension
 
     os.chdir(ROOT)
     clean()
@@ -52,6 +52,9 @@ def build() -> None:
     # it is found wherever keeplb is imported from (not only from this tree).
     exts = mypycify(sources, opt_level="3", target_dir="build/native",
                     group_name="keeplb.lb.relay")
+    for name in native.C_EXTENSIONS:
+        exts.append(Extension(name, [name.replace(".", "/") + ".c"],
+                              extra_compile_args=["-O2", "-Wall", "-Werror"]))
     dist = Distribution({"name": "keeplb-native", "ext_modules": exts})
     cmd = dist.get_command_obj("build_ext")
     cmd.inplace = True  # type: ignore[attr-defined]

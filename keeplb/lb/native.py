@@ -9,13 +9,18 @@ so that what runs is always what the .py files say.
 from __future__ import annotations
 
 import glob
+import importlib
 import importlib.util
 import os
 import sys
+from types import ModuleType
 
 # Compiled together (one mypyc group): calls between them are native. In
 # import order: load() brings in each one's dependencies before it.
 COMPILED = ("keeplb.lb.server", "keeplb.lb.balance", "keeplb.lb.reactor", "keeplb.lb.proxy")
+
+# Written in C (not mypyc), with a Python twin that runs when they are not built.
+C_EXTENSIONS = ("keeplb.lb._fdsock",)
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,10 +31,31 @@ def _paths(root: str, module: str) -> tuple[str, list[str]]:
 
 
 def compiled_files(root: str = _PACKAGE_ROOT) -> list[str]:
-    """The compiled modules and mypyc's shared library for them, if built."""
-    found = [so for m in COMPILED for so in _paths(root, m)[1]]
+    """The compiled modules, mypyc's shared library for them and the C
+    extensions, if built."""
+    found = [so for m in COMPILED + C_EXTENSIONS for so in _paths(root, m)[1]]
     shared = glob.glob(os.path.join(root, "keeplb", "lb", "*__mypyc.cpython-*.so"))
     return found + shared
+
+
+def load_c_extension(module: str, root: str = _PACKAGE_ROOT) -> ModuleType | None:
+    """The C extension `module` if it is built and not older than its .c
+    source (an installed package may have no source), else None."""
+    base = os.path.join(root, *module.split("."))
+    sos = glob.glob(base + ".cpython-*.so")
+    if not sos:
+        return None
+    try:
+        if min(map(os.path.getmtime, sos)) < os.path.getmtime(base + ".c"):
+            print(f"keeplb: {module} is older than its source; using the Python version "
+                  "(`make` rebuilds it)", file=sys.stderr)
+            return None
+    except FileNotFoundError:
+        pass
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
 
 
 def stale(root: str = _PACKAGE_ROOT) -> bool:
@@ -66,3 +92,10 @@ def mode() -> str:
     proxy = sys.modules.get("keeplb.lb.proxy")
     return "compiled" if proxy is not None and str(proxy.__file__).endswith(".so") else \
         "interpreted"
+
+
+def c_mode() -> str:
+    """'c' or 'python': which socket calls the relay makes (keeplb.lb.fdsock)."""
+    from keeplb.lb import fdsock
+
+    return fdsock.IMPLEMENTATION

@@ -21,7 +21,6 @@ termination state ('sQ', 'SC', 'cD', ...) as in the tcplog `%ts` field.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import fcntl
 import ipaddress
@@ -83,6 +82,9 @@ PRECONNECT_BUFFER: Final = 64 * 1024
 # keeplb bounds it so that a black-holed server costs seconds, not minutes.
 DEFAULT_TIMEOUT_CONNECT_MS: Final = 5000
 ACCEPT_ERROR_PAUSE_S: Final = 0.1
+AF_INET: Final = int(socket.AF_INET)
+AF_INET6: Final = int(socket.AF_INET6)
+AF_UNIX: Final = int(socket.AF_UNIX)
 # tune.maxaccept: connections accepted in a row per listener before other
 # work; as in haproxy divided by twice the number of processes sharing the
 # listener (keeplb's nbthread workers are processes), so that they share.
@@ -868,7 +870,7 @@ class Frontend:
             self.wheel = TimerWheel(loop)
         return loop
 
-    def accepted(self, sock: _socket.socket, addr: object) -> None:
+    def accepted(self, fd: int, addr: object) -> None:
         """The Reactor accepted a client connection on one of our listeners."""
         process = self.limits.process
         process.cur_conns += 1
@@ -880,7 +882,7 @@ class Frontend:
         self.limits.sessions.add(sess)
         if not self.can_accept():
             self.pause()  # the rest waits in the kernel backlog
-        tr = Stream(self.reactor, sock, sess.client, addr)
+        tr = Stream(self.reactor, fd, sess.client, addr)
         sess.client.connection_made(tr)
         tr.read_now()
         tr.start()
@@ -993,10 +995,9 @@ def _unsent(tr: Stream | None) -> int:
     if tr is None:
         return 0
     n = tr.get_write_buffer_size()
-    sock = tr.get_extra_info("socket")
-    if sock is not None:
+    if not tr.closed:
         try:
-            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            raw = fcntl.ioctl(tr.fd, termios.TIOCOUTQ, b"\0\0\0\0")
             n += int.from_bytes(raw, sys.byteorder)
         except (OSError, ValueError):
             pass
@@ -1274,18 +1275,19 @@ class Session:
             self._arm_idle()
         rt = slot.rt
         try:
-            addr: str | tuple[str, int]
+            port = 0
             if rt.config.address.family == "unix":
-                family, addr = socket.AF_UNIX, rt.host
+                family, host = AF_UNIX, rt.host
             elif rt.config.address.family == "abns":
-                family, addr = socket.AF_UNIX, "\0" + rt.host
+                family, host = AF_UNIX, "\0" + rt.host
             else:
-                family = socket.AF_INET6 if ":" in rt.host else socket.AF_INET
-                addr = (rt.host, self._server_port(slot))
+                family = AF_INET6 if ":" in rt.host else AF_INET
+                host, port = rt.host, self._server_port(slot)
             assert self.fe.reactor is not None
             c = self.client
             early = b"".join(c.buf) if c.buf and not self.client_eof else b""
-            st, sent = open_connection(self.fe.reactor, family, addr, self._on_connect, early)
+            st, sent = open_connection(self.fe.reactor, family, host, port, self._on_connect,
+                                       early)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
             self._connect_failed(exc, timed_out=False)
             return

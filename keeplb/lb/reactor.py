@@ -20,7 +20,6 @@ bytes must copy them); it saves an allocation per read on the bulk path.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import errno
 import fcntl
@@ -30,6 +29,8 @@ import select
 import socket
 from collections.abc import Callable
 from typing import Any, Final, Protocol
+
+from keeplb.lb import fdsock
 
 _log = logging.getLogger("keeplb.lb")
 
@@ -43,8 +44,9 @@ EPOLLRDHUP: Final = select.EPOLLRDHUP
 # enum code (microseconds per connection).
 MSG_MORE: Final = int(socket.MSG_MORE)
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
-_SOCK_STREAM: Final = int(socket.SOCK_STREAM)
-_SOCK_STREAM_NONBLOCK: Final = int(socket.SOCK_STREAM) | int(socket.SOCK_NONBLOCK)
+_EAGAIN: Final = -errno.EAGAIN
+_EINTR: Final = -errno.EINTR
+_EINPROGRESS: Final = -errno.EINPROGRESS
 # EPOLLRDHUP: a short read drains the data but not a FIN that came with it,
 # and edge-triggered epoll reports that FIN only once.
 EDGE_IN: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
@@ -65,8 +67,14 @@ DEFAULT_HIGH_WATER: Final = 256 * 1024
 DEFAULT_LOW_WATER: Final = 64 * 1024
 # accept() errors that concern one connection only; others (EMFILE...) pause
 # accepting for a moment instead of spinning on a socket that stays readable.
-_ACCEPT_RETRY: Final = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+_ACCEPT_RETRY: Final = frozenset({-errno.ECONNABORTED, -errno.EPROTO, -errno.EPERM, -errno.EINTR})
 _TRANSIENT: Final = (BlockingIOError, InterruptedError)
+
+
+def os_error(neg_errno: int) -> OSError:
+    """The OSError for a -errno result of keeplb.lb.fdsock."""
+    err = -neg_errno
+    return OSError(err, os.strerror(err))
 
 
 class Watcher(Protocol):
@@ -118,10 +126,7 @@ class Reactor:
         corked, self.corked = self.corked, []
         for st in corked:
             if not st.closed and not st.want_eof:
-                try:
-                    st.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
+                fdsock.set_nodelay(st.fd)
 
     def forget(self, fd: int) -> None:
         """`fd` is about to be closed, which takes it out of the epoll set."""
@@ -228,15 +233,14 @@ class Stream:
     paused. Closing the socket removes it from the epoll set.
     """
 
-    __slots__ = ("reactor", "sock", "fd", "protocol", "wbuf", "high", "low", "reading",
+    __slots__ = ("reactor", "fd", "protocol", "wbuf", "high", "low", "reading",
                  "readable", "hup", "err", "out", "eof", "closing", "closed", "want_eof", "paused", "peer",
                  "on_connect", "lost", "splice_to", "pipe_r", "pipe_w", "piped", "feeder")
 
-    def __init__(self, reactor: Reactor, sock: _socket.socket,
+    def __init__(self, reactor: Reactor, fd: int,
                  protocol: StreamProtocol | None, peer: Any = None) -> None:
         self.reactor = reactor
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd
         self.protocol = protocol
         self.wbuf = bytearray()
         self.high = DEFAULT_HIGH_WATER
@@ -285,17 +289,19 @@ class Stream:
     # -- asyncio.Transport ------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        try:
-            if name == "socket":
-                return self.sock
-            if name == "peername":
-                if self.peer is None:
-                    self.peer = self.sock.getpeername()
-                return self.peer
-            if name == "sockname":
-                return self.sock.getsockname()
-        except OSError:
+        if self.closed:
             return default
+        if name == "socket":
+            # A socket object on the same descriptor, for getsockopt() and the
+            # like (tests); closing it would close the connection's descriptor.
+            return socket.socket(fileno=os.dup(self.fd))
+        if name == "peername":
+            if self.peer is None:
+                self.peer = fdsock.getpeername(self.fd)
+            return self.peer if self.peer is not None else default
+        if name == "sockname":
+            local = fdsock.getsockname(self.fd)
+            return local if local is not None else default
         return default
 
     def is_closing(self) -> bool:
@@ -322,16 +328,15 @@ class Stream:
             return  # as asyncio: writing after close() or write_eof() is dropped
         wbuf = self.wbuf
         if not wbuf and not self.piped:
-            try:
-                more = self.reactor.more
-                if more:
-                    self.reactor.corked.append(self)
-                n = self.sock.send(data, more | MSG_DONTWAIT)
-            except _TRANSIENT:
+            more = self.reactor.more
+            if more:
+                self.reactor.corked.append(self)
+            n = fdsock.send(self.fd, data, more | MSG_DONTWAIT)
+            if n < 0:
+                if n != _EAGAIN and n != _EINTR:
+                    self._fatal(os_error(n))
+                    return
                 n = 0
-            except OSError as exc:
-                self._fatal(exc)
-                return
             if n == len(data):
                 return
             wbuf += data[n:]  # the rest goes out on the next EPOLLOUT edge
@@ -383,7 +388,7 @@ class Stream:
             if self.reading and not self.eof and not self.closing:
                 self._read()
             elif ev & EPOLLERR:
-                err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                err = fdsock.so_error(self.fd)
                 if err:
                     self._fatal(OSError(err, errno.errorcode.get(err, str(err))))
 
@@ -398,17 +403,18 @@ class Stream:
             self._splice_in(dest)
             return
         r = self.reactor
-        sock, rbuf, rview = self.sock, r.rbuf, r.rview
+        fd, rbuf, rview = self.fd, r.rbuf, r.rview
         proto = self.protocol
         assert proto is not None
         for _ in range(READS_PER_EVENT):
-            try:
-                n = sock.recv_into(rbuf, 0, MSG_DONTWAIT)
-            except _TRANSIENT:
-                self.readable = False
-                return
-            except OSError as exc:
-                self._fatal(exc)
+            n = fdsock.recv_into(fd, rbuf, MSG_DONTWAIT)
+            if n <= 0:
+                if n == _EAGAIN or n == _EINTR:
+                    self.readable = False
+                elif n:
+                    self._fatal(os_error(n))
+                else:
+                    self._got_eof()
                 return
             if not n:
                 self._got_eof()
@@ -437,10 +443,7 @@ class Stream:
             if self.closing or not self.reading:
                 return
             if dest is not None and dest.open_pipe():
-                # A bulk transfer: zero-copy from now on. splice() ignores
-                # MSG_DONTWAIT: an accepted socket must be non-blocking now.
-                sock.setblocking(False)
-                self._splice_in(dest)
+                self._splice_in(dest)  # a bulk transfer: zero-copy from now on
                 return
         r.defer(Stream._read, self)  # more: after the others had their turn
 
@@ -459,7 +462,6 @@ class Stream:
         except OSError:
             return False
         r.pipes += 1
-        self.sock.setblocking(False)  # splice() ignores MSG_DONTWAIT
         try:
             fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
@@ -544,12 +546,10 @@ class Stream:
                 return
         wbuf = self.wbuf
         if wbuf:
-            try:
-                n = self.sock.send(wbuf, MSG_DONTWAIT)
-            except _TRANSIENT:
-                return
-            except OSError as exc:
-                self._fatal(exc)
+            n = fdsock.send(self.fd, wbuf, MSG_DONTWAIT)
+            if n < 0:
+                if n != _EAGAIN and n != _EINTR:
+                    self._fatal(os_error(n))
                 return
             del wbuf[:n]
         if self.paused and len(wbuf) <= self.low and self.protocol is not None:
@@ -564,10 +564,7 @@ class Stream:
                 self._shutdown_wr()
 
     def _shutdown_wr(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # not connected any more: the read side reports it
+        fdsock.shutdown_wr(self.fd)  # an error: not connected any more, the read side reports it
 
     def _fatal(self, exc: OSError | None) -> None:
         self.closing = True
@@ -578,7 +575,7 @@ class Stream:
             return
         self.closed = self.closing = True
         self.reactor.forget(self.fd)
-        self.sock.close()  # also takes it out of the epoll set
+        fdsock.close(self.fd)  # also takes it out of the epoll set
         self.wbuf = bytearray()
         self._close_pipe()
         self.splice_to = self.feeder = None
@@ -610,10 +607,10 @@ class Stream:
         self.on_connect = None
         err = 0
         if ev & (EPOLLERR | EPOLLHUP):
-            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.ECONNREFUSED
+            err = fdsock.so_error(self.fd) or errno.ECONNREFUSED
         if err:
             self._discard()
-            cb(self, OSError(err, errno.errorcode.get(err, str(err))))
+            cb(self, os_error(-err))
             return False
         cb(self, None)
         return not self.closed
@@ -628,39 +625,29 @@ class Stream:
         """Close a socket that never got a protocol: nothing to tell anyone."""
         self.closed = self.closing = True
         self.reactor.forget(self.fd)
-        self.sock.close()
+        fdsock.close(self.fd)
 
 
-def open_connection(reactor: Reactor, family: int, address: Any,
+def open_connection(reactor: Reactor, family: int, host: str, port: int,
                     on_connect: Callable[[Stream, OSError | None], None],
-                    early: bytes = b"") -> tuple[Stream, int]:
-    """Start a non-blocking connect; on_connect(stream, None) once connected
-    (set stream.protocol and call connection_made there), on_connect(stream,
-    error) on failure. Raises OSError when the attempt fails at once.
+                    early: bytes = b"", scope_id: int = 0) -> tuple[Stream, int]:
+    """Start a non-blocking connect to a numeric address (or a path for
+    AF_UNIX); on_connect(stream, None) once connected (set stream.protocol
+    and call connection_made there), on_connect(stream, error) on failure.
+    Raises OSError when the attempt fails at once.
 
     `early`: bytes to send at once. A connection to a near server is often
     established before connect() returns; if sending succeeds the stream is
     connected, on_connect is not called, and the count sent is returned
     (else -1): no wait for an EPOLLOUT event."""
-    sock = _socket.socket(family, _SOCK_STREAM_NONBLOCK)
-    try:
-        if family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(address)
-        if err and err != errno.EINPROGRESS and err != errno.EAGAIN:
-            raise OSError(err, errno.errorcode.get(err, str(err)))
-    except BaseException:
-        sock.close()
-        raise
-    st = Stream(reactor, sock, None)
+    fd = fdsock.connect(family, host, port, scope_id)
+    if fd < 0:
+        raise os_error(fd)
+    st = Stream(reactor, fd, None)
     if early:
-        try:
-            sent = sock.send(early, MSG_DONTWAIT)
-        except _TRANSIENT:
-            pass  # still connecting
-        except OSError:
-            pass  # refused...: the first event reports it through on_connect
-        else:
+        sent = fdsock.send(fd, early, MSG_DONTWAIT)
+        # < 0: still connecting, or refused (the first event reports it)
+        if sent >= 0:
             st.start()
             return st, sent
     st.on_connect = on_connect
@@ -672,13 +659,12 @@ class Acceptor:
     """Accepts on one listening socket; pause() leaves the socket listening, so
     further clients wait in the kernel backlog (haproxy's maxconn)."""
 
-    def __init__(self, reactor: Reactor, sock: _socket.socket,
-                 on_accept: Callable[[_socket.socket, Any], None],
+    def __init__(self, reactor: Reactor, sock: socket.socket,
+                 on_accept: Callable[[int, Any], None],
                  on_failure: Callable[[OSError], None], batch: int = 64) -> None:
         self.reactor = reactor
         self.sock = sock
         self.fd = sock.fileno()
-        self.family = sock.family
         self.on_accept = on_accept
         self.on_failure = on_failure
         self.batch = batch
@@ -702,25 +688,18 @@ class Acceptor:
         pass
 
     def on_events(self, ev: int) -> None:
-        accept = self.sock._accept  # type: ignore[attr-defined]
-        family = self.family
+        lfd = self.fd
         on_accept = self.on_accept
         for _ in range(self.batch):
             if not self.active:
                 return
-            try:
-                fd, addr = accept()
-            except _TRANSIENT:
-                return
-            except OSError as exc:
-                if exc.errno in _ACCEPT_RETRY:
+            fd, addr = fdsock.accept(lfd)
+            if fd < 0:
+                if fd == _EAGAIN:
+                    return
+                if fd in _ACCEPT_RETRY:
                     continue
                 self.pause()
-                self.on_failure(exc)
+                self.on_failure(os_error(fd))
                 return
-            # Left in blocking mode: every call passes MSG_DONTWAIT (an
-            # ioctl saved per connection).
-            sock = _socket.socket(family, _SOCK_STREAM, 0, fd)
-            if family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            on_accept(sock, addr)
+            on_accept(fd, addr)
