@@ -856,8 +856,8 @@ class Frontend:
         computed once per pair: [data phase][half closed] -> (seconds, side)."""
         table = self._idle_tables.get(be) if be is not None else None
         if table is None:
-            table = ((_idle_limit(self, be, False, False), _idle_limit(self, be, False, True)),
-                     (_idle_limit(self, be, True, False), _idle_limit(self, be, True, True)))
+            table = IdleTable([_idle_limit(self, be, data, half)
+                               for data in (False, True) for half in (False, True)])
             if be is not None:
                 self._idle_tables[be] = table
         return table
@@ -1048,11 +1048,20 @@ class TimerWheel:
                 sess._on_timer()
 
 
-IdleTable = tuple[tuple[tuple[float, str], tuple[float, str]],
-                  tuple[tuple[float, str], tuple[float, str]]]
-"""[data phase][half closed] -> (seconds, side) of the inactivity timeout."""
+class IdleTable:
+    """(seconds, side) of the inactivity timeout in the four states of a
+    session: data phase or not, one side half closed or not. Fields, not
+    nested tuples: compiled, reading one is a load, not a boxed lookup."""
 
-_NO_IDLE: IdleTable = (((0.0, "c"), (0.0, "c")), ((0.0, "c"), (0.0, "c")))
+    __slots__ = ("s", "side")
+
+    def __init__(self, limits: Sequence[tuple[float, str]]) -> None:
+        # index: 2 * data phase + half closed
+        self.s: list[float] = [sec for sec, _ in limits]
+        self.side: list[str] = [side for _, side in limits]
+
+
+_NO_IDLE: Final = IdleTable([(0.0, "c")] * 4)
 _NEVER: Final = float("inf")
 
 
@@ -1488,15 +1497,15 @@ class Session:
 
     # -- timeouts ----------------------------------------------------------
 
-    def _limit(self) -> tuple[float, str]:
-        """(seconds, side) of the inactivity timeout that applies now."""
-        return self.idle[self.phase == "D"][self.client_eof or self.server_eof]
+    def _limit_index(self) -> int:
+        """Where the inactivity timeout that applies now is in self.idle."""
+        return (2 if self.phase == "D" else 0) + (1 if self.client_eof or self.server_eof else 0)
 
     def _arm_idle(self) -> None:
         if self.timer:
             self.fe.wheel.remove(self, self.timer)
             self.timer = 0
-        limit = self.idle_s = self._limit()[0]
+        limit = self.idle_s = self.idle.s[self._limit_index()]
         at = self.last + limit if limit > 0 else _NEVER
         self._schedule(min(at, self.connect_deadline))
 
@@ -1517,7 +1526,7 @@ class Session:
     def _rearm_if_shorter(self) -> None:
         """The timer fires at the old deadline and re-arms itself lazily if time
         is left; only a shorter limit (server, tunnel, *-fin) needs a new timer."""
-        limit = self._limit()[0]
+        limit = self.idle.s[self._limit_index()]
         if not self.timer or (limit > 0 and limit < self.idle_s) or self.idle_s <= 0:
             self._arm_idle()
 
@@ -1535,7 +1544,8 @@ class Session:
             return
         if self.connect_deadline <= now:
             self.connect_deadline = _NEVER  # the early arming of run(), not connecting
-        limit, side = self._limit()
+        i = self._limit_index()
+        limit, side = self.idle.s[i], self.idle.side[i]
         if limit <= 0:
             self._schedule(self.connect_deadline)
             return
