@@ -41,6 +41,7 @@ from keeplb.config.model import (
     Server,
     ServerOptions,
     StatsSocket,
+    TcpRequestConnection,
     UseBackend,
 )
 
@@ -718,11 +719,32 @@ def _merge_server_options(top: ServerOptions, *lower: ServerOptions) -> ServerOp
 # conditions and ACLs
 # ==========================================================================
 
-PREDEFINED_ACLS = frozenset(
-    "FALSE HTTP HTTP_1.0 HTTP_1.1 HTTP_2.0 HTTP_CONTENT HTTP_URL_ABS HTTP_URL_SLASH "
-    "HTTP_URL_STAR LOCALHOST METH_CONNECT METH_DELETE METH_GET METH_HEAD METH_OPTIONS "
-    "METH_POST METH_PUT METH_TRACE RDP_COOKIE REQ_CONTENT TRUE WAIT_END".split()
-)
+# haproxy 2.6's predefined ACLs (acl.c, as `show acl` lists them): name -> (criterion, values)
+PREDEFINED_ACL_EXPRESSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "FALSE": ("always_false", ()),
+    "HTTP": ("req.proto_http", ()),
+    "HTTP_1.0": ("req.ver", ("1.0",)),
+    "HTTP_1.1": ("req.ver", ("1.1",)),
+    "HTTP_2.0": ("req.ver", ("2.0",)),
+    "HTTP_CONTENT": ("req.hdr_val(content-length)", ("gt", "0")),
+    "HTTP_URL_ABS": ("url_reg", ("^[^/:]*://",)),
+    "HTTP_URL_SLASH": ("url_beg", ("/",)),
+    "HTTP_URL_STAR": ("url", ("*",)),
+    "LOCALHOST": ("src", ("127.0.0.1/8", "::1")),
+    "METH_CONNECT": ("method", ("CONNECT",)),
+    "METH_DELETE": ("method", ("DELETE",)),
+    "METH_GET": ("method", ("GET", "HEAD")),
+    "METH_HEAD": ("method", ("HEAD",)),
+    "METH_OPTIONS": ("method", ("OPTIONS",)),
+    "METH_POST": ("method", ("POST",)),
+    "METH_PUT": ("method", ("PUT",)),
+    "METH_TRACE": ("method", ("TRACE",)),
+    "RDP_COOKIE": ("req.rdp_cookie_cnt", ("gt", "0")),
+    "REQ_CONTENT": ("req.len", ("gt", "0")),
+    "TRUE": ("always_true", ()),
+    "WAIT_END": ("wait_end", ()),
+}
+PREDEFINED_ACLS = frozenset(PREDEFINED_ACL_EXPRESSIONS)
 
 
 # Sample fetches and ACL keywords haproxy 2.6 knows (Debian build), for a located
@@ -814,6 +836,103 @@ def fetch_known(criterion: str) -> bool:
     """Whether an ACL criterion such as 'hdr(host)' or 'req.hdr(x),lower' names a known fetch."""
     base = re.split(r"[(,]", criterion, maxsplit=1)[0]
     return base in SAMPLE_FETCHES
+
+
+# The fetches haproxy 2.6 can evaluate in a `tcp-request connection` rule, found by
+# `haproxy -c` on each of SAMPLE_FETCHES; every stick counter fetch (sc*_) is one too.
+# An ACL on any other fetch never matches there, and haproxy warns.
+CONNECTION_FETCHES = frozenset("""
+    always_false always_true avg_queue be_conn be_conn_free be_sess_rate bin bool
+    connslots cpu_calls cpu_ns_avg cpu_ns_tot date date_us dst dst_conn dst_is_local
+    dst_port env fc_dst fc_dst_is_local fc_dst_port fc_err fc_err_str fc_fackets
+    fc_http_major fc_lost fc_pp_authority fc_pp_unique_id fc_rcvd_proxy fc_reordering
+    fc_retrans fc_rtt fc_rttvar fc_sacked fc_src fc_src_is_local fc_src_port fc_unacked
+    fe_client_timeout fe_conn fe_defbe fe_id fe_name fe_req_rate fe_sess_rate hostname
+    int internal.strm.is_htx ipv4 ipv6 last_rule_file last_rule_line lat_ns_avg
+    lat_ns_tot meth nbproc nbsrv prio_class prio_offset proc queue rand so_id so_name
+    src src_bytes_in_rate src_bytes_out_rate src_clr_gpc src_clr_gpc0 src_clr_gpc1
+    src_conn_cnt src_conn_cur src_conn_rate src_get_gpc src_get_gpc0 src_get_gpc1
+    src_get_gpt src_get_gpt0 src_gpc0_rate src_gpc1_rate src_gpc_rate src_http_err_cnt
+    src_http_err_rate src_http_fail_cnt src_http_fail_rate src_http_req_cnt
+    src_http_req_rate src_inc_gpc src_inc_gpc0 src_inc_gpc1 src_is_local src_kbytes_in
+    src_kbytes_out src_port src_sess_cnt src_sess_rate src_updt_conn_cnt srv_conn
+    srv_conn_free srv_is_up srv_iweight srv_queue srv_sess_rate srv_uweight srv_weight
+    stopping str table_avl table_cnt thread uuid var wait_end
+""".split())
+_STICK_COUNTER_FETCH = re.compile(r"sc[0-2]?_")
+
+# What keeplb's layer-4 ACLs evaluate (keeplb.lb.proxy.compile_acl; a test keeps the
+# two in step): no pattern files, no converters, ports as values or ranges.
+L4_CRITERIA = frozenset({"always_true", "always_false", "src", "dst", "src_port", "dst_port"})
+_INT_OPERATORS = frozenset({"eq", "ge", "gt", "le", "lt"})
+
+
+def fetch_keyword(criterion: str) -> str:
+    """The fetch of an ACL criterion: 'hdr' for 'hdr(host)', 'src' for 'src,ipmask(24)'."""
+    return re.split(r"[(,]", criterion, maxsplit=1)[0]
+
+
+def connection_fetch(criterion: str) -> bool:
+    """Whether haproxy 2.6 can evaluate `criterion` in a `tcp-request connection` rule."""
+    base = fetch_keyword(criterion)
+    return base in CONNECTION_FETCHES or bool(_STICK_COUNTER_FETCH.match(base))
+
+
+def acl_flags(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(flags, values) of the words after an ACL criterion: '-i', '-m str', '-f file', '--'..."""
+    rest = list(words)
+    flags: list[str] = []
+    while rest and rest[0].startswith("-") and not _is_int(rest[0]):
+        flag = rest.pop(0)
+        flags.append(flag)
+        if flag == "--":
+            break
+        if flag in ("-m", "-f", "-M") and rest:
+            flags.append(rest.pop(0))
+    return flags, rest
+
+
+def anonymous_acl(term: str) -> Acl:
+    """The ACL of an anonymous condition term, '{ src -f list.lst }' (without its '!')."""
+    words = term.strip().removeprefix("{").removesuffix("}").split()
+    flags, values = acl_flags(words[1:])
+    return Acl("", words[0] if words else "", tuple(flags), tuple(values))
+
+
+def condition_acls(cond: Condition, acls: Sequence[Acl]) -> list[tuple[str, tuple[Acl, ...]]]:
+    """Each ACL a condition uses, in its order: (name, its expressions). An anonymous
+    ACL has the name ''; a predefined one (not redefined in `acls`) haproxy's
+    expression; a name found nowhere has no expression."""
+    out: list[tuple[str, tuple[Acl, ...]]] = []
+    for term in cond.terms:
+        for word in term:
+            ref = word.lstrip("!")
+            if ref.startswith("{"):
+                out.append(("", (anonymous_acl(ref),)))
+                continue
+            exprs = tuple(a for a in acls if a.name == ref)
+            if not exprs and ref in PREDEFINED_ACL_EXPRESSIONS:
+                criterion, values = PREDEFINED_ACL_EXPRESSIONS[ref]
+                exprs = (Acl(ref, criterion, (), values),)
+            out.append((ref, exprs))
+    return out
+
+
+def l4_unsupported(acl: Acl) -> str | None:
+    """What keeplb's layer-4 ACLs cannot evaluate in `acl` as haproxy does, or None."""
+    if acl.criterion not in L4_CRITERIA:
+        return f"fetch '{acl.criterion}'"
+    flags = list(acl.flags)
+    for i, flag in enumerate(flags):
+        if flag in ("-f", "-M"):
+            return f"ACL flag '{flag}'"
+        if flag == "-m" and i + 1 < len(flags) and flags[i + 1] not in ("ip", "int"):
+            return f"match method '-m {flags[i + 1]}'"
+    if acl.criterion in ("src_port", "dst_port"):
+        for value in acl.values:
+            if value in _INT_OPERATORS or value.endswith(":"):
+                return f"port match '{value}'"
+    return None
 
 
 def parse_condition(words: Sequence[str]) -> tuple[Condition | None, str | None]:
@@ -1010,8 +1129,32 @@ class _ProxyInfo:
     acl_names: set[str] = field(default_factory=set)
     server_spans: dict[str, Span] = field(default_factory=dict)
     inherited_rules: int = 0
+    rules_used_by: str = ""  # defaults with tcp/http rules: 'frontend' or 'backend' using them
     own_log_option: str = ""
     ignored_default_backend: tuple[str, Span] | None = None
+
+
+_CONNECTION_WHERE = "frontend tcp-request connection rule"
+
+
+def _connection_conflict(uses: Sequence[tuple[str, tuple[Acl, ...]]]) -> str | None:
+    """haproxy's warning on a `tcp-request connection` condition using fetches it cannot
+    evaluate there (acl_cond_conflicts, then acl_cond_kw_conflicts), or None."""
+    for name, exprs in uses:
+        if exprs and not any(connection_fetch(e.criterion) for e in exprs):
+            if name:
+                return (f"acl '{name}' will never match in 'tcp-request connection' because it "
+                        f"only involves keywords that are incompatible with '{_CONNECTION_WHERE}'")
+            return ("anonymous acl will never match in 'tcp-request connection' because it uses "
+                    f"keyword '{fetch_keyword(exprs[0].criterion)}' which is incompatible with "
+                    f"'{_CONNECTION_WHERE}'")
+    for name, exprs in uses:
+        for e in exprs:
+            if not connection_fetch(e.criterion):
+                who = f"acl '{name}'" if name else "anonymous acl"
+                return (f"{who} involves keyword '{fetch_keyword(e.criterion)}' which is "
+                        f"incompatible with '{_CONNECTION_WHERE}'")
+    return None
 
 
 def _proxy_word(kind: ProxyKind) -> str:
@@ -1179,6 +1322,7 @@ class _Parser:
                 self.d.error(line.at(len(line) - 1),
                              f"defaults section '{from_name}' not found for {kind.value} '{name}'")
         self._check_defaults_use(base, explicit=from_name is not None, line=line)
+        self._check_defaults_rules(base, kind, line)
         proxy = self._inherit(base, kind, name, line.span)
         info = _ProxyInfo(proxy, anonymous=not name, inherited_rules=len(proxy.rules))
         if base is not None:
@@ -1209,6 +1353,34 @@ class _Parser:
                            "implicitly used here",
                          hint="to avoid any ambiguity don't mix both usages: add a last defaults "
                          "section not explicitly used, or always use explicit references")
+
+    def _check_defaults_rules(self, base: _ProxyInfo | None, kind: ProxyKind, line: Line) -> None:
+        """haproxy 2.6 (cfgparse-listen.c): the tcp/http rules of a defaults section run
+        before those of the proxies using it, so it may serve frontends or backends,
+        not both, not a listen nor another defaults section."""
+        if base is None:
+            return
+        own = base.proxy.rules[base.inherited_rules :]
+        kinds = {r.action for r in own if r.keyword == "tcp-request"}
+        if not kinds and not any(r.keyword == "http-request" for r in own):
+            return
+        span = base.proxy.span
+        at = f"(defaults section at {span.file}:{span.line})" if span is not None else ""
+        if kind is ProxyKind.DEFAULTS:
+            self.d.error(line.at(0), "a defaults section cannot inherit from a defaults section "
+                         f"defining TCP/HTTP rules {at}.")
+        elif kind is ProxyKind.LISTEN:
+            self.d.error(line.at(0), "a listen section cannot inherit from a defaults section "
+                         "defining TCP/HTTP rules.")
+        elif base.rules_used_by not in ("", kind.value):
+            self.d.error(line.at(0), "frontends and backends cannot inherit from the same "
+                         f"defaults section if it defines TCP/HTTP rules {at}.")
+        elif kind is ProxyKind.BACKEND and kinds & {"connection", "session"}:
+            self.d.error(line.at(0), "a backend section cannot inherit from a defaults section "
+                         "defining 'tcp-request connection' or 'tcp-request session' rules "
+                         f"{at}.")
+        else:
+            base.rules_used_by = kind.value
 
     def _check_duplicate(self, info: _ProxyInfo, line: Line) -> None:
         proxy = info.proxy
@@ -1249,6 +1421,9 @@ class _Parser:
         proxy.disabled = b.disabled
         # rules of a named defaults run before the proxy's own (2.5+); check rules are copied
         proxy.rules = list(b.rules)
+        # and they keep the ACLs of their defaults section
+        proxy.tcp_request_connection = [r if r.acls is not None else replace(r, acls=tuple(b.acls))
+                                        for r in b.tcp_request_connection]
         return proxy
 
     # --------------------------------------------------------------- global
@@ -1848,15 +2023,7 @@ class _Parser:
         if invalid_char(name) is not None:
             self.d.error(line.at(1), f"'acl' : invalid characters in ACL name '{name}'")
             return
-        rest = list(line.words[3:])
-        flags: list[str] = []
-        while rest and rest[0].startswith("-") and not _is_int(rest[0]):
-            flag = rest.pop(0)
-            flags.append(flag)
-            if flag == "--":
-                break
-            if flag in ("-m", "-f", "-M") and rest:
-                flags.append(rest.pop(0))
+        flags, rest = acl_flags(line.words[3:])
         if not fetch_known(criterion):
             self.d.error(line.at(2), f"error detected while parsing ACL '{name}' : unknown fetch "
                          f"method '{criterion}' in ACL expression",
@@ -2091,26 +2258,27 @@ class _Parser:
             proxy.use_backends.append(UseBackend(line.words[1], cond, line.at(1)))
 
     def _rule(self, line: Line, proxy: Proxy, keyword: str, action_at: int,
-              actions: Sequence[str] | None) -> None:
+              actions: Sequence[str] | None) -> Rule | None:
+        """Parse and add a rule; None after an error (reported)."""
         words = line.words
         if len(words) <= action_at:
             self.d.error(line.at(0), f"'{keyword}' expects an action")
-            return
+            return None
         action = words[action_at]
         if actions is not None and action.split("(", 1)[0] not in (*actions, "set-var-fmt"):
             self.d.error(line.at(action_at), f"'{keyword}' : unknown action '{action}'; expects "
                          f"{', '.join(repr(a) for a in actions)}", hint=did_you_mean(action, actions))
-            return
+            return None
         args, cond_words = _split_condition(words[action_at + 1 :])
         if keyword in ("tcp-check", "http-check"):
             bad = check_rule_args(keyword, action, args)
             if bad is not None:
                 self.d.error(line.at(action_at + 1 + bad[0]), bad[1])
-                return
+                return None
         if keyword == "http-request" and not http_request_action_known(action):
             self.d.error(line.at(action_at), f"'http-request' : unknown action '{action}'",
                          hint=did_you_mean(action, HTTP_REQUEST_ACTIONS))
-            return
+            return None
         if keyword == "http-request":
             arity = HTTP_REQUEST_ARITY.get(action.split("(", 1)[0], -1)
             if action.startswith(("set-var", "set-var-fmt")):
@@ -2123,10 +2291,13 @@ class _Parser:
                     self.d.error(line.at(action_at + 1 + arity), f"'{keyword} {action}' expects "
                                  "either 'if' or 'unless' followed by a condition but found "
                                  f"'{args[arity]}'")
-                return
+                return None
         ok, cond = self._condition(line, cond_words, action_at + 1 + len(args))
-        if ok:
-            proxy.rules.append(Rule(keyword, action, tuple(args), cond, line.span))
+        if not ok:
+            return None
+        rule = Rule(keyword, action, tuple(args), cond, line.span)
+        proxy.rules.append(rule)
+        return rule
 
     def p_tcp_check(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         self._rule(line, proxy, "tcp-check", 1, TCP_CHECK_ACTIONS)
@@ -2171,7 +2342,46 @@ class _Parser:
             self.d.error(line.at(3), f"'tcp-request {words[1]} {action}' only accepts 'if' or "
                          f"'unless' (got '{words[3]}')")
             return
-        self._rule(line, proxy, "tcp-request", 1, None)
+        info = self.info
+        assert info is not None
+        earlier = {r.action for r in proxy.rules[info.inherited_rules :] if r.keyword == "tcp-request"}
+        rule = self._rule(line, proxy, "tcp-request", 1, None)
+        if rule is None:
+            return
+        # haproxy runs connection rules, then session rules, then content rules
+        later = {"connection": ("session", "content"), "session": ("content",)}
+        for kind in later.get(words[1], ()):
+            if kind in earlier:
+                self.d.warning(line.at(0), f"a 'tcp-request' rule placed after a 'tcp-request "
+                               f"{kind}' rule will still be processed before.")
+                break
+        if words[1] == "connection":
+            self._tcp_request_connection(line, proxy, rule)
+
+    def _tcp_request_connection(self, line: Line, proxy: Proxy, rule: Rule) -> None:
+        """haproxy's warnings on a `tcp-request connection` rule, keeplb's on what it
+        does not act on; accept and reject rules go to the model."""
+        action = rule.args[0].split("(", 1)[0]
+        cond = rule.condition
+        cond_at = next((i for i, w in enumerate(line.words) if i > 2 and w in ("if", "unless")),
+                       len(line) - 1)
+        uses = condition_acls(cond, proxy.acls) if cond is not None else []
+        conflict = _connection_conflict(uses)
+        if conflict is not None:
+            self.d.warning(line.at(cond_at), conflict)
+        if action not in ("accept", "reject"):
+            self.d.warning(line.at(2), f"'tcp-request connection {action}' is not supported by "
+                           "keeplb; the rule is ignored")
+            return
+        why = None
+        for _, exprs in uses:
+            for e in exprs:
+                if why is None and connection_fetch(e.criterion):
+                    why = l4_unsupported(e)  # an incompatible one never matches: evaluable
+        if why is not None:
+            self.d.warning(line.at(cond_at), f"{why} in a 'tcp-request connection' condition is "
+                           "not supported by keeplb; the rule is ignored")
+        proxy.tcp_request_connection.append(TcpRequestConnection(action, cond, None, line.span))
 
     def p_tcp_request_connection(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         if len(line) < 3:
@@ -2631,11 +2841,20 @@ def parse_text(text: str, file: str = "haproxy.cfg",
 
 
 __all__ = [
+    "CONNECTION_FETCHES",
     "KEYWORDS",
+    "L4_CRITERIA",
+    "PREDEFINED_ACL_EXPRESSIONS",
+    "acl_flags",
+    "anonymous_acl",
     "check_rule_args",
+    "condition_acls",
+    "connection_fetch",
     "expand_paths",
+    "fetch_keyword",
     "inet_aton",
     "keyword_table",
+    "l4_unsupported",
     "parse",
     "parse_address",
     "parse_condition",

@@ -198,6 +198,19 @@ class UseBackend:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpRequestConnection:
+    """A `tcp-request connection accept|reject [if|unless cond]` rule: decides on a
+    connection right after accept(), in order, the first matching rule winning."""
+
+    action: str  # 'accept' | 'reject'
+    condition: Condition | None = None
+    acls: tuple[Acl, ...] | None = None
+    """The ACLs its condition names: None for those of the proxy holding the rule;
+    set for a rule inherited from a defaults section, whose ACLs stay there."""
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A `tcp-request`, `http-request`, `tcp-check` or `http-check` line, split into words."""
 
@@ -261,6 +274,8 @@ class Proxy:
     use_backends: list[UseBackend] = field(default_factory=list)
     acls: list[Acl] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    tcp_request_connection: list[TcpRequestConnection] = field(default_factory=list)
+    """The accept/reject ones, inherited ones first; other actions are in `rules` only."""
     stats: StatsPage = field(default_factory=StatsPage)
     disabled: bool = False
     log_format: str | None = None

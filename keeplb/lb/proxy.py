@@ -28,6 +28,7 @@ import itertools
 import logging
 import re
 import socket
+import struct
 import sys
 import termios
 import time
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from keeplb.config.model import Acl, Condition, Mode, Proxy
+from keeplb.lb import fdsock
 from keeplb.lb.balance import Balancer
 from keeplb.lb.health import BE_WEIGHT_SCALE, slowstart_weight
 from keeplb.lb.log import (
@@ -57,6 +59,7 @@ from keeplb.lb.reactor import (
     open_connection,
     reactor_of,
 )
+from keeplb.lb.rules import ConnectionRules, address, compile_rules, holds
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
@@ -82,6 +85,8 @@ PRECONNECT_BUFFER: Final = 64 * 1024
 # keeplb bounds it so that a black-holed server costs seconds, not minutes.
 DEFAULT_TIMEOUT_CONNECT_MS: Final = 5000
 ACCEPT_ERROR_PAUSE_S: Final = 0.1
+# SO_LINGER on, 0 s: close() resets the connection (one RST, no FIN).
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 AF_INET: Final = int(socket.AF_INET)
 AF_INET6: Final = int(socket.AF_INET6)
 AF_UNIX: Final = int(socket.AF_UNIX)
@@ -212,8 +217,7 @@ class Route:
     negate: bool
 
     def matches(self, src: tuple[str, int], dst: tuple[str, int]) -> bool:
-        hit = any(all(m(src, dst) != neg for neg, m in conj) for conj in self.terms)
-        return hit != self.negate
+        return holds(self.terms, self.negate, src, dst)
 
 
 def _always(value: bool) -> Matcher:
@@ -784,6 +788,8 @@ class Frontend:
             compiled = compile_condition(ub.condition, self.cfg.acls)
             if compiled is not None and ub.backend in backends:
                 self.routes.append(Route(ub.backend, compiled[0], compiled[1]))
+        # `tcp-request connection` rules; None (no rule): accepted() tests only that
+        self.conn_rules: ConnectionRules | None = compile_rules(self.cfg, compile_condition)
         if self.cfg.default_backend and self.cfg.default_backend in backends:
             self.default = backends[self.cfg.default_backend]
         elif self.cfg.kind.has_backend and self.cfg.name in backends:
@@ -872,6 +878,8 @@ class Frontend:
 
     def accepted(self, fd: int, addr: object) -> None:
         """The Reactor accepted a client connection on one of our listeners."""
+        if self.conn_rules is not None and self._rejected(fd, addr):
+            return
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
@@ -887,6 +895,37 @@ class Frontend:
         tr.read_now()
         tr.start()
         sess.start(tr)
+
+    def _rejected(self, fd: int, addr: object) -> bool:
+        """The `tcp-request connection` rules on a connection just accepted: True
+        when they reject it. As in haproxy (tcp_exec_l4_rules), a rejected
+        connection is reset (one RST), counted in the process's connections and
+        the frontend's denied connections (dcon), never becomes a session and is
+        not logged."""
+        rules = self.conn_rules
+        assert rules is not None
+        local = fdsock.getsockname(fd)  # as Session.dst reads it, through the Stream
+        if rules.decide(address(addr, ("unix", 0)), address(local, ("", 0))):
+            return False
+        self.limits.process.cum_conns += 1
+        self.rt.counters.denied_conn += 1
+        _reset(fd)
+        return True
+
+
+def _reset(fd: int) -> None:
+    """Close an accepted connection with a single RST (SO_LINGER 0), as haproxy
+    closes one that a `tcp-request connection` rule rejects."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        fdsock.close(fd)
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()
 
 
 # --------------------------------------------------------------------------

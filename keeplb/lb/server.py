@@ -41,6 +41,7 @@ class Counters:
     bytes_in: int = 0  # bin: from the client
     bytes_out: int = 0  # bout: to the client
     denied_req: int = 0  # dreq
+    denied_conn: int = 0  # dcon: rejected by a `tcp-request connection` rule, not a session
     errors_req: int = 0  # ereq
     errors_conn: int = 0  # econ
     errors_resp: int = 0  # eresp

@@ -258,8 +258,11 @@ def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
         "req_rate": 0, "req_rate_max": 0, "req_tot": 0,
         "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
         "mode": fe.config.mode.value,
-        "conn_rate": 0, "conn_rate_max": c.conn_rate_max, "conn_tot": c.total_sess,
-        "dcon": 0, "dses": 0, "wrew": 0, "eint": 0,
+        # haproxy counts a connection as it is accepted, a session once the
+        # `tcp-request connection` rules have let it through
+        "conn_rate": 0, "conn_rate_max": c.conn_rate_max,
+        "conn_tot": c.total_sess + c.denied_conn,
+        "dcon": c.denied_conn, "dses": 0, "wrew": 0, "eint": 0,
     }
     if http:
         for name in _HRSP:
@@ -448,7 +451,10 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
     uptime = f"{up // 86400}d {up % 86400 // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s"
     listeners = sum(len(fe.config.binds) for fe in rt.frontends)
     cur_conns, cum_conns = total_conns(rt)
-    cum_req = cum_conns  # haproxy counts a stream per TCP session, keeplb relays one each
+    # haproxy counts a stream per TCP session, keeplb relays one each; a connection
+    # rejected by a `tcp-request connection` rule never becomes one
+    cum_req = cum_conns - sum(total_counters(rt, "fe", fe.name, fe.counters).denied_conn
+                              for fe in rt.frontends)
     bytes_out = sum(total_counters(rt, "fe", fe.name, fe.counters).bytes_out
                     for fe in rt.frontends)
     lim = rt.rate_limits

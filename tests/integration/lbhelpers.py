@@ -1,9 +1,10 @@
-"""Small loopback helpers shared by the process-model tests (test_master, test_signals)."""
+"""Small loopback helpers shared by the integration tests."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 def free_port() -> int:
@@ -49,3 +50,29 @@ def request(port: int, timeout: float = 3.0) -> bytes:
         while chunk := c.recv(4096):
             data += chunk
         return data
+
+
+class UdpLog:
+    """The syslog datagrams keeplb sends, read on a loopback UDP socket."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+
+    def lines(self, until: float = 2.0, quiet: float = 0.4) -> list[str]:
+        """Datagrams until `until` s have passed or none came for `quiet` s."""
+        out: list[str] = []
+        end = time.monotonic() + until
+        last = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - last < quiet:
+            try:
+                out.append(self.sock.recv(65535).decode())
+                last = time.monotonic()
+            except TimeoutError:
+                continue
+        return out
+
+    def close(self) -> None:
+        self.sock.close()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from lbhelpers import UdpLog  # noqa: E402
 from test_proxy import (  # noqa: E402
     LO,
     Backend,
@@ -60,30 +61,6 @@ def test_tcplog_format_fields() -> None:
 def replace_term(s: SessionLog, term: str) -> SessionLog:
     from dataclasses import replace
     return replace(s, termination=term)
-
-
-class UdpLog:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LO, 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-
-    def lines(self, until: float = 2.0, quiet: float = 0.4) -> list[str]:
-        """Datagrams until `until` s have passed or none came for `quiet` s."""
-        out = []
-        end = time.monotonic() + until
-        last = time.monotonic()
-        while time.monotonic() < end and time.monotonic() - last < quiet:
-            try:
-                out.append(self.sock.recv(65535).decode())
-                last = time.monotonic()
-            except TimeoutError:
-                continue
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def normalize(line: str) -> str:

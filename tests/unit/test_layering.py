@@ -18,7 +18,8 @@ IO_MODULES = {"asyncio", "socket", "pyroute2", "uvloop"}
 CORE_FORBIDDEN = IO_MODULES | {"_socket", "select", "selectors", "subprocess", "threading"}
 IO_NAMES = {"net.py", "daemon.py", "checks.py", "proxy.py", "cli.py"}
 # vrrp/scripts.py runs vrrp_script / notify processes for daemon.py: shell too.
-IO_PATHS = {"lb/app.py", "lb/runtime.py", "lb/log.py", "lb/reactor.py", "vrrp/scripts.py"}
+IO_PATHS = {"lb/app.py", "lb/runtime.py", "lb/log.py", "lb/reactor.py", "lb/fdsock.py",
+            "vrrp/scripts.py"}
 IO_DIRS = {"proc", "lab"}
 PURE_CORES = {
     "keeplb.vrrp.packet",
@@ -27,6 +28,7 @@ PURE_CORES = {
     "keeplb.vrrp.track",
     "keeplb.lb.balance",
     "keeplb.lb.health",
+    "keeplb.lb.rules",
 }
 CLOCKS = {"time", "datetime"}
 

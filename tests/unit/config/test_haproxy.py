@@ -531,3 +531,126 @@ def test_supported_keywords_are_handled(kind: ProxyKind) -> None:
         if status == "supported":
             _, diags = parse_text(f"{kind.value} p\n    {kw}\n")
             assert not any("not supported by keeplb" in d.message for d in diags), kw
+
+
+# ------------------------------------------------------ tcp-request connection
+
+
+def test_tcp_request_connection_rules_in_the_model() -> None:
+    cfg, diags = parse_text(TIMEOUTS.replace("defaults", "defaults d") + """\
+    acl blocked src 192.0.2.0/24
+    tcp-request connection reject if blocked
+frontend f from d
+    bind 127.0.0.1:1
+    acl trusted src 10.0.0.0/8
+    tcp-request connection accept if trusted
+    tcp-request connection reject unless { dst_port 1 }
+    tcp-request connection track-sc0 src
+    tcp-request connection reject
+""")
+    assert not diags.errors, [str(d) for d in diags]
+    rules = cfg.proxies[0].tcp_request_connection
+    assert [r.action for r in rules] == ["reject", "accept", "reject", "reject"]
+    # the inherited rule runs first and keeps the ACLs of its defaults section
+    assert rules[0].acls is not None and [a.name for a in rules[0].acls] == ["blocked"]
+    assert all(r.acls is None for r in rules[1:])
+    assert rules[1].condition is not None and rules[1].condition.terms == (("trusted",),)
+    assert rules[2].condition is not None and rules[2].condition.negate
+    assert rules[3].condition is None
+    assert [d.message for d in diags.warnings] == [
+        "'tcp-request connection track-sc0' is not supported by keeplb; the rule is ignored"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        # haproxy 2.6's warnings, word for word (checked with `haproxy -c`)
+        ("reject if { req.len gt 0 }", "anonymous acl will never match in 'tcp-request "
+         "connection' because it uses keyword 'req.len' which is incompatible with 'frontend "
+         "tcp-request connection rule'"),
+        ("reject if { src 1.2.3.4 } { hdr(host) x }", "uses keyword 'hdr' which is incompatible"),
+        ("reject if web", "acl 'web' will never match in 'tcp-request connection' because it "
+         "only involves keywords that are incompatible with 'frontend tcp-request connection "
+         "rule'"),
+        ("reject if mixed", "acl 'mixed' involves keyword 'path_beg' which is incompatible with "
+         "'frontend tcp-request connection rule'"),
+        ("accept if HTTP", "acl 'HTTP' will never match"),
+        # what keeplb's layer-4 ACLs do not evaluate: the rule is left out
+        ("reject if { src_is_local }", "fetch 'src_is_local' in a 'tcp-request connection' "
+         "condition is not supported by keeplb; the rule is ignored"),
+        ("accept if { src -f /etc/haproxy/allow.lst }", "ACL flag '-f' in a 'tcp-request"),
+        ("reject if { dst_port gt 1024 }", "port match 'gt'"),
+        ("reject if { src_port 1024: }", "port match '1024:'"),
+        ("reject if WAIT_END", "fetch 'wait_end'"),
+        ("expect-proxy layer4 if { src 10.0.0.0/8 }",
+         "'tcp-request connection expect-proxy' is not supported by keeplb"),
+    ],
+)
+def test_tcp_request_connection_warnings(rule: str, message: str) -> None:
+    text = TIMEOUTS + f"""\
+frontend f
+    bind 127.0.0.1:1
+    acl web path_beg /api
+    acl mixed src 10.0.0.0/8
+    acl mixed path_beg /x
+    tcp-request connection {rule}
+"""
+    cfg, diags = parse_text(text)
+    assert not diags.errors, [str(d) for d in diags]
+    assert [message in d.message for d in diags.warnings].count(True) == 1, [
+        str(d) for d in diags.warnings]
+    assert all(d.span is not None and d.span.line == 10 for d in diags.warnings)
+
+
+def test_tcp_request_connection_on_layer4_fetches_is_quiet() -> None:
+    _, diags = parse_text(TIMEOUTS + """\
+frontend f
+    bind 127.0.0.1:1
+    acl local src 127.0.0.0/8 ::1
+    tcp-request connection accept if local { dst 127.0.0.1 } { src_port 1:1023 }
+    tcp-request connection reject if !LOCALHOST || { dst_port 80 443 }
+    tcp-request connection reject if TRUE !FALSE { always_true }
+""")
+    assert not list(diags), [str(d) for d in diags]
+
+
+def test_tcp_request_rules_out_of_order_warn_as_haproxy() -> None:
+    _, diags = parse_text(TIMEOUTS + """\
+frontend f
+    bind 127.0.0.1:1
+    tcp-request content accept if { src 1.2.3.4 }
+    tcp-request session accept if { src 1.2.3.4 }
+    tcp-request connection accept if { src 1.2.3.4 }
+""")
+    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
+        (8, "a 'tcp-request' rule placed after a 'tcp-request content' rule will still be "
+            "processed before."),
+        (9, "a 'tcp-request' rule placed after a 'tcp-request session' rule will still be "
+            "processed before."),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("users", "message"),
+    [
+        ("frontend f from d\n    bind :1\nbackend b from d\n",
+         "frontends and backends cannot inherit from the same defaults section if it defines "
+         "TCP/HTTP rules (defaults section at haproxy.cfg:1)."),
+        ("listen l from d\n", "a listen section cannot inherit from a defaults section defining "
+         "TCP/HTTP rules."),
+        ("defaults e from d\n", "a defaults section cannot inherit from a defaults section "
+         "defining TCP/HTTP rules (defaults section at haproxy.cfg:1)."),
+        ("backend b from d\n", "a backend section cannot inherit from a defaults section "
+         "defining 'tcp-request connection' or 'tcp-request session' rules (defaults section "
+         "at haproxy.cfg:1)."),
+    ],
+)
+def test_defaults_with_tcp_rules_serve_one_side(users: str, message: str) -> None:
+    text = "defaults d\n    tcp-request connection reject if { src 192.0.2.1 }\n" + users
+    assert message in errors(text)
+
+
+def test_defaults_with_tcp_rules_may_serve_several_frontends() -> None:
+    text = ("defaults d\n    tcp-request connection reject if { src 192.0.2.1 }\n"
+            "frontend f from d\n    bind :1\nfrontend g from d\n    bind :2\n")
+    assert errors(text) == []
