@@ -186,12 +186,22 @@ def batch(port: int, servers: tuple[Holder, Holder], n: int = 40) -> tuple[list[
 
 def batch_on_both(port: int, servers: tuple[Holder, Holder], workers: list[int]
                   ) -> list[bytes]:
-    """A batch that both workers carried part of (a few tries: the kernel decides)."""
-    for _ in range(5):
-        names, pids = batch(port, servers)
-        if set(workers) <= pids:
-            return names
-    raise AssertionError(f"both workers {workers} never carried a batch")
+    """One batch carried by each worker in turn: the others are stopped
+    (SIGSTOP) meanwhile, so the kernel cannot hand it all to one worker
+    (which one accepts a burst is otherwise a race that one may win every time)."""
+    names: list[bytes] = []
+    for w in workers:
+        others = [o for o in workers if o != w]
+        for o in others:
+            os.kill(o, signal.SIGSTOP)
+        try:
+            got, pids = batch(port, servers, n=20)
+        finally:
+            for o in others:
+                os.kill(o, signal.SIGCONT)
+        assert pids == {w}, f"worker {w} alone should have carried the batch, not {pids}"
+        names += got
+    return names
 
 
 def settled(port: int, servers: tuple[Holder, Holder], workers: list[int],
