@@ -319,9 +319,12 @@ def relay_mode() -> str:
     sys.path.insert(0, ROOT)
     from keeplb.lb import native
 
+    calls = ("socket calls in C (keeplb/lb/_fdsock.c)"
+             if native.load_c_extension("keeplb.lb._fdsock") is not None
+             else "socket calls in Python (no current build of keeplb/lb/_fdsock.c)")
     if native.compiled_files() and not native.stale():
-        return "compiled with mypyc"
-    return "interpreted (no current build: `make native`)"
+        return f"compiled with mypyc, {calls}"
+    return f"interpreted (no current build: `make native`), {calls}"
 
 
 if __name__ == "__main__":
