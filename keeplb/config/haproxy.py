@@ -862,7 +862,8 @@ CONNECTION_FETCHES = frozenset("""
 _STICK_COUNTER_FETCH = re.compile(r"sc[0-2]?_")
 
 # What keeplb's layer-4 ACLs evaluate (keeplb.lb.proxy.compile_acl; a test keeps the
-# two in step): no pattern files, no converters, ports as values or ranges.
+# two in step): no pattern files, no converters; ports as haproxy reads integer
+# patterns (values, ranges, open ranges, eq/ge/gt/le/lt: int_patterns).
 L4_CRITERIA = frozenset({"always_true", "always_false", "src", "dst", "src_port", "dst_port"})
 _INT_OPERATORS = frozenset({"eq", "ge", "gt", "le", "lt"})
 
@@ -928,11 +929,87 @@ def l4_unsupported(acl: Acl) -> str | None:
             return f"ACL flag '{flag}'"
         if flag == "-m" and i + 1 < len(flags) and flags[i + 1] not in ("ip", "int"):
             return f"match method '-m {flags[i + 1]}'"
-    if acl.criterion in ("src_port", "dst_port"):
-        for value in acl.values:
-            if value in _INT_OPERATORS or value.endswith(":"):
-                return f"port match '{value}'"
     return None
+
+
+def _int_pattern_error(acl: Acl) -> str | None:
+    """haproxy's error on the patterns of a port ACL (src_port, dst_port), or None."""
+    flags = acl.flags
+    if acl.criterion not in ("src_port", "dst_port") or "-f" in flags or "-M" in flags:
+        return None
+    if any(f == "-m" and flags[i + 1 : i + 2] != ("int",) for i, f in enumerate(flags)):
+        return None  # another match method reads the patterns otherwise
+    return int_patterns(acl.values)[1]
+
+
+def condition_unsupported(cond: Condition, acls: Sequence[Acl]) -> str | None:
+    """What keeplb's layer-4 ACLs cannot evaluate in a condition as haproxy does
+    (l4_unsupported of the first ACL expression it uses that they cannot), or None.
+    Only the ACLs the condition names count; keeplb.lb.proxy.compile_condition
+    compiles a condition exactly when this is None."""
+    for _, exprs in condition_acls(cond, acls):
+        for e in exprs:
+            why = l4_unsupported(e)
+            if why is not None:
+                return why
+    return None
+
+
+IntRange = tuple[int | None, int | None]
+"""(min, max) of an integer ACL pattern, both included; None: unbounded."""
+
+
+def _strl2llrc(text: str) -> int | None:
+    """haproxy's strl2llrc(): an optional '-' then decimal digits, else None."""
+    return int(text) if re.fullmatch(r"-?[0-9]+", text) else None
+
+
+def _int_range(text: str) -> tuple[IntRange | None, str]:
+    """haproxy 2.6's pat_parse_int(): 'N', 'N:M' / 'N-M', 'N:' and ':M' ('-' works as ':')."""
+    sep = next((i for i, c in enumerate(text) if c in ":-"), -1)
+    if sep < 0:
+        n = _strl2llrc(text)
+        return ((n, n), "") if n is not None else (None, f"'{text}' is not a number")
+    bad = f"'{text}' is not a valid number range"
+    if sep == 0 and len(text) > 1:
+        hi = _strl2llrc(text[1:])
+        return ((None, hi), "") if hi is not None else (None, bad)
+    if sep == len(text) - 1:
+        lo = _strl2llrc(text[:sep])
+        return ((lo, None), "") if lo is not None else (None, bad)
+    lo, hi = _strl2llrc(text[:sep]), _strl2llrc(text[sep + 1 :])
+    if lo is None or hi is None or lo > hi:
+        return None, bad
+    return (lo, hi), ""
+
+
+def int_patterns(values: Sequence[str]) -> tuple[list[IntRange], str | None]:
+    """The ranges of an integer ACL's patterns (dst_port, src_port, ...) as haproxy
+    2.6 reads them (parse_acl_expr): an operator eq, ge, gt, le or lt applies to
+    every following value until the next operator, 'gt 1024' being '1025:'; a value
+    with ':' or '-' is a range whatever the operator. Returns the ranges of the
+    valid values and haproxy's error on the first invalid one, or None."""
+    ranges: list[IntRange] = []
+    error: str | None = None
+    op = "eq"
+    for value in values:
+        if value in _INT_OPERATORS:
+            op = value
+            continue
+        text = value
+        if op != "eq" and ":" not in value and "-" not in value:
+            n = _strl2llrc(value.split(".", 1)[0])
+            if n is None:
+                error = error or f"'{value}' is neither a number nor a supported operator"
+                continue
+            n += {"gt": 1, "lt": -1}.get(op, 0)
+            text = f"{n}:" if op in ("gt", "ge") else f":{n}"
+        got, why = _int_range(text)
+        if got is None:
+            error = error or why
+        else:
+            ranges.append(got)
+    return ranges, error
 
 
 def parse_condition(words: Sequence[str]) -> tuple[Condition | None, str | None]:
@@ -2041,6 +2118,10 @@ class _Parser:
                                  f"parsing ACL '{name}' : '{value}' is not a valid IPv4 or IPv6 "
                                  "address")
                     return
+        why = _int_pattern_error(Acl(name, criterion, tuple(flags), tuple(rest)))
+        if why is not None:
+            self.d.error(line.at(2), f"error detected while parsing ACL '{name}' : {why}")
+            return
         proxy.acls.append(Acl(name, criterion, tuple(flags), tuple(rest), line.span))
         info.acl_names.add(name)
 
@@ -2065,6 +2146,11 @@ class _Parser:
                         self.d.error(line.at(offset), f"'{line.words[0]}' : unknown fetch method "
                                      f"'{what}' in anonymous ACL",
                                      hint=did_you_mean(what, SAMPLE_FETCHES) if what else None)
+                        return False, None
+                    why = _int_pattern_error(anonymous_acl(ref))
+                    if why is not None:
+                        self.d.error(line.at(offset), f"'{line.words[0]}' : error detected while "
+                                     f"parsing anonymous ACL : {why}")
                         return False, None
                     continue
                 if ref not in info.acl_names and ref not in PREDEFINED_ACLS:
@@ -2757,8 +2843,10 @@ class _Parser:
                          "default_backend"))
         refs += [(u.backend, u.span, "use_backend") for u in proxy.use_backends]
         for name, span, what in refs:
-            if "%" in name:
-                continue  # dynamic name, resolved per request
+            if "%" in name and what == "use_backend":  # resolved per request by haproxy
+                self.d.warning(span or proxy.span, f"dynamic backend name '{name}' in "
+                               "'use_backend' is not supported by keeplb; the rule is ignored")
+                continue
             target = self.backends.get(name)
             if target is None:
                 self.d.error(span or proxy.span, f"proxy '{proxy.name}': unable to find required "
@@ -2772,6 +2860,11 @@ class _Parser:
                 self.d.error(span or proxy.span, f"http {word} '{proxy.name}' ({proxy.span}) tries "
                              f"to use incompatible tcp backend '{target.name}' ({target.span}) "
                              f"as its {what} (see 'mode')")
+        for u in proxy.use_backends:
+            why = condition_unsupported(u.condition, proxy.acls) if u.condition else None
+            if why is not None:
+                self.d.warning(u.span or proxy.span, f"{why} in a 'use_backend' condition is not "
+                               "supported by keeplb; the rule is ignored")
         if proxy.option("httplog") and proxy.mode is not Mode.HTTP:
             span = info.spans.get("option httplog", proxy.span)
             self.d.warning(span, f"'option httplog' not usable with {word} '{proxy.name}' (needs "
@@ -2849,10 +2942,12 @@ __all__ = [
     "anonymous_acl",
     "check_rule_args",
     "condition_acls",
+    "condition_unsupported",
     "connection_fetch",
     "expand_paths",
     "fetch_keyword",
     "inet_aton",
+    "int_patterns",
     "keyword_table",
     "l4_unsupported",
     "parse",

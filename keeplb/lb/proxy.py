@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
+from keeplb.config.haproxy import anonymous_acl, condition_acls, int_patterns, l4_unsupported
 from keeplb.config.model import Acl, Condition, Mode, Proxy
 from keeplb.lb import fdsock
 from keeplb.lb.balance import Balancer
@@ -166,13 +167,11 @@ Matcher = Callable[[tuple[str, int], tuple[str, int]], bool]
 
 
 def _port_matcher(values: Sequence[str], which: int) -> Matcher:
-    ranges: list[tuple[int, int]] = []
-    for v in values:
-        lo, _, hi = v.partition(":")
-        try:
-            ranges.append((int(lo or 0), int(hi) if hi else int(lo)))
-        except ValueError:
-            continue
+    """Ports as haproxy reads integer patterns: '443', '1:1023', '1024:', ':1023',
+    'gt 1024', 'le 80 443' (config.haproxy.int_patterns; invalid ones never match,
+    the config check has refused them)."""
+    ranges = tuple((-1 if lo is None else lo, 1 << 30 if hi is None else hi)
+                   for lo, hi in int_patterns(values)[0])
     def match(src: tuple[str, int], dst: tuple[str, int]) -> bool:
         port = (src, dst)[which][1]
         return any(lo <= port <= hi for lo, hi in ranges)
@@ -228,39 +227,50 @@ def _any_of(matchers: Sequence[Matcher]) -> Matcher:
     return lambda s, d: any(m(s, d) for m in matchers)
 
 
+def _compile_expr(acl: Acl) -> Matcher | None:
+    """One ACL expression (an `acl` line, or an anonymous ACL), or None when keeplb
+    cannot evaluate it as haproxy does (config.haproxy.l4_unsupported)."""
+    if l4_unsupported(acl) is not None:
+        return None
+    return compile_acl(acl.criterion, acl.values)
+
+
 def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
         tuple[tuple[tuple[bool, Matcher], ...], ...], bool] | None:
-    """(terms, negate) for a condition, or None if it uses something not evaluable."""
+    """(terms, negate) for a condition, or None if it uses something keeplb cannot
+    evaluate (config.haproxy.condition_unsupported says what; the config check
+    warns that the rule is ignored). Only the ACLs the condition names matter: an
+    `acl` on a layer-7 fetch elsewhere in the section does not. Called once per
+    rule when a frontend is built."""
     if cond is None:
-        return (((False, lambda s, d: True),),), False
-    named: dict[str, list[Matcher]] = {}
-    for acl in acls:
-        m = compile_acl(acl.criterion, acl.values)
-        if m is None:
-            return None
-        named.setdefault(acl.name, []).append(m)
+        return (((False, _always(True)),),), False
+    named: dict[str, Matcher] = {}
+    for name, exprs in condition_acls(cond, acls):
+        if not name or name in named:
+            continue
+        ms: list[Matcher] = []
+        for e in exprs:
+            m = _compile_expr(e)
+            if m is None:
+                return None
+            ms.append(m)
+        if not ms:
+            return None  # no such ACL (the config check refuses the file)
+        # Several `acl` lines with one name are OR-ed (haproxy).
+        named[name] = ms[0] if len(ms) == 1 else _any_of(ms)
     out: list[tuple[tuple[bool, Matcher], ...]] = []
     for conj in cond.terms:
         items: list[tuple[bool, Matcher]] = []
         for word in conj:
-            neg = word.startswith("!")
-            word = word.lstrip("!")
-            if word.startswith("{"):
-                parts = word.strip("{} ").split()
-                if not parts:
+            ref = word.lstrip("!")
+            neg = (len(word) - len(ref)) % 2 == 1  # each '!' negates (haproxy)
+            if ref.startswith("{"):
+                anon = _compile_expr(anonymous_acl(ref))
+                if anon is None:
                     return None
-                m = compile_acl(parts[0], [p for p in parts[1:] if not p.startswith("-")])
-                if m is None:
-                    return None
-                items.append((neg, m))
-            elif word in ("TRUE", "FALSE"):
-                items.append((neg, _always(word == "TRUE")))
+                items.append((neg, anon))
             else:
-                ms = named.get(word)
-                if ms is None:
-                    return None
-                # Several `acl` lines with one name are OR-ed (haproxy).
-                items.append((neg, _any_of(ms)))
+                items.append((neg, named[ref]))
         out.append(tuple(items))
     return tuple(out), cond.negate
 
@@ -785,6 +795,8 @@ class Frontend:
         self.timeout_client = t.get("client")
         self.timeout_client_fin = t.get("client-fin")
         for ub in self.cfg.use_backends:
+            # None: keeplb cannot evaluate the condition, or the name is dynamic
+            # ('%[...]'); the config check has warned that the rule is ignored.
             compiled = compile_condition(ub.condition, self.cfg.acls)
             if compiled is not None and ub.backend in backends:
                 self.routes.append(Route(ub.backend, compiled[0], compiled[1]))

@@ -579,8 +579,7 @@ frontend f from d
         ("reject if { src_is_local }", "fetch 'src_is_local' in a 'tcp-request connection' "
          "condition is not supported by keeplb; the rule is ignored"),
         ("accept if { src -f /etc/haproxy/allow.lst }", "ACL flag '-f' in a 'tcp-request"),
-        ("reject if { dst_port gt 1024 }", "port match 'gt'"),
-        ("reject if { src_port 1024: }", "port match '1024:'"),
+        ("reject if { dst_port -m str 443 }", "match method '-m str' in a 'tcp-request"),
         ("reject if WAIT_END", "fetch 'wait_end'"),
         ("expect-proxy layer4 if { src 10.0.0.0/8 }",
          "'tcp-request connection expect-proxy' is not supported by keeplb"),
@@ -609,6 +608,7 @@ frontend f
     acl local src 127.0.0.0/8 ::1
     tcp-request connection accept if local { dst 127.0.0.1 } { src_port 1:1023 }
     tcp-request connection reject if !LOCALHOST || { dst_port 80 443 }
+    tcp-request connection reject if { dst_port gt 1024 } { src_port 1024: } { src_port le 9 }
     tcp-request connection reject if TRUE !FALSE { always_true }
 """)
     assert not list(diags), [str(d) for d in diags]
@@ -654,3 +654,79 @@ def test_defaults_with_tcp_rules_may_serve_several_frontends() -> None:
     text = ("defaults d\n    tcp-request connection reject if { src 192.0.2.1 }\n"
             "frontend f from d\n    bind :1\nfrontend g from d\n    bind :2\n")
     assert errors(text) == []
+
+
+# ------------------------------------------------------------- use_backend
+
+
+USE_BACKEND = TIMEOUTS + """\
+frontend f
+    mode tcp
+    bind 127.0.0.1:1
+    acl is_api path_beg /api
+    acl admin dst_port 9000:9100
+{rules}
+    default_backend b
+backend b
+    mode tcp
+    server s 127.0.0.1:2
+"""
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        # haproxy 2.6 accepts each quietly (`haproxy -c`); keeplb's relay cannot
+        # evaluate it as haproxy does, so it says it leaves the rule out
+        ("use_backend b if is_api", "fetch 'path_beg' in a 'use_backend' condition is not "
+         "supported by keeplb; the rule is ignored"),
+        ("use_backend b if admin || { hdr(host) -i x }", "fetch 'hdr(host)' in a 'use_backend'"),
+        ("use_backend b unless HTTP", "fetch 'req.proto_http' in a 'use_backend'"),
+        ("use_backend b if { src -f /etc/haproxy/list.lst }", "ACL flag '-f' in a 'use_backend'"),
+        ("use_backend b if { dst_port -m str 443 }", "match method '-m str' in a 'use_backend'"),
+        ("use_backend b_%[dst_port]", "dynamic backend name 'b_%[dst_port]' in 'use_backend' is "
+         "not supported by keeplb; the rule is ignored"),
+    ],
+)
+def test_use_backend_rules_keeplb_cannot_evaluate_warn(rule: str, message: str) -> None:
+    _, diags = parse_text(USE_BACKEND.format(rules="    " + rule), file="lb.cfg")
+    assert not diags.errors, [str(d) for d in diags]
+    # one warning, located on the rule's line (file:line:col, compiler style)
+    assert [message in d.message for d in diags.warnings] == [True], [str(d) for d in diags]
+    assert str(diags.warnings[0]).startswith("lb.cfg:10:17: warning: ")
+
+
+def test_use_backend_on_layer4_fetches_is_quiet_beside_a_layer7_acl() -> None:
+    rules = """\
+    use_backend b if { dst_port 8443 }
+    use_backend b if admin !LOCALHOST || { src 10.0.0.0/8 }
+    use_backend b if { dst_port gt 1024 } { src_port 1024: } { dst_port le 80 443 }
+    use_backend b if { dst_port -m int 1-9 } TRUE
+    use_backend b if"""
+    _, diags = parse_text(USE_BACKEND.format(rules=rules))
+    assert not list(diags), [str(d) for d in diags]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # haproxy 2.6's words (`haproxy -c`), without its final '.'
+        ("acl p dst_port foo", "error detected while parsing ACL 'p' : 'foo' is not a number"),
+        ("acl p src_port 2000:1000", "'2000:1000' is not a valid number range"),
+        ("acl p dst_port gt 1k", "'1k' is neither a number nor a supported operator"),
+        ("use_backend b if { dst_port 1:2:3 }", "'use_backend' : error detected while parsing "
+         "anonymous ACL : '1:2:3' is not a valid number range"),
+        ("tcp-request connection reject if { src_port lt x }",
+         "'x' is neither a number nor a supported operator"),
+    ],
+)
+def test_bad_port_patterns_are_errors_as_in_haproxy(text: str, message: str) -> None:
+    errs = errors(USE_BACKEND.format(rules="    " + text))
+    assert any(message in e for e in errs), errs
+
+
+def test_only_use_backend_takes_a_dynamic_name() -> None:
+    # haproxy 2.6: "Proxy 'f': unable to find required default_backend: 'b_%[dst_port]'."
+    text = USE_BACKEND.replace("default_backend b", "default_backend b_%[dst_port]")
+    assert errors(text.format(rules="")) == [
+        "proxy 'f': unable to find required default_backend: 'b_%[dst_port]'"]
