@@ -16,7 +16,9 @@ nbthread N: the master (keeplb.proc.master, with or without -W) starts N
 worker processes on the same sockets; worker 1 alone runs the health checks
 and the stats socket, and every server change it makes is relayed to the
 other workers (keeplb.proc.sync), which apply it through on_transition and
-AppControl: one health-check state, as haproxy's threads share one.
+AppControl: one health-check state, as haproxy's threads share one. The
+runtime API's frontend and process-limit commands travel the same way
+(on_frontend_change, on_process_change).
 """
 from __future__ import annotations
 
@@ -167,8 +169,11 @@ class LoadBalancer:
         self.on_health = on_health
         self.checker: HealthChecker | None = None
         self.control: AppControl | None = None
-        # nbthread: worker 1 publishes every server change to the other workers.
+        # nbthread: worker 1 publishes every server change, and every frontend
+        # or process limit the runtime API sets, to the other workers.
         self.on_server_change: Callable[[ServerRuntime], None] | None = None
+        self.on_frontend_change: Callable[[FrontendRuntime], None] | None = None
+        self.on_process_change: Callable[[ProcessRuntime], None] | None = None
         for brt in self.runtime.backends:
             bal = make_backend_balancer(brt.config, brt.servers)
             be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
@@ -194,6 +199,16 @@ class LoadBalancer:
         """Called after any change of `server`'s state (check or operator)."""
         if self.on_server_change is not None:
             self.on_server_change(server)
+
+    def frontend_changed(self, fe: FrontendRuntime) -> None:
+        """Called after an operator changed `fe` (disable, enable, shutdown, maxconn)."""
+        if self.on_frontend_change is not None:
+            self.on_frontend_change(fe)
+
+    def process_changed(self) -> None:
+        """Called after an operator changed the global maxconn or a rate limit."""
+        if self.on_process_change is not None:
+            self.on_process_change(self.runtime)
 
     # -- state changes from checks or operators ----------------------------
 
@@ -269,6 +284,10 @@ class AppControl(DirectControl):
     def __init__(self, lb: LoadBalancer) -> None:
         super().__init__()
         self.lb = lb
+        # nbthread follower: the listening sockets are shared and worker 1 already
+        # shut them down (or listens again); this worker only stops or resumes
+        # accepting, so that a late relayed line never undoes a newer change.
+        self.shared_sockets = False
 
     def _backend(self, server: ServerRuntime) -> Backend | None:
         return self.lb.backends.get(server.backend)
@@ -381,6 +400,8 @@ class AppControl(DirectControl):
         # Frontend.paused means "paused by maxconn, resume when a session
         # ends"; an operator's pause must outlive that, so only rt.paused stays.
         front.paused = False
+        if self.shared_sockets:
+            return
         for li in front.listeners:
             # haproxy's pause: the socket stops listening, so new clients are
             # refused instead of waiting in the backlog (listen() undoes it).
@@ -400,16 +421,18 @@ class AppControl(DirectControl):
         front = self._frontend(fe)
         if front is not None:
             self._close_listeners(front)
+        self.lb.frontend_changed(fe)
 
     def enable_frontend(self, fe: FrontendRuntime) -> None:
         super().enable_frontend(fe)
         front = self._frontend(fe)
-        if front is None:
-            return
-        for li in front.listeners:
-            with contextlib.suppress(OSError):
-                li.sock.listen(li.backlog)
-        self._resume_if_possible(front)
+        if front is not None:
+            if not self.shared_sockets:
+                for li in front.listeners:
+                    with contextlib.suppress(OSError):
+                        li.sock.listen(li.backlog)
+            self._resume_if_possible(front)
+        self.lb.frontend_changed(fe)
 
     def shutdown_frontend(self, fe: FrontendRuntime) -> None:
         super().shutdown_frontend(fe)
@@ -418,18 +441,25 @@ class AppControl(DirectControl):
             self._close_listeners(front)
             for li in front.listeners:
                 li.close()
+        self.lb.frontend_changed(fe)
 
     def set_frontend_maxconn(self, fe: FrontendRuntime, maxconn: int) -> None:
         super().set_frontend_maxconn(fe, maxconn)
         front = self._frontend(fe)
         if front is not None and front.paused:
             self._resume_if_possible(front)
+        self.lb.frontend_changed(fe)
 
     def set_global_maxconn(self, rt: ProcessRuntime, maxconn: int) -> None:
         super().set_global_maxconn(rt, maxconn)
         for front in self.lb.frontends:
             if front.paused:
                 self._resume_if_possible(front)
+        self.lb.process_changed()
+
+    def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None:
+        super().set_rate_limit(rt, what, value)
+        self.lb.process_changed()
 
 
 def _result_fields(result: Any, went_up: bool) -> tuple[str, str, int | None, int | None]:

@@ -21,10 +21,10 @@ import html
 import json
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from enum import IntFlag
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from keeplb import __version__
@@ -218,21 +218,43 @@ _COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
 _MAX_FIELDS = frozenset({"max_sess", "conn_rate_max"})
 
 
+def _peer_entries(rt: ProcessRuntime, kind: str, key: str) -> Iterator[list[Any]]:
+    """The other workers' latest values of `kind`/`key` (nbthread), each a list."""
+    for peer in rt.peer_counters.values():
+        table = peer.get(kind)
+        values = table.get(key) if isinstance(table, dict) else None
+        if isinstance(values, list):
+            yield values
+
+
 def total_counters(rt: ProcessRuntime, kind: str, key: str, own: Counters) -> Counters:
     """`own` plus the other workers' latest snapshots (nbthread): sums, and
-    maxima for the max_* values, as haproxy adds its threads' counters."""
+    maxima for the max_* values, as haproxy adds its threads' counters. The
+    workers' peaks need not have coincided, so smax is never below the
+    current sum (scur) either."""
     if not rt.peer_counters:
         return own
     total = Counters(*(getattr(own, n) for n in _COUNTER_FIELDS))
-    for peer in rt.peer_counters.values():
-        values = peer.get(kind, {}).get(key)
-        if not isinstance(values, list) or len(values) != len(_COUNTER_FIELDS):
+    for values in _peer_entries(rt, kind, key):
+        if len(values) != len(_COUNTER_FIELDS):
             continue
         for name, v in zip(_COUNTER_FIELDS, values, strict=True):
             if isinstance(v, int):
                 mine = getattr(total, name)
                 setattr(total, name, max(mine, v) if name in _MAX_FIELDS else mine + v)
+    total.max_sess = max(total.max_sess, total.cur_sess)
     return total
+
+
+def total_queue(rt: ProcessRuntime, kind: str, key: str, cur: int, most: int
+                ) -> tuple[int, int]:
+    """(qcur, qmax) of a backend (`kind` 'bq') or a server ('sq') over every
+    worker: this worker's `cur`/`most` plus the others' latest snapshots."""
+    for values in _peer_entries(rt, kind, key):
+        if len(values) == 2 and all(isinstance(v, int) for v in values):
+            cur += values[0]
+            most = max(most, values[1])
+    return cur, max(most, cur)
 
 
 def total_conns(rt: ProcessRuntime) -> tuple[int, int]:
@@ -275,12 +297,13 @@ def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
 def server_row(rt: ProcessRuntime, be: BackendRuntime, s: ServerRuntime, now: float,
                *, show_legends: bool = True) -> Row:
     c = total_counters(rt, "sv", f"{be.name}/{s.name}", s.counters)
+    qcur, qmax = total_queue(rt, "sq", f"{be.name}/{s.name}", s.queue_cur, s.queue_max)
     checked = s.check_enabled
     rise = s.config.options.rise or 2
     fall = s.config.options.fall or 3
     row: Row = {
         "pxname": be.name, "svname": s.name,
-        "qcur": s.queue_cur, "qmax": s.queue_max,
+        "qcur": qcur, "qmax": qmax,
         "scur": c.cur_sess, "smax": c.max_sess, "slim": s.maxconn or None,
         "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
         "dresp": 0, "econ": c.errors_conn, "eresp": c.errors_resp,
@@ -335,11 +358,12 @@ def _addr(s: ServerRuntime) -> str:
 def backend_row(rt: ProcessRuntime, be: BackendRuntime, now: float,
                 *, show_legends: bool = True) -> Row:
     c = total_counters(rt, "be", be.name, be.counters)
+    qcur, qmax = total_queue(rt, "bq", be.name, be.queue_cur, be.queue_max)
     act, bck, weight, uweight = backend_weights(be)
     http = be.config.mode is Mode.HTTP
     row: Row = {
         "pxname": be.name, "svname": "BACKEND",
-        "qcur": be.queue_cur, "qmax": be.queue_max,
+        "qcur": qcur, "qmax": qmax,
         "scur": c.cur_sess, "smax": c.max_sess, "slim": backend_fullconn(rt, be),
         "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
         "dreq": c.denied_req, "dresp": 0, "econ": c.errors_conn, "eresp": c.errors_resp,
@@ -634,7 +658,7 @@ def render_stats_html(rt: ProcessRuntime, page: StatsPage | None = None,
         "<h1>Statistics Report for pid " + esc(str(rt.pid)) + "</h1>\n",
         "<p>" + ("" if page.hide_version else esc(str(info["Version"])) + " &mdash; ")
         + f"uptime = {esc(str(info['Uptime']))}; maxconn = {rt.maxconn}; "
-        f"current conns = {rt.cur_conns}</p>\n",
+        f"current conns = {info['CurrConns']}</p>\n",
     ]
     cols = ("Cur", "Max", "Limit", "Cur", "Max", "Limit", "Total", "LbTot", "In", "Out",
             "Req", "Resp", "Req", "Conn", "Resp", "Retr", "Redis", "Status", "LastChk",

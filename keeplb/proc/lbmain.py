@@ -132,9 +132,10 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
                   worker: int = 1) -> int:
     """Binds what is not inherited, drops privileges, serves until a stop signal.
 
-    With a sync `link` (nbthread), the master's snapshot of the server states
-    is applied first; a follower (`role`) then runs no checks and no stats
-    socket and applies the checker's changes; the checker publishes them.
+    With a sync `link` (nbthread), the master's snapshot of the server and
+    frontend states is applied first; a follower (`role`) then runs no checks
+    and no stats socket and applies the checker's changes; the checker
+    publishes them. Every worker sends its counters and keeps the others'.
     """
     from keeplb.lb import app
 
@@ -151,19 +152,24 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     def on_started(lb: app.LoadBalancer) -> None:
         if link is None:
             return
+        loop = asyncio.get_running_loop()
         if follower:
             sync.silence_follower(lb)
-            tasks.append(asyncio.get_running_loop().create_task(link.follow(lb)))
-            tasks.append(asyncio.get_running_loop().create_task(
-                link.send_counters(runtime, worker)))
+            if lb.control is not None:
+                lb.control.shared_sockets = True
         else:
             sync.restore_health(runtime, snapshot)
-            tasks.append(asyncio.get_running_loop().create_task(link.collect_counters(runtime)))
             lb.on_server_change = link.publish
+            lb.on_frontend_change = link.publish_frontend
+            lb.on_process_change = link.publish_global
             # Servers set `disabled` in the config or by a state file count too.
             for be in runtime.backends:
                 for srv in be.servers:
                     link.publish(srv)
+        # Every worker's counters reach every other one: the stats page and
+        # /metrics count the whole process whichever worker serves them.
+        tasks.append(loop.create_task(link.follow(lb, worker, apply=follower)))
+        tasks.append(loop.create_task(link.send_counters(runtime, worker)))
 
     check_fd_limit(cfg)
     socks = app.open_listeners(cfg, sockets)

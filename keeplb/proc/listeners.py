@@ -115,6 +115,17 @@ def bind_all(cfg: HaproxyConfig, keep: Mapping[str, socket.socket] | None = None
     return out
 
 
+def relisten(cfg: HaproxyConfig, sockets: Mapping[str, socket.socket]) -> None:
+    """listen() again on kept sockets (a master's reload): undoes the
+    shutdown(SHUT_RD) of a runtime `disable`/`shutdown frontend`, and applies
+    the new config's backlog; a no-op on a socket that listens already."""
+    for spec in listen_specs(cfg):
+        sock = sockets.get(spec.key)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.listen(spec.backlog)
+
+
 def export_fds(sockets: Mapping[str, socket.socket]) -> str:
     """The value of KEEPLB_LISTEN_FDS for a child: 'key=fd' pairs separated by spaces."""
     for s in sockets.values():

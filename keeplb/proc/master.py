@@ -139,10 +139,7 @@ class Master:
             worker.link = writer
             relay = self.relays.setdefault(worker.generation, sync.Relay())
             relay.add_worker(relative_id, writer)
-            if relative_id == 1:
-                self._background(relay.read_checker(reader))
-            else:
-                self._background(relay.read_follower(reader))
+            self._background(relay.read_worker(relative_id, reader))
         self._background(self._watch(worker, rfd))
         return worker
 
@@ -223,6 +220,9 @@ class Master:
             notify.ready("reload refused: no listener")
             return
         old_sockets = {k: s for k, s in self.sockets.items() if k not in new_sockets}
+        # A frontend disabled or shut down at runtime left its shared socket not
+        # listening; the new generation starts every frontend afresh, as haproxy's.
+        listeners.relisten(cfg, {k: s for k, s in new_sockets.items() if k in self.sockets})
         old_workers = [w for w in self.workers if not w.leaving]
         # What operators set at runtime (maint, drain, weights) must survive the reload.
         dump = await serverstate.fetch_servers_state(self.cfg)

@@ -22,24 +22,42 @@ property this way:
                            worker's balancer agrees; their copies of the
                            state-change log lines are not written twice
 
-A line carries a whole server state, not a delta, so applying one twice, or
-an old one followed by a newer one, leaves the same result.
+The runtime API's frontend and process commands (`disable`, `enable`,
+`shutdown frontend`, `set maxconn frontend|global`, `set rate-limit`) travel
+the same way: one line with the frontend's whole state (`{"f": name, ...}`)
+or the process limits (`{"global": true, ...}`). A follower applies them
+through AppControl, as the checker did, so every worker stops (or resumes)
+accepting. The listening sockets are shared: the checker's shutdown(SHUT_RD)
+(or listen()) acts for every worker at once, so a follower only stops or
+resumes its own accepting (AppControl.shared_sockets) and a late line never
+undoes a newer change; the EINVAL a follower's accept() may meet before the
+line arrives is worker 1's pause, not an error (not logged, see _SharedPause).
+A restarted worker finds each frontend's state in the snapshot and starts
+accepting only on those neither disabled nor shut down. A reload starts every
+frontend afresh, as haproxy's does (the master listens again, Master._reload).
+
+A line carries a whole state, not a delta, so applying one twice, or an old
+one followed by a newer one, leaves the same result.
 
 The snapshot is also applied to a restarted checker: what the operator set
 and the health counters survive a crash of worker 1.
 
-Traffic counters flow the other way: every follower sends its whole counters
-(one `{"ctr": ...}` line) once a second; the master passes these lines to the
-checker only, which keeps the latest per worker in ProcessRuntime.peer_counters
-so `show stat`, `show info` and /metrics count every worker, as haproxy's one
-process counts every thread. Counters are not events: a periodic whole
-snapshot loses nothing when a line is late, and costs one line per second.
+Traffic counters flow between all workers: every worker sends its whole
+counters (one `{"ctr": ...}` line, sessions and queues) once a second; the
+master passes each line to every other worker of the generation, which keeps
+the latest per worker in ProcessRuntime.peer_counters. So `show stat`,
+`show info`, the stats page and /metrics count every worker, as haproxy's one
+process counts every thread, whichever worker serves them (a stats page or a
+/metrics frontend is accepted by any worker). Counters are not events: a
+periodic whole snapshot loses nothing when a line is late, and costs one line
+per worker per second; the sums lag the truth by up to that second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -49,7 +67,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
-from keeplb.lb.server import AdminState, OpState, ProcessRuntime, ServerRuntime
+from keeplb.lb.server import (
+    AdminState,
+    FrontendRuntime,
+    OpState,
+    ProcessRuntime,
+    ServerRuntime,
+)
 
 if TYPE_CHECKING:
     from keeplb.lb.app import LoadBalancer
@@ -71,6 +95,19 @@ def server_key(rec: dict[str, Any]) -> tuple[str, str]:
     return str(rec.get("b")), str(rec.get("s"))
 
 
+def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
+    """The snapshot slot of a state line: one per server, one per frontend and
+    one for the process limits; None for any other line (counters)."""
+    f = rec.get("f")
+    if isinstance(f, str):
+        return ("f", f)
+    if rec.get("global") is True:
+        return ("global",)
+    if "b" in rec and "s" in rec:
+        return ("s", *server_key(rec))
+    return None
+
+
 def server_record(s: ServerRuntime) -> dict[str, Any]:
     """The state of `s` that every worker must share (eweight is not in it: the
     slowstart ramp runs in each worker from the moment it saw the server go UP)."""
@@ -84,12 +121,29 @@ def server_record(s: ServerRuntime) -> dict[str, Any]:
     }
 
 
+def frontend_record(fe: FrontendRuntime) -> dict[str, Any]:
+    """What the runtime API sets on a frontend, for every worker."""
+    return {"f": fe.name, "disabled": fe.disabled, "stopped": fe.stopped,
+            "maxconn": fe.maxconn}
+
+
+def global_record(runtime: ProcessRuntime) -> dict[str, Any]:
+    """The process limits the runtime API sets (`set maxconn global`,
+    `set rate-limit ... global`), for every worker."""
+    return {"global": True, "maxconn": runtime.maxconn, "hard": runtime.hard_maxconn,
+            "rl": dict(runtime.rate_limits)}
+
+
 def counters_record(runtime: ProcessRuntime, worker: int) -> dict[str, Any]:
-    """A follower's counters, each Counters as a list in field order."""
+    """A worker's counters, each Counters as a list in field order, and its
+    queues as [current, max]."""
     return {"ctr": worker, "cur": runtime.cur_conns, "cum": runtime.cum_conns,
             "fe": {fe.name: astuple(fe.counters) for fe in runtime.frontends},
             "be": {be.name: astuple(be.counters) for be in runtime.backends},
             "sv": {f"{be.name}/{s.name}": astuple(s.counters)
+                   for be in runtime.backends for s in be.servers},
+            "bq": {be.name: [be.queue_cur, be.queue_max] for be in runtime.backends},
+            "sq": {f"{be.name}/{s.name}": [s.queue_cur, s.queue_max]
                    for be in runtime.backends for s in be.servers}}
 
 
@@ -134,11 +188,47 @@ def _copy_check_fields(srv: ServerRuntime, rec: dict[str, Any]) -> None:
             setattr(srv, field_, v)
 
 
+def _static_frontend(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+    fe = runtime.frontend(str(rec.get("f")))
+    if fe is None:
+        return False
+    fe.stopped = rec.get("stopped") is True
+    fe.disabled = fe.paused = rec.get("disabled") is True
+    maxconn = rec.get("maxconn")
+    if isinstance(maxconn, int) and maxconn >= 0:
+        fe.maxconn = maxconn
+    return True
+
+
+def _global_limits(runtime: ProcessRuntime, rec: dict[str, Any]) -> None:
+    """The hard limit and the rate limits of a global record; the maxconn is
+    the caller's (a live one goes through AppControl)."""
+    hard = rec.get("hard")
+    if isinstance(hard, int) and hard > 0:
+        runtime.hard_maxconn = hard
+    rl = rec.get("rl")
+    if isinstance(rl, dict):
+        runtime.rate_limits = {str(k): v for k, v in rl.items()
+                               if isinstance(v, int) and v > 0}
+
+
 def apply_static(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> int:
-    """Before serving: write the snapshot into the ServerRuntime objects, which
-    the balancers are then built from. Returns how many servers it matched."""
+    """Before serving: write the snapshot into the ServerRuntime and
+    FrontendRuntime objects, which the balancers and listeners are then built
+    from (a disabled or shut down frontend does not start accepting). Returns
+    how many records it matched."""
     n = 0
     for rec in records:
+        if "f" in rec:
+            n += _static_frontend(runtime, rec)
+            continue
+        if rec.get("global") is True:
+            _global_limits(runtime, rec)
+            maxconn = rec.get("maxconn")
+            if isinstance(maxconn, int) and maxconn > 0:
+                runtime.maxconn = maxconn
+            n += 1
+            continue
         srv = _find(runtime, rec)
         if srv is None:
             continue
@@ -185,6 +275,21 @@ class RelayedResult:
     code: int | None
 
 
+class _SharedPause(logging.Filter):
+    """In a follower: drops the `cannot accept ... Invalid argument` warning.
+    The listening sockets are shared, so worker 1's `disable frontend` or
+    `shutdown frontend` (shutdown(SHUT_RD)) stops them for every worker at
+    once; a follower's accept() then fails with EINVAL until the relayed line
+    pauses its listener (which waits meanwhile): that is the pause, not an error."""
+
+    EINVAL = os.strerror(errno.EINVAL)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(record.msg, str) and record.msg.startswith("%s: cannot accept on")
+                    and isinstance(args, tuple) and len(args) == 3 and args[2] == self.EINVAL)
+
+
 class _Quiet(logging.Filter):
     """Drops the log records written while a relayed change is applied: the
     checker already wrote those lines once, as haproxy's one process does."""
@@ -210,9 +315,13 @@ def _quietly() -> Iterator[None]:
 
 
 def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
-    """In a follower, while serving: make the local server agree with `rec`,
-    through AppControl and LoadBalancer.on_transition. Returns False when the
-    record names no known server."""
+    """In a follower, while serving: make the local server, frontend or process
+    limits agree with `rec`, through AppControl and LoadBalancer.on_transition.
+    Returns False when the record names nothing known."""
+    if "f" in rec:
+        return _apply_frontend(lb, rec)
+    if rec.get("global") is True:
+        return _apply_global(lb, rec)
     srv = _find(lb.runtime, rec)
     control = lb.control
     if srv is None or control is None:
@@ -244,6 +353,43 @@ def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     return True
 
 
+def _apply_frontend(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    """A frontend's state from the checker: the same AppControl calls as its
+    runtime API made (AppControl.shared_sockets: the sockets' kernel state is
+    the checker's; this worker stops or resumes its own accepting)."""
+    fe = lb.runtime.frontend(str(rec.get("f")))
+    control = lb.control
+    if fe is None or control is None:
+        return False
+    with _quietly():
+        maxconn = rec.get("maxconn")
+        if isinstance(maxconn, int) and maxconn >= 0 and maxconn != fe.maxconn:
+            control.set_frontend_maxconn(fe, maxconn)
+        if fe.stopped:
+            return True  # for good, as in the checker
+        disabled = rec.get("disabled")
+        if rec.get("stopped") is True:
+            control.shutdown_frontend(fe)
+        elif disabled is True and not fe.disabled:
+            control.disable_frontend(fe)
+        elif disabled is False and fe.disabled:
+            control.enable_frontend(fe)
+    return True
+
+
+def _apply_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    control = lb.control
+    if control is None:
+        return False
+    rt = lb.runtime
+    with _quietly():
+        _global_limits(rt, rec)
+        maxconn = rec.get("maxconn")
+        if isinstance(maxconn, int) and maxconn > 0 and maxconn != rt.maxconn:
+            control.set_global_maxconn(rt, maxconn)
+    return True
+
+
 def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, Any]) -> None:
     result = RelayedResult(str(rec.get("desc") or ""), str(rec.get("info") or ""),
                            srv.check_duration_ms, srv.check_code)
@@ -259,12 +405,15 @@ def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, 
 
 
 def silence_follower(lb: LoadBalancer) -> None:
-    """A follower writes no server-state lines of its own (syslog or stderr)."""
+    """A follower writes no server-state lines of its own (syslog or stderr),
+    nor warnings for worker 1's pause of a shared listening socket."""
     from keeplb.lb.log import ProxyLog
 
     for be in lb.backends.values():
         be.log = ProxyLog([], be.log.tag, be.log.pid)
-    logging.getLogger("keeplb.lb").addFilter(_quiet)
+    logger = logging.getLogger("keeplb.lb")
+    logger.addFilter(_quiet)
+    logger.addFilter(_SharedPause())
 
 
 # --------------------------------------------------------------------------
@@ -339,32 +488,47 @@ class WorkerLink:
                 return
             self.buf += data
 
-    async def follow(self, lb: LoadBalancer) -> None:
-        """Apply every relayed line until the master closes the socket."""
+    async def follow(self, lb: LoadBalancer, worker: int, *, apply: bool) -> None:
+        """Until the master closes the socket: keep the other workers' latest
+        counters lines (ProcessRuntime.peer_counters) and, with `apply` (a
+        follower), apply every state line."""
+        peers = lb.runtime.peer_counters
         async for rec in self._records():
+            ctr = rec.get("ctr")
+            if isinstance(ctr, int):
+                if ctr != worker:
+                    peers[ctr] = rec
+                continue
+            if not apply:
+                continue
             try:
                 apply_live(lb, rec)
             except Exception:  # one bad line must not stop the worker's sync
-                log.exception("sync: applying %s/%s failed", *server_key(rec))
+                log.exception("sync: applying %s failed", record_key(rec))
 
     async def send_counters(self, runtime: ProcessRuntime, worker: int) -> None:
-        """A follower's periodic counters line, until the worker stops."""
+        """This worker's periodic counters line, until the worker stops."""
         while True:
             await asyncio.sleep(COUNTERS_INTERVAL_S)
-            self.out += encode(counters_record(runtime, worker))
-            self._flush()
+            self.send(counters_record(runtime, worker))
 
-    async def collect_counters(self, runtime: ProcessRuntime) -> None:
-        """The checker's end: keep each follower's latest counters line."""
-        async for rec in self._records():
-            if isinstance(rec.get("ctr"), int):
-                runtime.peer_counters[rec["ctr"]] = rec
+    def send(self, rec: dict[str, Any]) -> None:
+        """One line to the master, buffered without bound so a slow master
+        never blocks the worker."""
+        self.out += encode(rec)
+        self._flush()
 
     def publish(self, server: ServerRuntime) -> None:
-        """The checker's LoadBalancer.on_server_change: one line per change,
-        buffered without bound so a slow master never blocks the checker."""
-        self.out += encode(server_record(server))
-        self._flush()
+        """The checker's LoadBalancer.on_server_change: one line per change."""
+        self.send(server_record(server))
+
+    def publish_frontend(self, fe: FrontendRuntime) -> None:
+        """The checker's LoadBalancer.on_frontend_change."""
+        self.send(frontend_record(fe))
+
+    def publish_global(self, runtime: ProcessRuntime) -> None:
+        """The checker's LoadBalancer.on_process_change."""
+        self.send(global_record(runtime))
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -397,9 +561,8 @@ class Relay:
     """In the master: the snapshot of one generation and the links to its workers."""
 
     def __init__(self) -> None:
-        self.snapshot: dict[tuple[str, str], bytes] = {}
-        self.followers: dict[int, asyncio.StreamWriter] = {}
-        self.checker: asyncio.StreamWriter | None = None
+        self.snapshot: dict[tuple[str, ...], bytes] = {}
+        self.links: dict[int, asyncio.StreamWriter] = {}
 
     def add_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
         """Send the snapshot and the marker, then the live lines (no await in
@@ -407,38 +570,35 @@ class Relay:
         for line in self.snapshot.values():
             writer.write(line)
         writer.write(SYNCED)
-        if relative_id != 1:
-            self.followers[relative_id] = writer
-        else:
-            self.checker = writer
+        self.links[relative_id] = writer
 
     def remove_worker(self, relative_id: int, writer: asyncio.StreamWriter) -> None:
-        if self.followers.get(relative_id) is writer:
-            del self.followers[relative_id]
-        if self.checker is writer:
-            self.checker = None
+        if self.links.get(relative_id) is writer:
+            del self.links[relative_id]
         writer.close()
 
-    def on_line(self, line: bytes) -> None:
+    def on_line(self, sender: int, line: bytes) -> None:
+        """A line from worker `sender`: a counters line goes to every other
+        worker; a state line of the checker (worker 1) is kept in the snapshot
+        and goes to every follower; anything else is dropped."""
         rec = decode(line)
         if rec is None:
             return
         line = line if line.endswith(b"\n") else line + b"\n"
-        self.snapshot[server_key(rec)] = line
-        for w in list(self.followers.values()):
-            if not w.is_closing():
+        if isinstance(rec.get("ctr"), int):
+            skip = sender
+        else:
+            key = record_key(rec)
+            if key is None or sender != 1:
+                return
+            self.snapshot[key] = line
+            skip = 1
+        for relative_id, w in list(self.links.items()):
+            if relative_id != skip and not w.is_closing():
                 w.write(line)
 
-    async def read_checker(self, reader: asyncio.StreamReader) -> None:
-        """Relay the checker's lines until it exits."""
+    async def read_worker(self, relative_id: int, reader: asyncio.StreamReader) -> None:
+        """Relay a worker's lines until it exits."""
         with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
             while line := await reader.readline():
-                self.on_line(line)
-
-    async def read_follower(self, reader: asyncio.StreamReader) -> None:
-        """Pass a follower's counters lines to the current checker until it exits."""
-        with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
-            while line := await reader.readline():
-                w = self.checker
-                if line.endswith(b"\n") and w is not None and not w.is_closing():
-                    w.write(line)
+                self.on_line(relative_id, line)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,13 +31,25 @@ backend be
 """
 
 
-@pytest.fixture
-def cfg(tmp_path: Path) -> HaproxyConfig:
-    p = tmp_path / "lb.cfg"
-    p.write_text(CFG)
-    c, diags = haproxy.parse([str(p)])
+def parsed(path: Path, text: str) -> HaproxyConfig:
+    path.write_text(text)
+    c, diags = haproxy.parse([str(path)])
     assert not diags.has_errors
     return c
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> HaproxyConfig:
+    return parsed(tmp_path / "lb.cfg", CFG)
+
+
+@pytest.fixture
+def lb_filters() -> Iterator[None]:
+    """silence_follower() adds filters to the 'keeplb.lb' logger: removed after the test."""
+    logger = logging.getLogger("keeplb.lb")
+    before = list(logger.filters)
+    yield
+    logger.filters[:] = before
 
 
 def server(rt: ProcessRuntime, name: str) -> ServerRuntime:
@@ -70,6 +86,7 @@ def picks(lb: app.LoadBalancer, n: int = 6) -> set[str]:
     return out
 
 
+@pytest.mark.usefixtures("lb_filters")
 def test_relayed_lines_change_a_follower_as_local_changes_would(cfg: HaproxyConfig) -> None:
     async def run() -> None:
         lb = app.LoadBalancer(cfg, app.build_runtime(cfg, resolve=False))
@@ -137,15 +154,35 @@ def test_relay_keeps_the_last_line_per_server_and_relays_to_followers() -> None:
     relay.add_worker(2, cast(Any, follower))
     relay.add_worker(1, cast(Any, checker))
     for line in (a1, b"not json\n", b1, a2):
-        relay.on_line(line)
+        relay.on_line(1, line)
+    relay.on_line(2, a1)  # a follower's state line: not the checker's, dropped
     assert follower.data == sync.SYNCED + a1 + b1 + a2
-    assert checker.data == sync.SYNCED  # the checker only talks
+    assert checker.data == sync.SYNCED  # the checker's own lines do not come back
     late = FakeWriter()
     relay.add_worker(3, cast(Any, late))
     assert late.data == a2 + b1 + sync.SYNCED or late.data == b1 + a2 + sync.SYNCED
     relay.remove_worker(2, cast(Any, follower))
-    relay.on_line(a1)
+    relay.on_line(1, a1)
     assert follower.closed and not follower.data.endswith(a1 + a1)
+
+
+def test_relay_keeps_frontend_and_global_lines_and_passes_counters_to_every_other_worker(
+) -> None:
+    relay = sync.Relay()
+    w1, w2, w3 = FakeWriter(), FakeWriter(), FakeWriter()
+    for i, w in enumerate((w1, w2, w3), start=1):
+        relay.add_worker(i, cast(Any, w))
+    off = sync.encode({"f": "fe", "disabled": True, "stopped": False, "maxconn": 0})
+    on = sync.encode({"f": "fe", "disabled": False, "stopped": False, "maxconn": 7})
+    glob = sync.encode({"global": True, "maxconn": 50, "hard": 100, "rl": {}})
+    ctr2 = sync.encode({"ctr": 2, "cur": 1})
+    ctr1 = sync.encode({"ctr": 1, "cur": 3})
+    for sender, line in ((1, off), (1, glob), (2, ctr2), (1, ctr1), (1, on)):
+        relay.on_line(sender, line)
+    assert w1.data == sync.SYNCED + ctr2
+    assert w2.data == sync.SYNCED + off + glob + ctr1 + on
+    assert w3.data == sync.SYNCED + off + glob + ctr2 + ctr1 + on
+    assert set(relay.snapshot.values()) == {on, glob}  # counters are no state
 
 
 def test_worker_link_reads_the_snapshot_and_keeps_what_follows() -> None:
@@ -186,3 +223,103 @@ def test_no_snapshot_within_the_timeout_gives_what_came() -> None:
         link.sock.close()
     finally:
         mine.close()
+
+
+FE_CFG = CFG + """\
+frontend fe
+    bind 127.0.0.1:10
+    default_backend be
+"""
+
+
+@pytest.fixture
+def fe_cfg(tmp_path: Path) -> HaproxyConfig:
+    return parsed(tmp_path / "fe.cfg", FE_CFG)
+
+
+def test_frontend_and_global_snapshot_lines_apply_before_serving(fe_cfg: HaproxyConfig) -> None:
+    rt = app.build_runtime(fe_cfg, resolve=False)
+    recs = [{"f": "fe", "disabled": True, "stopped": False, "maxconn": 9},
+            {"global": True, "maxconn": 40, "hard": 80, "rl": {"sessions": 5, "x": "bad"}},
+            {"f": "nope", "disabled": True}]
+    assert sync.apply_static(rt, recs) == 2
+    fe = rt.frontend("fe")
+    assert fe is not None
+    assert (fe.disabled, fe.paused, fe.stopped, fe.maxconn) == (True, True, False, 9)
+    assert (rt.maxconn, rt.hard_maxconn, rt.rate_limits) == (40, 80, {"sessions": 5})
+    lb = app.LoadBalancer(fe_cfg, rt)
+    assert not lb.frontends[0].can_accept()  # a restarted worker stays disabled
+
+
+@pytest.mark.usefixtures("lb_filters")
+def test_checker_publishes_frontend_and_process_changes_and_a_follower_applies_them(
+        fe_cfg: HaproxyConfig) -> None:
+    lines: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        checker = app.LoadBalancer(fe_cfg, app.build_runtime(fe_cfg, resolve=False))
+        control = app.AppControl(checker)
+        checker.control = control
+        checker.on_frontend_change = lambda fe: lines.append(sync.frontend_record(fe))
+        checker.on_process_change = lambda rt: lines.append(sync.global_record(rt))
+        fe = checker.runtime.frontends[0]
+        control.disable_frontend(fe)
+        control.set_frontend_maxconn(fe, 12)
+        control.set_global_maxconn(checker.runtime, 30)
+        control.set_rate_limit(checker.runtime, "connections", 4)
+        control.enable_frontend(fe)
+        control.shutdown_frontend(fe)
+
+        follower = app.LoadBalancer(fe_cfg, app.build_runtime(fe_cfg, resolve=False))
+        follower.control = app.AppControl(follower)
+        follower.control.shared_sockets = True
+        sync.silence_follower(follower)
+        ffe = follower.runtime.frontends[0]
+        states = []
+        for rec in lines:
+            rec = sync.decode(sync.encode(rec).rstrip(b"\n")) or {}
+            assert sync.apply_live(follower, rec)
+            assert sync.apply_live(follower, rec)  # twice: the same state
+            states.append((ffe.disabled, ffe.paused, ffe.stopped, ffe.maxconn))
+        assert states == [(True, True, False, 0), (True, True, False, 12),
+                          (True, True, False, 12), (True, True, False, 12),
+                          (False, False, False, 12), (False, True, True, 12)]
+        assert states[-1] == (fe.disabled, fe.paused, fe.stopped, fe.maxconn)
+        frt = follower.runtime
+        assert (frt.maxconn, frt.rate_limits) == (30, {"connections": 4})
+        assert not sync.apply_live(follower, {"f": "nope", "disabled": True})
+        await checker.close()
+        await follower.close()
+
+    asyncio.run(run())
+    assert [next(iter(r)) for r in lines] == ["f", "f", "global", "global", "f", "f"]
+
+
+@pytest.mark.usefixtures("lb_filters")
+def test_a_follower_hides_the_accept_einval_of_a_shared_pause(
+        fe_cfg: HaproxyConfig, caplog: pytest.LogCaptureFixture) -> None:
+    sync.silence_follower(app.LoadBalancer(fe_cfg, app.build_runtime(fe_cfg, resolve=False)))
+    logger = logging.getLogger("keeplb.lb")
+    with caplog.at_level(logging.WARNING, "keeplb.lb"):
+        for code in (errno.EINVAL, errno.EMFILE):
+            logger.warning("%s: cannot accept on %s: %s; retrying", "fe", "k", os.strerror(code))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"fe: cannot accept on k: {os.strerror(errno.EMFILE)}; retrying"]
+
+
+def test_stat_rows_add_up_every_workers_sessions_and_queues(fe_cfg: HaproxyConfig) -> None:
+    from keeplb.lb import stats
+
+    own, peer = (app.build_runtime(fe_cfg, resolve=False) for _ in range(2))
+    for rt, cur, most, queued in ((own, 3, 5, (1, 1)), (peer, 4, 4, (2, 6))):
+        fe, be = rt.frontends[0], rt.backends[0]
+        fe.counters.cur_sess, fe.counters.max_sess = cur, most
+        be.queue_cur, be.queue_max = queued
+        server(rt, "s1").queue_cur, server(rt, "s1").queue_max = queued
+    own.peer_counters[2] = sync.decode(sync.encode(sync.counters_record(peer, 2))) or {}
+    fe_row = stats.frontend_row(own, own.frontends[0])
+    # smax: the workers' peaks (5, 4) need not have coincided, but 7 are open now
+    assert (fe_row["scur"], fe_row["smax"]) == (7, 7)
+    be_row = stats.backend_row(own, own.backends[0], 0.0)
+    sv_row = stats.server_row(own, own.backends[0], server(own, "s1"), 0.0)
+    assert (be_row["qcur"], be_row["qmax"]) == (sv_row["qcur"], sv_row["qmax"]) == (3, 6)
