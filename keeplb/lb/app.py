@@ -446,16 +446,23 @@ class AppControl(DirectControl):
     def set_frontend_maxconn(self, fe: FrontendRuntime, maxconn: int) -> None:
         super().set_frontend_maxconn(fe, maxconn)
         front = self._frontend(fe)
-        if front is not None and front.paused:
-            self._resume_if_possible(front)
+        if front is not None:
+            self._apply_limit(front)
         self.lb.frontend_changed(fe)
 
     def set_global_maxconn(self, rt: ProcessRuntime, maxconn: int) -> None:
         super().set_global_maxconn(rt, maxconn)
         for front in self.lb.frontends:
-            if front.paused:
-                self._resume_if_possible(front)
+            self._apply_limit(front)
         self.lb.process_changed()
+
+    def _apply_limit(self, front: Frontend) -> None:
+        """After a maxconn change: resume a frontend the old limit paused, or
+        pause one already at the new (lower) limit."""
+        if front.paused:
+            self._resume_if_possible(front)
+        elif not (front.rt.disabled or front.rt.stopped or front.can_accept()):
+            front.pause()
 
     def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None:
         super().set_rate_limit(rt, what, value)

@@ -697,8 +697,8 @@ class Limits:
 
     @property
     def full(self) -> bool:
-        mc = self.process.maxconn
-        return mc > 0 and self.process.cur_conns >= mc
+        p = self.process
+        return p.maxconn > 0 and p.cur_conns >= p.share(p.maxconn)
 
     def session_ended(self) -> None:
         self.process.cur_conns -= 1
@@ -849,7 +849,8 @@ class Frontend:
         if self.rt.disabled or self.rt.stopped:
             return False  # `disable frontend` / `shutdown frontend` from the runtime API
         mc = self.rt.maxconn
-        return not (mc > 0 and self.rt.counters.cur_sess >= mc) and not self.limits.full
+        return (not (mc > 0 and self.rt.counters.cur_sess >= self.limits.process.share(mc))
+                and not self.limits.full)
 
     def pause(self) -> None:
         self.paused = True

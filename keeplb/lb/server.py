@@ -201,6 +201,18 @@ class ProcessRuntime:
     # nbthread: the other workers' latest counters snapshots, by worker number,
     # kept by worker 1 (keeplb.proc.sync) and added in by the stats renderers
     peer_counters: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # nbthread: which of the nbthread worker processes this is (1..nbthread)
+    worker: int = 1
+
+    def share(self, limit: int) -> int:
+        """This worker's part of a process-wide connection limit (global or
+        frontend maxconn): haproxy's limit counts all its threads, keeplb's
+        workers each take limit/nbthread, the first ones one more for the
+        remainder. The workers share the listening socket, so one that has
+        used its part stops accepting and the others take the waiting clients:
+        the process as a whole holds at most `limit`."""
+        n = max(1, self.nbthread)
+        return limit // n + (1 if self.worker - 1 < limit % n else 0)
 
     def backend(self, name: str) -> BackendRuntime | None:
         for b in self.backends:

@@ -140,6 +140,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     from keeplb.lb import app
 
     runtime = app.build_runtime(cfg)
+    runtime.worker = worker
     saved = serverstate.load(state_file)
     if saved:
         n = serverstate.apply_servers_state(runtime, saved)

@@ -1,0 +1,33 @@
+"""keeplb.lb.server: the parts of the runtime state with arithmetic in them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keeplb.lb.server import ProcessRuntime
+
+
+def proc(nbthread: int, worker: int) -> ProcessRuntime:
+    return ProcessRuntime(pid=1, started=0.0, maxconn=100, nbthread=nbthread, worker=worker)
+
+
+@pytest.mark.parametrize(("nbthread", "limit", "parts"), [
+    (1, 7, [7]),
+    (2, 5, [3, 2]),
+    (2, 1, [1, 0]),
+    (3, 10, [4, 3, 3]),
+    (4, 2, [1, 1, 0, 0]),
+])
+def test_each_worker_takes_its_part_of_a_limit(nbthread: int, limit: int, parts: list[int]
+                                               ) -> None:
+    assert [proc(nbthread, w).share(limit) for w in range(1, nbthread + 1)] == parts
+
+
+@given(st.integers(1, 64), st.integers(0, 100_000))
+def test_the_parts_add_up_to_the_limit_and_differ_by_one_at_most(nbthread: int, limit: int
+                                                                  ) -> None:
+    parts = [proc(nbthread, w).share(limit) for w in range(1, nbthread + 1)]
+    assert sum(parts) == limit
+    assert max(parts) - min(parts) <= 1
