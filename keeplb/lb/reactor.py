@@ -289,17 +289,12 @@ class Stream:
     # -- asyncio.Transport ------------------------------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if self.closed:
-            return default
-        if name == "socket":
-            # A socket object on the same descriptor, for getsockopt() and the
-            # like (tests); closing it would close the connection's descriptor.
-            return socket.socket(fileno=os.dup(self.fd))
+        """'peername' and 'sockname' (a bare descriptor: no 'socket')."""
         if name == "peername":
-            if self.peer is None:
+            if self.peer is None and not self.closed:
                 self.peer = fdsock.getpeername(self.fd)
             return self.peer if self.peer is not None else default
-        if name == "sockname":
+        if name == "sockname" and not self.closed:
             local = fdsock.getsockname(self.fd)
             return local if local is not None else default
         return default
