@@ -18,7 +18,8 @@ and the stats socket, and every server change it makes is relayed to the
 other workers (keeplb.proc.sync), which apply it through on_transition and
 AppControl: one health-check state, as haproxy's threads share one. The
 runtime API's frontend and process-limit commands travel the same way
-(on_frontend_change, on_process_change).
+(on_frontend_change, on_process_change), and so does `clear counters`
+(on_counters_clear).
 """
 from __future__ import annotations
 
@@ -174,6 +175,8 @@ class LoadBalancer:
         self.on_server_change: Callable[[ServerRuntime], None] | None = None
         self.on_frontend_change: Callable[[FrontendRuntime], None] | None = None
         self.on_process_change: Callable[[ProcessRuntime], None] | None = None
+        # ... and every `clear counters [all]` (an event: the clear's number, all)
+        self.on_counters_clear: Callable[[int, bool], None] | None = None
         for brt in self.runtime.backends:
             bal = make_backend_balancer(brt.config, brt.servers)
             be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
@@ -209,6 +212,11 @@ class LoadBalancer:
         """Called after an operator changed the global maxconn or a rate limit."""
         if self.on_process_change is not None:
             self.on_process_change(self.runtime)
+
+    def counters_cleared(self, epoch: int, everything: bool) -> None:
+        """Called after an operator's `clear counters [all]` (ProcessRuntime.clear_counters)."""
+        if self.on_counters_clear is not None:
+            self.on_counters_clear(epoch, everything)
 
     # -- state changes from checks or operators ----------------------------
 
@@ -467,6 +475,9 @@ class AppControl(DirectControl):
     def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None:
         super().set_rate_limit(rt, what, value)
         self.lb.process_changed()
+
+    def clear_counters(self, rt: ProcessRuntime, everything: bool) -> None:
+        self.lb.counters_cleared(rt.clear_counters(everything), everything)
 
 
 def _result_fields(result: Any, went_up: bool) -> tuple[str, str, int | None, int | None]:

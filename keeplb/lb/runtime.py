@@ -39,6 +39,10 @@ resumes and closes the listeners):
     set_global_maxconn(rt, maxconn: int)         # 1 .. hard maxconn
     set_rate_limit(rt, what: str, value: int)    # RATE_LIMITS key, stored unit, 0: none
 
+`clear counters [all]` goes through `CountersControl.clear_counters(rt,
+everything)` when the control has it (DirectControl: ProcessRuntime.clear_counters;
+app.py's also tells the other nbthread workers), else clears `rt` itself.
+
 Optionally, the same object may also implement `SessionControl`
 (`sessions()`, `shutdown_session(ident)`, `shutdown_sessions(server)`) for
 `show sess`, `shutdown session` and `shutdown sessions server`; without it
@@ -157,6 +161,14 @@ class FrontendControl(Protocol):
     def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None: ...
 
 
+@runtime_checkable
+class CountersControl(Protocol):
+    """`clear counters [all]` (`everything`), called with the CLI's runtime;
+    optional: without it the CLI clears the runtime's counters itself."""
+
+    def clear_counters(self, rt: ProcessRuntime, everything: bool) -> None: ...
+
+
 # `set rate-limit <what> global <value>`: haproxy's settings, and the factor
 # from the CLI's unit to the stored one (http-compression is given in kB/s).
 RATE_LIMITS = {"connections": 1, "sessions": 1, "ssl-sessions": 1, "http-compression": 1024}
@@ -266,6 +278,11 @@ class DirectControl:
             rt.rate_limits[what] = value
         else:
             rt.rate_limits.pop(what, None)
+
+    # -- CountersControl ---------------------------------------------------
+
+    def clear_counters(self, rt: ProcessRuntime, everything: bool) -> None:
+        rt.clear_counters(everything)
 
 
 # --------------------------------------------------------------------------
@@ -612,21 +629,11 @@ def _cmd_clear_counters(sess: CliSession, args: list[str]) -> str:
     clear_all = _arg(args, 2) == "all"
     if clear_all and sess.level < AccessLevel.ADMIN:
         return PERMISSION_DENIED
-    rt = sess.runtime
-    objs = [fe.counters for fe in rt.frontends] + [be.counters for be in rt.backends]
-    objs += [s.counters for be in rt.backends for s in be.servers]
-    for c in objs:
-        c.max_sess = c.cur_sess
-        c.conn_rate_max = 0
-        if clear_all:
-            cur = c.cur_sess
-            for f in type(c).__dataclass_fields__:
-                setattr(c, f, 0)
-            c.cur_sess = c.max_sess = cur
-    for be in rt.backends:
-        be.queue_max = be.queue_cur
-        for s in be.servers:
-            s.queue_max = s.queue_cur
+    ctl = sess.control
+    if isinstance(ctl, CountersControl):
+        ctl.clear_counters(sess.runtime, clear_all)
+    else:
+        sess.runtime.clear_counters(clear_all)
     return ""
 
 

@@ -62,6 +62,34 @@ class Counters:
         if self.cur_sess > 0:
             self.cur_sess -= 1
 
+    def clear(self, everything: bool) -> None:
+        """`clear counters`: the maxima start again from now; with `all`
+        (`everything`), every counter but the current sessions restarts at 0."""
+        cur = self.cur_sess
+        if everything:
+            for name in COUNTER_FIELDS:
+                setattr(self, name, 0)
+            self.cur_sess = cur
+        self.max_sess = cur
+        self.conn_rate_max = 0
+
+
+COUNTER_FIELDS = tuple(Counters.__dataclass_fields__)
+_CUR, _MAX, _RATE_MAX = (COUNTER_FIELDS.index(n) for n in ("cur_sess", "max_sess", "conn_rate_max"))
+
+
+def clear_counter_values(values: list[Any], everything: bool) -> None:
+    """Counters.clear on a Counters as a list in field order (another worker's
+    snapshot, keeplb.proc.sync.counters_record), in place."""
+    if len(values) != len(COUNTER_FIELDS):
+        return
+    cur = values[_CUR]
+    if everything:
+        values[:] = [0] * len(COUNTER_FIELDS)
+        values[_CUR] = cur
+    values[_MAX] = cur
+    values[_RATE_MAX] = 0
+
 
 @dataclass(eq=False)
 class ServerRuntime:
@@ -203,6 +231,10 @@ class ProcessRuntime:
     peer_counters: dict[int, dict[str, Any]] = field(default_factory=dict)
     # nbthread: which of the nbthread worker processes this is (1..nbthread)
     worker: int = 1
+    # nbthread: how many `clear counters` the process has seen (worker 1
+    # numbers them, keeplb.proc.sync relays them); a worker's counters line
+    # carries it, so one sent before a clear is not added in after it
+    clear_epoch: int = 0
 
     def share(self, limit: int) -> int:
         """This worker's part of a process-wide connection limit (global or
@@ -213,6 +245,34 @@ class ProcessRuntime:
         the process as a whole holds at most `limit`."""
         n = max(1, self.nbthread)
         return limit // n + (1 if self.worker - 1 < limit % n else 0)
+
+    def clear_counters(self, everything: bool, epoch: int | None = None) -> int:
+        """`clear counters [all]` on every frontend, backend and server (and
+        the queues' maxima), and on the other workers' snapshots this worker
+        holds (peer_counters) until their cleared lines come. `epoch`: the
+        clear's number as worker 1 gave it; None: the next one. Returns it."""
+        self.clear_epoch = self.clear_epoch + 1 if epoch is None else epoch
+        objs = [fe.counters for fe in self.frontends] + [be.counters for be in self.backends]
+        objs += [s.counters for be in self.backends for s in be.servers]
+        for c in objs:
+            c.clear(everything)
+        for be in self.backends:
+            be.queue_max = be.queue_cur
+            for s in be.servers:
+                s.queue_max = s.queue_cur
+        for peer in self.peer_counters.values():
+            peer["clr"] = self.clear_epoch
+            for kind in ("fe", "be", "sv"):
+                table = peer.get(kind)
+                for values in table.values() if isinstance(table, dict) else ():
+                    if isinstance(values, list):
+                        clear_counter_values(values, everything)
+            for kind in ("bq", "sq"):
+                table = peer.get(kind)
+                for values in table.values() if isinstance(table, dict) else ():
+                    if isinstance(values, list) and len(values) == 2:
+                        values[1] = values[0]
+        return self.clear_epoch
 
     def backend(self, name: str) -> BackendRuntime | None:
         for b in self.backends:

@@ -163,6 +163,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
             lb.on_server_change = link.publish
             lb.on_frontend_change = link.publish_frontend
             lb.on_process_change = link.publish_global
+            lb.on_counters_clear = link.publish_clear
             # Servers set `disabled` in the config or by a state file count too.
             for be in runtime.backends:
                 for srv in be.servers:

@@ -36,7 +36,18 @@ A restarted worker finds each frontend's state in the snapshot and starts
 accepting only on those neither disabled nor shut down. A reload starts every
 frontend afresh, as haproxy's does (the master listens again, Master._reload).
 
-A line carries a whole state, not a delta, so applying one twice, or an old
+`clear counters [all]` is an event, not a state: worker 1 clears its own
+counters, numbers the clear (ProcessRuntime.clear_epoch) and sends
+`{"clear": "all"|"max", "n": N}`; each follower clears its counters the same
+way when the line arrives. Every worker also clears, in place, the other
+workers' snapshots it holds, and from then on ignores a counters line that
+carries an older number (`"clr"`, sent before that worker applied the
+clear), so no old value is added in again. The master keeps the last clear
+line in the snapshot only for its number: a restarted worker's counters start
+at 0 anyway, so apply_static takes the number over and clears nothing (its
+counters lines must carry the current number, or the others would ignore them).
+
+A state line carries a whole state, not a delta, so applying one twice, or an old
 one followed by a newer one, leaves the same result.
 
 The snapshot is also applied to a restarted checker: what the operator set
@@ -96,11 +107,14 @@ def server_key(rec: dict[str, Any]) -> tuple[str, str]:
 
 
 def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
-    """The snapshot slot of a state line: one per server, one per frontend and
-    one for the process limits; None for any other line (counters)."""
+    """The snapshot slot of a state line: one per server, one per frontend,
+    one for the process limits and one for the last `clear counters`; None
+    for any other line (counters)."""
     f = rec.get("f")
     if isinstance(f, str):
         return ("f", f)
+    if "clear" in rec:
+        return ("clear",)
     if rec.get("global") is True:
         return ("global",)
     if "b" in rec and "s" in rec:
@@ -134,10 +148,16 @@ def global_record(runtime: ProcessRuntime) -> dict[str, Any]:
             "rl": dict(runtime.rate_limits)}
 
 
+def clear_record(epoch: int, everything: bool) -> dict[str, Any]:
+    """Worker 1's `clear counters [all]`, numbered (ProcessRuntime.clear_epoch)."""
+    return {"clear": "all" if everything else "max", "n": epoch}
+
+
 def counters_record(runtime: ProcessRuntime, worker: int) -> dict[str, Any]:
     """A worker's counters, each Counters as a list in field order, and its
-    queues as [current, max]."""
-    return {"ctr": worker, "cur": runtime.cur_conns, "cum": runtime.cum_conns,
+    queues as [current, max]; `clr`: the last clear it applied."""
+    return {"ctr": worker, "clr": runtime.clear_epoch,
+            "cur": runtime.cur_conns, "cum": runtime.cum_conns,
             "fe": {fe.name: astuple(fe.counters) for fe in runtime.frontends},
             "be": {be.name: astuple(be.counters) for be in runtime.backends},
             "sv": {f"{be.name}/{s.name}": astuple(s.counters)
@@ -221,6 +241,13 @@ def apply_static(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> int:
     for rec in records:
         if "f" in rec:
             n += _static_frontend(runtime, rec)
+            continue
+        if "clear" in rec:
+            # only the number: this worker's counters start at 0 anyway
+            epoch = rec.get("n")
+            if isinstance(epoch, int):
+                runtime.clear_epoch = max(runtime.clear_epoch, epoch)
+                n += 1
             continue
         if rec.get("global") is True:
             _global_limits(runtime, rec)
@@ -322,6 +349,8 @@ def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
         return _apply_frontend(lb, rec)
     if rec.get("global") is True:
         return _apply_global(lb, rec)
+    if "clear" in rec:
+        return _apply_clear(lb.runtime, rec)
     srv = _find(lb.runtime, rec)
     control = lb.control
     if srv is None or control is None:
@@ -387,6 +416,17 @@ def _apply_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
         maxconn = rec.get("maxconn")
         if isinstance(maxconn, int) and maxconn > 0 and maxconn != rt.maxconn:
             control.set_global_maxconn(rt, maxconn)
+    return True
+
+
+def _apply_clear(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+    """Worker 1's `clear counters [all]`, once (a number this worker already
+    has, from its snapshot, clears nothing)."""
+    epoch = rec.get("n")
+    if not isinstance(epoch, int):
+        return False
+    if epoch > runtime.clear_epoch:
+        runtime.clear_counters(rec.get("clear") == "all", epoch)
     return True
 
 
@@ -490,14 +530,16 @@ class WorkerLink:
 
     async def follow(self, lb: LoadBalancer, worker: int, *, apply: bool) -> None:
         """Until the master closes the socket: keep the other workers' latest
-        counters lines (ProcessRuntime.peer_counters) and, with `apply` (a
-        follower), apply every state line."""
-        peers = lb.runtime.peer_counters
+        counters lines (ProcessRuntime.peer_counters), but none sent before
+        the last `clear counters` this worker applied, and, with `apply` (a
+        follower), apply every state line and clear."""
+        runtime = lb.runtime
         async for rec in self._records():
             ctr = rec.get("ctr")
             if isinstance(ctr, int):
-                if ctr != worker:
-                    peers[ctr] = rec
+                clr = rec.get("clr")
+                if ctr != worker and (clr if isinstance(clr, int) else 0) >= runtime.clear_epoch:
+                    runtime.peer_counters[ctr] = rec
                 continue
             if not apply:
                 continue
@@ -529,6 +571,10 @@ class WorkerLink:
     def publish_global(self, runtime: ProcessRuntime) -> None:
         """The checker's LoadBalancer.on_process_change."""
         self.send(global_record(runtime))
+
+    def publish_clear(self, epoch: int, everything: bool) -> None:
+        """The checker's LoadBalancer.on_counters_clear."""
+        self.send(clear_record(epoch, everything))
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -579,8 +625,8 @@ class Relay:
 
     def on_line(self, sender: int, line: bytes) -> None:
         """A line from worker `sender`: a counters line goes to every other
-        worker; a state line of the checker (worker 1) is kept in the snapshot
-        and goes to every follower; anything else is dropped."""
+        worker; a state or clear line of the checker (worker 1) is kept in the
+        snapshot (a clear for its number only) and goes to every follower; anything else is dropped."""
         rec = decode(line)
         if rec is None:
             return

@@ -592,12 +592,20 @@ def test_frontend_commands_reach_every_worker(tmp_path: Path, servers: tuple[Hol
     assert "cannot accept" not in log.read_text()
 
 
-def test_current_sessions_count_every_worker(tmp_path: Path, servers: tuple[Holder, Holder],
-                                             lb: dict[str, object]) -> None:
+def start_with_page(tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]
+                    ) -> tuple[int, int, Path, subprocess.Popen[bytes], list[int]]:
+    """Two workers behind a stats socket and a stats page: (port, page port,
+    stats socket, master, worker pids)."""
     s1, s2 = servers
     port, page_port = free_port(), free_port()
     cfg, stats = write_config(tmp_path, port, s1, s2, page_port)
     p, workers = start_two(lb, cfg, port)
+    return port, page_port, stats, p, workers
+
+
+def test_current_sessions_count_every_worker(tmp_path: Path, servers: tuple[Holder, Holder],
+                                             lb: dict[str, object]) -> None:
+    port, page_port, stats, p, workers = start_with_page(tmp_path, servers, lb)
     follower = worker_pid(p, 2)
     wait_for(lambda: "fe,FRONTEND" in _show_stat(stats), 10, "the stats socket")
     for s in servers:  # start_two's probes end (their servers kept them half open)
@@ -614,7 +622,7 @@ def test_current_sessions_count_every_worker(tmp_path: Path, servers: tuple[Hold
             finally:
                 for o in others:
                     os.kill(o, signal.SIGCONT)
-        assert owners([s1.port, s2.port]) == set(workers)
+        assert owners([s.port for s in servers]) == set(workers)
 
         def scur() -> tuple[int, ...]:
             return (_stat(stats, "fe", "FRONTEND", "scur"), _stat(stats, "be", "BACKEND", "scur"),
@@ -633,3 +641,23 @@ def test_current_sessions_count_every_worker(tmp_path: Path, servers: tuple[Hold
     finally:
         for c in conns:
             c.close()
+
+
+def test_clear_counters_all_clears_every_worker(tmp_path: Path, servers: tuple[Holder, Holder],
+                                                lb: dict[str, object]) -> None:
+    port, page_port, stats, p, workers = start_with_page(tmp_path, servers, lb)
+    follower = worker_pid(p, 2)
+    batch_on_both(port, servers, workers)
+    rows = (("fe", "FRONTEND"), ("be", "BACKEND"), ("be", "s1"), ("be", "s2"))
+
+    def stot() -> list[int]:
+        return [_stat(stats, px, sv, "stot") for px, sv in rows]
+
+    # worker 1 counts the follower's 20 sessions once its counters line came
+    wait_for(lambda: _stat(stats, "fe", "FRONTEND", "stot") >= 40, 5, "stot 40")
+    assert admin(stats, "clear counters all") == "\n"
+    wait_for(lambda: stot() == [0, 0, 0, 0], 2, "stot 0 after clear counters all")
+    time.sleep(2)  # the follower's next two counters lines have come
+    assert stot() == [0, 0, 0, 0]
+    # the follower cleared its own counters and its copy of worker 1's
+    assert page_row(page_of(page_port, follower), "fe", "FRONTEND")["stot"] == "0"

@@ -323,3 +323,88 @@ def test_stat_rows_add_up_every_workers_sessions_and_queues(fe_cfg: HaproxyConfi
     be_row = stats.backend_row(own, own.backends[0], 0.0)
     sv_row = stats.server_row(own, own.backends[0], server(own, "s1"), 0.0)
     assert (be_row["qcur"], be_row["qmax"]) == (sv_row["qcur"], sv_row["qmax"]) == (3, 6)
+
+
+def test_clear_counters_reaches_every_worker_once_and_drops_older_counters_lines(
+        fe_cfg: HaproxyConfig) -> None:
+    from keeplb.lb.runtime import CliSession
+
+    def counted(rt: ProcessRuntime, n: int) -> None:
+        c = rt.frontends[0].counters
+        c.cur_sess, c.max_sess, c.total_sess, c.conn_rate_max = 1, n, n, n
+
+    checker = app.LoadBalancer(fe_cfg, app.build_runtime(fe_cfg, resolve=False))
+    checker.control = app.AppControl(checker)
+    lines: list[bytes] = []
+    checker.on_counters_clear = lambda n, everything: lines.append(
+        sync.encode(sync.clear_record(n, everything)))
+    follower = app.build_runtime(fe_cfg, resolve=False)
+    follower.worker = 2
+    follower_lb = app.LoadBalancer(fe_cfg, follower)
+    follower_lb.control = app.AppControl(follower_lb)
+    for rt in (checker.runtime, follower):
+        counted(rt, 9)
+    stale = sync.encode(sync.counters_record(follower, 2))  # sent before the clear
+    checker.runtime.peer_counters[2] = sync.decode(stale) or {}
+    follower.peer_counters[1] = sync.decode(sync.encode(
+        sync.counters_record(checker.runtime, 1))) or {}
+
+    cli = CliSession(checker.runtime, checker.control)
+    assert cli.execute("clear counters") == ""
+    assert cli.execute("clear counters all") == ""
+    assert [sync.decode(x) for x in lines] == [{"clear": "max", "n": 1}, {"clear": "all", "n": 2}]
+    # the master relays them to the followers and keeps the last one's number
+    relay = sync.Relay()
+    w1, w2 = FakeWriter(), FakeWriter()
+    relay.add_worker(1, cast(Any, w1))
+    relay.add_worker(2, cast(Any, w2))
+    for line in lines:
+        relay.on_line(1, line)
+    assert w1.data == sync.SYNCED and w2.data == sync.SYNCED + b"".join(lines)
+    assert list(relay.snapshot.values()) == [lines[1]]
+
+    for line in lines:
+        assert sync.apply_live(follower_lb, sync.decode(line.rstrip(b"\n")) or {})
+    for rt in (checker.runtime, follower):  # its own counters and its copy of the other's
+        other = next(iter(rt.peer_counters.values()))
+        assert other["fe"]["fe"][:3] == [1, 1, 0] and other["clr"] == 2
+        c = rt.frontends[0].counters
+        assert (c.cur_sess, c.max_sess, c.total_sess, c.conn_rate_max) == (1, 1, 0, 0)
+        assert rt.clear_epoch == 2
+    counted(follower, 5)
+    assert sync.apply_live(follower_lb, sync.decode(lines[1].rstrip(b"\n")) or {})
+    assert follower.frontends[0].counters.total_sess == 5  # a clear applies once
+
+    # a restarted worker takes the number over from the snapshot, clears nothing
+    restarted = app.build_runtime(fe_cfg, resolve=False)
+    counted(restarted, 3)
+    assert sync.apply_static(restarted, [sync.decode(x.rstrip(b"\n")) or {}
+                                         for x in relay.snapshot.values()]) == 1
+    assert (restarted.clear_epoch, restarted.frontends[0].counters.total_sess) == (2, 3)
+
+    # worker 1 ignores the follower's counters line sent before the clear
+    mine, theirs = socket.socketpair()
+    fresh = sync.encode(sync.counters_record(follower, 2))
+    mine.sendall(stale + fresh)
+    mine.close()
+    checker.runtime.peer_counters.clear()
+    kept: list[int] = []
+
+    async def follow() -> None:
+        link = sync.WorkerLink(theirs.detach())
+        link.sock.setblocking(False)
+        orig = checker.runtime.peer_counters
+
+        class Spy(dict[int, dict[str, Any]]):
+            def __setitem__(self, k: int, v: dict[str, Any]) -> None:
+                kept.append(v["fe"]["fe"][2])
+                super().__setitem__(k, v)
+
+        checker.runtime.peer_counters = Spy(orig)
+        await link.follow(checker, 1, apply=False)
+        link.sock.close()
+        await checker.close()
+        await follower_lb.close()
+
+    asyncio.run(follow())
+    assert kept == [5]  # the fresh line only (stot 5), not the stale one (9)
