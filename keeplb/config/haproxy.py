@@ -229,6 +229,9 @@ PROXY_SUPPORTED = {
     "timeout server", "timeout server-fin", "timeout tunnel",
     "use_backend",
 }
+# Parsed and checked as haproxy does (its errors and warnings), but the relay does
+# not act on them: reported as not supported, listed so in docs/keywords.md.
+PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session"}
 
 TIMEOUTS = (
     "client", "server", "connect", "check", "queue", "http-keep-alive", "http-request",
@@ -444,7 +447,7 @@ def keyword_table() -> list[tuple[str, str, str]]:
         ok = kw in GLOBAL_SUPPORTED or kw in TUNE_SUPPORTED
         rows.append(("global", kw, SUPPORTED if ok else UNSUPPORTED))
     for kw, caps in sorted(PROXY_CAPS.items()):
-        status = SUPPORTED if kw in PROXY_SUPPORTED else UNSUPPORTED
+        status = SUPPORTED if kw in PROXY_SUPPORTED - PROXY_CHECKED_ONLY else UNSUPPORTED
         if kw == "option":
             continue
         for section, letter in (("defaults", "D"), ("frontend", "F"), ("listen", "L"),
@@ -1916,6 +1919,8 @@ class _Parser:
                 self._unsupported(line, key)
             self.check_unsupported(line, key)
             return
+        if key in PROXY_CHECKED_ONLY and verdict == "ok":
+            self._unsupported(line, key)
         handler = getattr(self, "p_" + key.replace(" ", "_").replace("-", "_"))
         handler(line, proxy, info)
 
