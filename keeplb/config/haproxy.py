@@ -231,7 +231,8 @@ PROXY_SUPPORTED = {
 }
 # Parsed and checked as haproxy does (its errors and warnings), but the relay does
 # not act on them: reported as not supported, listed so in docs/keywords.md.
-PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session"}
+PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session",
+                      "log-format"}  # keeplb logs haproxy's tcplog format, not custom ones
 
 TIMEOUTS = (
     "client", "server", "connect", "check", "queue", "http-keep-alive", "http-request",

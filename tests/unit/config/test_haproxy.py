@@ -650,6 +650,21 @@ def test_content_and_session_rules_are_checked_but_reported_not_supported() -> N
     assert any("unknown action 'bogus'" in d.message for d in diags.errors)  # still checked
 
 
+def test_a_custom_log_format_is_reported_not_supported() -> None:
+    _, diags = parse_text(TIMEOUTS + """\
+frontend f
+    bind 127.0.0.1:1
+    log stdout local0
+    log-format "%ci:%cp %ft"
+    default_backend b
+backend b
+    server s 127.0.0.1:2
+""")
+    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
+        (8, "keyword 'log-format' is not supported by keeplb"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("users", "message"),
     [
