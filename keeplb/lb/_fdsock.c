@@ -77,11 +77,11 @@ check_nargs(Py_ssize_t got, Py_ssize_t lo, Py_ssize_t hi, const char *name)
     return 0;
 }
 
-static void
+static int
 nodelay(int fd)
 {
     int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* accept(listen_fd) -> (fd, address) or (-errno, None); the new socket is
@@ -100,7 +100,7 @@ fd_accept(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (fd < 0)
         return Py_BuildValue("(iO)", -errno, Py_None);
     if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
-        nodelay(fd);
+        (void)nodelay(fd);
     addr = make_addr((struct sockaddr *)&ss, len);
     if (!addr) {
         close(fd);
@@ -204,7 +204,7 @@ fd_connect(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (fd < 0)
         return PyLong_FromLong(-errno);
     if (family != AF_UNIX)
-        nodelay(fd);
+        (void)nodelay(fd);
     rc = connect(fd, (struct sockaddr *)&ss, len);
     if (rc < 0 && errno != EINPROGRESS && errno != EAGAIN) {
         err = errno;
@@ -226,11 +226,6 @@ one_int_call(PyObject *const *args, Py_ssize_t nargs, const char *name, int (*fn
 
 static int do_close(int fd) { return close(fd); }
 static int do_shutdown_wr(int fd) { return shutdown(fd, SHUT_WR); }
-static int do_nodelay(int fd)
-{
-    int one = 1;
-    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
 
 /* close(fd) -> 0 or -errno */
 static PyObject *
@@ -250,7 +245,7 @@ fd_shutdown_wr(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 fd_set_nodelay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return one_int_call(args, nargs, "set_nodelay", do_nodelay);
+    return one_int_call(args, nargs, "set_nodelay", nodelay);
 }
 
 /* so_error(fd) -> the pending error (SO_ERROR, 0 if none) */

@@ -28,7 +28,6 @@ import itertools
 import logging
 import re
 import socket
-import struct
 import sys
 import termios
 import time
@@ -86,8 +85,6 @@ PRECONNECT_BUFFER: Final = 64 * 1024
 # keeplb bounds it so that a black-holed server costs seconds, not minutes.
 DEFAULT_TIMEOUT_CONNECT_MS: Final = 5000
 ACCEPT_ERROR_PAUSE_S: Final = 0.1
-# SO_LINGER on, 0 s: close() resets the connection (one RST, no FIN).
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 AF_INET: Final = int(socket.AF_INET)
 AF_INET6: Final = int(socket.AF_INET6)
 AF_UNIX: Final = int(socket.AF_UNIX)
@@ -891,8 +888,11 @@ class Frontend:
 
     def accepted(self, fd: int, addr: object) -> None:
         """The Reactor accepted a client connection on one of our listeners."""
-        if self.conn_rules is not None and self._rejected(fd, addr):
-            return
+        local: tuple[str, int] | None = None
+        if self.conn_rules is not None:
+            local = address(fdsock.getsockname(fd), ("", 0))
+            if self._rejected(fd, addr, local):
+                return
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
@@ -900,6 +900,7 @@ class Frontend:
         loop = self.loop
         assert loop is not None and self.reactor is not None
         sess = Session(self, loop)
+        sess._dst = local  # read once for the rules: Session.dst needs no second call
         self.limits.sessions.add(sess)
         if not self.can_accept():
             self.pause()  # the rest waits in the kernel backlog
@@ -909,7 +910,7 @@ class Frontend:
         tr.start()
         sess.start(tr)
 
-    def _rejected(self, fd: int, addr: object) -> bool:
+    def _rejected(self, fd: int, addr: object, local: tuple[str, int]) -> bool:
         """The `tcp-request connection` rules on a connection just accepted: True
         when they reject it. As in haproxy (tcp_exec_l4_rules), a rejected
         connection is reset (one RST), counted in the process's connections and
@@ -917,28 +918,12 @@ class Frontend:
         not logged."""
         rules = self.conn_rules
         assert rules is not None
-        local = fdsock.getsockname(fd)  # as Session.dst reads it, through the Stream
-        if rules.decide(address(addr, ("unix", 0)), address(local, ("", 0))):
+        if rules.decide(address(addr, ("unix", 0)), local):
             return False
         self.limits.process.cum_conns += 1
         self.rt.counters.denied_conn += 1
-        _reset(fd)
+        fdsock.reset(fd)
         return True
-
-
-def _reset(fd: int) -> None:
-    """Close an accepted connection with a single RST (SO_LINGER 0), as haproxy
-    closes one that a `tcp-request connection` rule rejects."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        fdsock.close(fd)
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
-    sock.close()
 
 
 # --------------------------------------------------------------------------

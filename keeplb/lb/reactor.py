@@ -46,7 +46,6 @@ MSG_MORE: Final = int(socket.MSG_MORE)
 MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _EAGAIN: Final = -errno.EAGAIN
 _EINTR: Final = -errno.EINTR
-_EINPROGRESS: Final = -errno.EINPROGRESS
 # EPOLLRDHUP: a short read drains the data but not a FIN that came with it,
 # and edge-triggered epoll reports that FIN only once.
 EDGE_IN: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
@@ -385,7 +384,7 @@ class Stream:
             elif ev & EPOLLERR:
                 err = fdsock.so_error(self.fd)
                 if err:
-                    self._fatal(OSError(err, errno.errorcode.get(err, str(err))))
+                    self._fatal(os_error(-err))
 
     def on_error(self, exc: BaseException) -> None:
         self._teardown(exc if isinstance(exc, Exception) else None)
@@ -410,9 +409,6 @@ class Stream:
                     self._fatal(os_error(n))
                 else:
                     self._got_eof()
-                return
-            if not n:
-                self._got_eof()
                 return
             if n < READ_SIZE:
                 if not self.hup:

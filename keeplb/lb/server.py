@@ -64,14 +64,12 @@ class Counters:
 
     def clear(self, everything: bool) -> None:
         """`clear counters`: the maxima start again from now; with `all`
-        (`everything`), every counter but the current sessions restarts at 0."""
-        cur = self.cur_sess
-        if everything:
-            for name in COUNTER_FIELDS:
-                setattr(self, name, 0)
-            self.cur_sess = cur
-        self.max_sess = cur
-        self.conn_rate_max = 0
+        (`everything`), every counter but the current sessions restarts at 0
+        (one rule for these and another worker's snapshot: clear_counter_values)."""
+        values = [getattr(self, name) for name in COUNTER_FIELDS]
+        clear_counter_values(values, everything)
+        for name, v in zip(COUNTER_FIELDS, values, strict=True):
+            setattr(self, name, v)
 
 
 COUNTER_FIELDS = tuple(Counters.__dataclass_fields__)
