@@ -3,11 +3,14 @@ in the same run, at equal cores: each load balancer is pinned to CPU 0, the
 backends and the load generator share CPU 1.
 
     .venv/bin/python bench/lbbench.py [--duration 5] [--conns 50] [--idle 2000] [--threads N]
-        [--splice]
+        [--cpu-map] [--splice]
 
 --threads N: `nbthread N` in both balancers' config (haproxy: N threads; keeplb:
 N worker processes under a master), both pinned to CPUs 0..N-1; the RSS
-figure then counts keeplb's workers together. --splice: both balancers with
+figure then counts keeplb's workers together. --cpu-map (with --threads):
+`cpu-map auto:1/1-N 0-(N-1)` in both configs, so each haproxy thread and each
+keeplb worker has a CPU of its own instead of the scheduler's placement.
+--splice: both balancers with
 `option splice-auto` (zero-copy for bulk transfers).
 
 Figures (each for haproxy and keeplb, then keeplb/haproxy):
@@ -256,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splice", action="store_true",
                     help="`option splice-auto` in both configs (and maxpipes 1000, which "
                          "haproxy needs to start within the fd limit)")
+    ap.add_argument("--cpu-map", action="store_true",
+                    help="with --threads N: `cpu-map auto:1/1-N 0-(N-1)` in both configs (thread "
+                         "or worker i on CPU i-1)")
     args = ap.parse_args(argv)
     for tool in (HAPROXY, WRK):
         if not os.path.exists(tool):
@@ -284,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.splice:
                     text = text.replace("defaults\n", "defaults\n    option splice-auto\n")
                     text = text.replace("    nbthread", "    maxpipes 1000\n    nbthread")
+                if args.cpu_map and args.threads > 1:
+                    text = text.replace(
+                        "    nbthread", f"    cpu-map auto:1/1-{args.threads} 0-{args.threads - 1}"
+                        "\n    nbthread")
                 with open(path, "w") as fh:
                     fh.write(text)
                 cmd = ([HAPROXY, "-f", path, "-db"] if name == "haproxy"
@@ -310,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(nbthread {args.threads}; both balancers on CPU 0..{args.threads - 1}, one measured at a time; best of {args.rounds} "
           f"interleaved rounds of {args.duration}s; {args.conns} wrk connections; "
           f"{args.idle} idle connections)")
-    print(f"keeplb's relay: {relay_mode()}" + ("; option splice-auto" if args.splice else ""))
+    print(f"keeplb's relay: {relay_mode()}" + ("; option splice-auto" if args.splice else "")
+          + (f"; cpu-map auto:1/1-{args.threads} 0-{args.threads - 1}"
+             if args.cpu_map and args.threads > 1 else ""))
     return 0
 
 

@@ -334,11 +334,11 @@ GLOBAL_SUPPORTED = {
     "daemon", "master-worker", "maxconn", "nbthread", "user", "group", "uid", "gid", "chroot",
     "pidfile", "ulimit-n", "hard-stop-after", "server-state-file", "server-state-base", "log",
     "log-tag", "stats", "node", "description", "quiet", "zero-warning", "setenv", "presetenv",
-    "unsetenv", "resetenv",
+    "unsetenv", "resetenv", "cpu-map",
 }
 
 GLOBAL_UNSUPPORTED = """
-busy-polling ca-base close-spread-time cluster-secret cpu-map crt-base default-path
+busy-polling ca-base close-spread-time cluster-secret crt-base default-path
 expose-experimental-directives external-check fd-hard-limit grace
 h1-accept-payload-with-any-method h1-case-adjust h1-case-adjust-file
 h2-workaround-bogus-websocket-clients httpclient.resolvers.id httpclient.resolvers.prefer
@@ -693,6 +693,24 @@ def inet_aton(text: str) -> str | None:
     for k, v in enumerate(head):
         number |= v << (8 * (3 - k))
     return str(ipaddress.IPv4Address(number))
+
+
+def cpu_map_ids(text: str) -> tuple[list[int], str | None]:
+    """A cpu-map process or thread set: all, odd, even, N, N-M, N- or -M (1-64),
+    in increasing order."""
+    if text in ("all", "odd", "even"):
+        first = 2 if text == "even" else 1
+        return list(range(first, 65, 1 if text == "all" else 2)), None
+    m = re.fullmatch(r"(\d+)(-?)(\d*)", text)
+    if m is None or (m.group(3) and not m.group(2)):
+        if re.fullmatch(r"-\d+", text):
+            return [], f"'{text}' is not a valid number/range. It supports numbers from 1 to 64."
+        return [], f"'{text}' is not a valid number/range."
+    lo = int(m.group(1))
+    hi = int(m.group(3) or (64 if m.group(2) else lo))
+    if not (1 <= lo <= 64 and 1 <= hi <= 64):
+        return [], f"'{text}' is not a valid number/range. It supports numbers from 1 to 64."
+    return list(range(min(lo, hi), max(lo, hi) + 1)), None
 
 
 def _is_ip_or_any(addr: Address) -> bool:
@@ -1538,17 +1556,6 @@ class _Parser:
             self._unsupported(line, kw)
             if kw in ("ssl-default-bind-options", "ssl-default-server-options"):
                 self._check_ssl_options(line)
-            if kw == "cpu-map":
-                first = line.words[1].removeprefix("auto:") if len(line) > 1 else ""
-                for part in first.split("/"):
-                    if part not in ("all", "odd", "even") and not re.fullmatch(
-                            r"\d+-?\d*|-\d+", part):
-                        self.d.error(line.at(1), f"cpu-map : '{part}' is not a valid number/range")
-                        return
-                for k, word in enumerate(line.words[2:]):
-                    if not re.fullmatch(r"\d+(?:-\d+)?", word):
-                        self.d.error(line.at(2 + k), f"cpu-map : '{word}' is not a CPU range")
-                        break
             return
         if kw not in GLOBAL_SUPPORTED:
             self._unknown(line, "global", [*GLOBAL_SUPPORTED, *GLOBAL_UNSUPPORTED, *SECTIONS])
@@ -1645,6 +1652,51 @@ class _Parser:
         value = self._int_arg(line, "nbthread", lo=1, hi=64, lax=False)
         if value is not None:
             g.nbthread = value
+
+    def g_cpu_map(self, line: Line, g: Global) -> None:
+        """`cpu-map [auto:]<process-set>[/<thread-set>] <cpu-set>...`, as haproxy 2.6:
+        process 1 is the only process ("1" alone means all its threads), later
+        lines replace earlier ones where they overlap."""
+        if len(line) < 3:
+            self.d.error(line.at(0), "cpu-map expects a process number  ('all', 'odd', 'even', "
+                         "a number from 1 to 64 or a range),  followed by a list of CPU ranges "
+                         "with numbers from 0 to 63.")
+            return
+        first = line.words[1]
+        auto = first.startswith("auto:")
+        sets: list[list[int]] = []
+        for part in first.removeprefix("auto:").split("/", 1):
+            ids, err = cpu_map_ids(part)
+            if err:
+                self.d.error(line.at(1), f"cpu-map : {err}")
+                return
+            sets.append(ids)
+        procs, threads = sets[0], (sets[1] if len(sets) > 1 else list(range(1, 65)))
+        cpus: set[int] = set()
+        for k, word in enumerate(line.words[2:]):
+            m = re.fullmatch(r"(\d+)(?:-(\d*))?", word)
+            if m is None:
+                self.d.error(line.at(2 + k), f"cpu-map : '{word}' is not a CPU range.")
+                return
+            lo = int(m.group(1))
+            hi = lo if m.group(2) is None else int(m.group(2) or 63)
+            cpus.update(range(min(lo, hi), max(lo, hi) + 1))
+        ordered = sorted(cpus)
+        # haproxy numbers the threads of a thread range, or else the processes.
+        stepped = threads if len(sets) > 1 and len(threads) > 1 else procs
+        if auto and len(ordered) > 1 and len(stepped) != len(ordered):
+            self.d.error(line.at(1), "cpu-map : PROC/THREAD range and CPU sets must have the "
+                         "same size to be automatically bound")
+            return
+        if 1 not in procs:
+            return  # "Any process IDs above 1 ... are ignored"
+        for t in threads:
+            if not auto or len(ordered) == 1:
+                g.cpu_map[t] = frozenset(ordered)
+            elif stepped is threads:
+                g.cpu_map[t] = frozenset({ordered[threads.index(t)]})
+            else:
+                g.cpu_map[t] = frozenset({ordered[procs.index(1)]})
 
     def g_ulimit_n(self, line: Line, g: Global) -> None:
         g.ulimit_n = self._int_arg(line, "ulimit-n")

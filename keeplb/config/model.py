@@ -312,6 +312,8 @@ class Global:
     stats_timeout: int | None = None
     stats_maxconn: int | None = None
     tune: dict[str, str] = field(default_factory=dict)
+    cpu_map: dict[int, frozenset[int]] = field(default_factory=dict)
+    """`cpu-map`: thread (keeplb: worker) number -> the CPUs it may run on."""
     span: Span | None = None
 
 

@@ -27,6 +27,7 @@ from keeplb.config.model import HaproxyConfig
 from keeplb.errors import KeeplbError
 from keeplb.lb.server import AdminState, OpState, ProcessRuntime
 from keeplb.proc import listeners, notify, serverstate, sync
+from keeplb.proc.affinity import bind_worker
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.privileges import drop_privileges
 from keeplb.proc.title import set_title
@@ -139,6 +140,7 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     """
     from keeplb.lb import app
 
+    bind_worker(cfg.global_.cpu_map, worker)
     runtime = app.build_runtime(cfg)
     runtime.worker = worker
     saved = serverstate.load(state_file)

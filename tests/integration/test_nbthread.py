@@ -661,3 +661,34 @@ def test_clear_counters_all_clears_every_worker(tmp_path: Path, servers: tuple[H
     assert stot() == [0, 0, 0, 0]
     # the follower cleared its own counters and its copy of worker 1's
     assert page_row(page_of(page_port, follower), "fe", "FRONTEND")["stot"] == "0"
+
+
+def allowed_cpus(pid: int) -> set[int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    listed = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
+    assert listed is not None
+    cpus: set[int] = set()
+    for part in listed.group(1).split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def test_cpu_map_binds_each_worker(tmp_path: Path, servers: tuple[Holder, Holder],
+                                   lb: dict[str, object]) -> None:
+    """`cpu-map auto:1/1-2 A B`: worker 1 runs on CPU A only, worker 2 on B only,
+    the master where it was started (haproxy binds threads, not its master)."""
+    s1, s2 = servers
+    port = free_port()
+    cfg, _ = write_config(tmp_path, port, s1, s2)
+    mine = sorted(os.sched_getaffinity(0))
+    a, b = mine[0], mine[-1]
+    cfg.write_text(cfg.read_text().replace(
+        "    nbthread 2\n", f"    nbthread 2\n    cpu-map auto:1/1-2 {a} {b}\n"
+        if a != b else f"    nbthread 2\n    cpu-map 1/1-2 {a}\n"))
+    p, _ = start_two(lb, cfg, port)
+    assert allowed_cpus(worker_pid(p, 1)) == {a}
+    assert allowed_cpus(worker_pid(p, 2)) == {b}
+    assert allowed_cpus(p.pid) == set(mine)
+    replies, _ = batch(port, servers, 10)
+    assert sorted(set(replies)) == [b"s1", b"s2"]

@@ -418,7 +418,7 @@ def test_errors_haproxy_makes(text: str, message: str) -> None:
         ("backend b\n    maxconn 5\n", "'maxconn' ignored because backend 'b'"),
         ("peers p\n    peer a 127.0.0.1:1024\n", "section 'peers' is not supported by keeplb"),
         ("listen l\n    compression algo gzip\n", "keyword 'compression' is not supported by keeplb"),
-        ("global\n    cpu-map 1 0\n", "keyword 'cpu-map' is not supported by keeplb"),
+        ("global\n    busy-polling\n", "keyword 'busy-polling' is not supported by keeplb"),
         ("listen l\n    balance uri\n", "balance algorithm 'uri' is not supported by keeplb"),
         ("listen l\n    bind :1 ssl-min-ver TLSv1.2\n", "bind option 'ssl-min-ver' is not supported"),
         ("backend b\n    server s 127.0.0.1:1 ws auto\n", "server option 'ws' is not supported"),
@@ -505,7 +505,8 @@ def test_corpus_verdict_matches_its_name(path: Path) -> None:
 def test_keyword_table_covers_sections() -> None:
     rows = keyword_table()
     assert ("global", "daemon", "supported") in rows
-    assert ("global", "cpu-map", "unsupported") in rows
+    assert ("global", "cpu-map", "supported") in rows
+    assert ("global", "busy-polling", "unsupported") in rows
     assert ("backend", "balance", "supported") in rows
     assert ("frontend", "balance", "supported") not in rows  # no backend capability
     assert ("listen", "option httpchk", "supported") in rows
