@@ -108,7 +108,9 @@ class _Ctx:
         self.cfg = KeepalivedConfig()
         self.instance_spans: dict[str, Span] = {}
         self.dropped_instances: set[str] = set()
-        self.notify_scripts: list[tuple[Span, str]] = []
+        # Scripts that would run besides vrrp_scripts: (span, command, owner, attribute);
+        # the attribute of owner is cleared when the script cannot run (see _check_scripts).
+        self.notify_scripts: list[tuple[Span, str, object | None, str | None]] = []
         self.has_vrrp = False  # a vrrp_instance block exists: keepalived's VRRP checks run
         self.spans: dict[int, dict[str, Span]] = {}  # id(model object) -> setting -> span
         # id(instance) -> address family, set by the first keyword that implies one
@@ -190,10 +192,13 @@ class _Ctx:
             self.error(span, f"{what}: invalid IP address '{text}'")
             return None
 
-    def script_path(self, node: Node, index: int = 1) -> str | None:
+    def script_path(
+        self, node: Node, index: int = 1, owner: object | None = None, attr: str | None = None
+    ) -> str | None:
+        """Word `index` as a script to run; `owner.attr` holds it in the model, if anywhere."""
         text = self.arg(node, index)
         if text is not None:
-            self.notify_scripts.append((node.span, text))
+            self.notify_scripts.append((node.span, text, owner, attr))
         return text
 
 
@@ -375,9 +380,18 @@ def _notify(attr: str) -> Handler:
                 f"'{' '.join(node.args)}' is ignored",
             )
             return
-        value = ctx.script_path(node)
+        value = ctx.script_path(node, owner=obj, attr=attr)
         if value is not None:
             setattr(obj, attr, value)
+        if len(node.words) > 2:
+            # keepalived runs the script as that user (and group); keeplb does not.
+            ctx.warning(
+                node.word_span(2),
+                f"{node.keyword}: running the script as '{' '.join(node.words[2:])}' "
+                "is not supported by keeplb",
+                hint="keeplb runs notify scripts as its own user; quote the command "
+                "if these words are its arguments",
+            )
 
     return handler
 
@@ -512,6 +526,12 @@ def _g_mcast(attr: str, version: int) -> Handler:
 
 
 _NO_SMTP = "keeplb sends no e-mail; use notify scripts"
+_NO_LOWER_PRIO_GARP = "keeplb sends no gratuitous ARPs after a lower-priority advert"
+_STRICT = (
+    "keeplb makes its configuration checks (authentication is dropped) but not its "
+    "run-time rules: no no_accept filtering of the virtual addresses, no forced "
+    "lower_prio_no_advert"
+)
 
 GLOBAL_DEFS: dict[str, Keyword] = {
     "router_id": Keyword(_set("router_id", _str)),
@@ -526,7 +546,7 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     ),
     "smtp_helo_name": Keyword(_g_other, UNSUPPORTED, note=_NO_SMTP),
     "vrrp_skip_check_adv_addr": Keyword(_set("vrrp_skip_check_adv_addr", _bool)),
-    "vrrp_strict": Keyword(_set("vrrp_strict", _bool)),
+    "vrrp_strict": Keyword(_set("vrrp_strict", _bool), UNSUPPORTED, note=_STRICT),
     "vrrp_version": Keyword(_g_version),
     "vrrp_garp_interval": Keyword(_g_interval("vrrp_garp_interval")),
     "vrrp_gna_interval": Keyword(_g_interval("vrrp_gna_interval")),
@@ -536,9 +556,14 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_garp_master_refresh_repeat": Keyword(
         _set("vrrp_garp_master_refresh_repeat", _uint(1, _UINT_MAX))
     ),
-    "vrrp_garp_lower_prio_delay": Keyword(_set("vrrp_garp_lower_prio_delay", _secs(0, 4294))),
+    # keeplb sends gratuitous ARPs on becoming master and on refresh only.
+    "vrrp_garp_lower_prio_delay": Keyword(
+        _set("vrrp_garp_lower_prio_delay", _secs(0, 4294)), UNSUPPORTED, note=_NO_LOWER_PRIO_GARP
+    ),
     "vrrp_garp_lower_prio_repeat": Keyword(
-        _set("vrrp_garp_lower_prio_repeat", _uint(0, _UINT_MAX))
+        _set("vrrp_garp_lower_prio_repeat", _uint(0, _UINT_MAX)),
+        UNSUPPORTED,
+        note=_NO_LOWER_PRIO_GARP,
     ),
     "vrrp_lower_prio_no_advert": Keyword(_set("vrrp_lower_prio_no_advert", _strict_bool)),
     "vrrp_higher_prio_send_advert": Keyword(_set("vrrp_higher_prio_send_advert", _strict_bool)),
@@ -546,12 +571,23 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_mcast_group4": Keyword(_g_mcast("vrrp_mcast_group4", 4)),
     "vrrp_mcast_group6": Keyword(_g_mcast("vrrp_mcast_group6", 6)),
     "vrrp_check_unicast_src": Keyword(_set("vrrp_check_unicast_src", _bool)),
-    "vrrp_no_swap": Keyword(_set("vrrp_no_swap", _bool)),
+    "vrrp_no_swap": Keyword(
+        _set("vrrp_no_swap", _bool), UNSUPPORTED, note="keeplb does not lock its memory"
+    ),
     "vrrp_notify_fifo": Keyword(_set("vrrp_notify_fifo", _str)),
     "enable_script_security": Keyword(_g_script_security),
     "script_user": Keyword(_g_script_user),
-    "dynamic_interfaces": Keyword(_g_dynamic_interfaces),
-    "max_auto_priority": Keyword(_g_max_auto_priority),
+    "dynamic_interfaces": Keyword(
+        _g_dynamic_interfaces,
+        UNSUPPORTED,
+        note="an instance whose interface is missing at start stays in FAULT; keeplb "
+        "does not pick up an interface created later",
+    ),
+    "max_auto_priority": Keyword(
+        _g_max_auto_priority,
+        UNSUPPORTED,
+        note="keeplb does not raise its scheduling priority when it runs late",
+    ),
 }
 # Valid keepalived 2.2.7 global_defs keywords keeplb has no use for (probed
 # against the real binary). LVS, SNMP, D-Bus, nftables/iptables and
@@ -883,7 +919,7 @@ def _vip_list(attr: str) -> Handler:
             return
         out: list[VirtualAddress] = getattr(inst, attr)
         for child in _entries(ctx, node):
-            vip = _virtual_address(ctx, child)
+            vip = _virtual_address(ctx, child, static=attr == "static_ipaddresses")
             if vip is not None:
                 out.append(vip)
                 if attr == "virtual_ipaddresses":
@@ -892,28 +928,24 @@ def _vip_list(attr: str) -> Handler:
     return handler
 
 
-_VIP_OPTIONS = (
-    "brd",
-    "broadcast",
-    "dev",
-    "scope",
-    "label",
-    "no_track",
-    "preferred_lft",
-    "home",
-    "nodad",
-    "noprefixroute",
-    "autojoin",
-    "-",
-    "peer",
-    "track_group",
+# keepalived 2.2.7's address options (vrrp_ipaddress.c, probed with -t): those
+# taking a value, and flags. keeplb applies brd/broadcast, dev, scope and label;
+# no_track is what keeplb does for every address (it does not watch them), and
+# '-nodad' what it does for every IPv6 address (IPv4 has no DAD). The others are
+# accepted with a warning.
+_VIP_VALUE_OPTIONS = ("brd", "broadcast", "dev", "scope", "label", "peer", "preferred_lft")
+_VIP_FLAGS = ("no_track", "-nodad", "home", "mngtmpaddr", "noprefixroute", "autojoin", "use_vmac")
+_VIP_IGNORED = frozenset(
+    "peer preferred_lft home mngtmpaddr noprefixroute autojoin use_vmac track_group".split()
 )
+_VIP_OPTIONS = (*_VIP_VALUE_OPTIONS, *_VIP_FLAGS)
 
 
 _SCOPES = ("global", "site", "link", "host", "nowhere")
 
 
-def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
+def _virtual_address(ctx: _Ctx, node: Node, static: bool = False) -> VirtualAddress | None:
+    """One line of virtual_ipaddress(_excluded) or, with `static`, of static_ipaddress."""
     text = node.words[0]
     try:
         # keepalived reads 'a.b.c.d/' as the address alone.
@@ -928,22 +960,28 @@ def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
     opts: dict[str, str] = {}
     no_track = False
     words = node.words[1:]
+    options = _VIP_OPTIONS + (("track_group",) if static else ())
     i = 0
     while i < len(words):
         word = words[i]
-        if word == "no_track":
-            no_track = True
-            i += 1
-            continue
-        if word in ("home", "nodad", "noprefixroute", "autojoin", "-"):
-            i += 1
-            continue
-        if word not in _VIP_OPTIONS:
+        if word not in options:
             ctx.error(
                 node.word_span(i + 1),
                 f"unknown option '{word}' for address {text}",
-                hint=did_you_mean(word, _VIP_OPTIONS),
+                hint=did_you_mean(word, options)
+                or ("track_group is only for static_ipaddress" if word == "track_group" else None),
             )
+            i += 1
+            continue
+        if word in _VIP_IGNORED:
+            ctx.warning(
+                node.word_span(i + 1),
+                f"keyword '{word}' is not supported by keeplb",
+                hint=f"address {text} is set without it",
+            )
+        if word == "no_track":
+            no_track = True
+        if word in _VIP_FLAGS:
             i += 1
             continue
         if i + 1 >= len(words):
@@ -951,22 +989,26 @@ def _virtual_address(ctx: _Ctx, node: Node) -> VirtualAddress | None:
             break
         opts[word] = words[i + 1]
         i += 2
+    if "peer" in opts and "/" in text:
+        ctx.error(
+            node.word_span(0),
+            f"cannot specify an address prefix together with a peer address ({text})",
+        )
     dev = opts.get("dev")
     if dev is not None and ctx.host_checks and not _interface_exists(dev):
         ctx.error(node.span, f"interface '{dev}' for address {text} does not exist on this host")
     scope = opts.get("scope")
     if scope is not None and scope not in _SCOPES and not (scope.isdigit() and int(scope) <= 255):
         ctx.error(node.span, f"invalid scope '{scope}' for {text}; use one of {', '.join(_SCOPES)}")
-    if "brd" in opts or "broadcast" in opts:
-        brd = opts.get("brd", opts.get("broadcast", ""))
-        if brd not in ("+", "-"):
-            try:
-                ipaddress.ip_address(brd)
-            except ValueError:
-                ctx.error(node.span, f"invalid broadcast address '{brd}' for {text}")
+    brd = opts.get("brd", opts.get("broadcast"))
+    if brd is not None and brd not in ("+", "-"):
+        try:
+            ipaddress.ip_address(brd)
+        except ValueError:
+            ctx.error(node.span, f"invalid broadcast address '{brd}' for {text}")
     return VirtualAddress(
         address=iface,
-        brd=opts.get("brd", opts.get("broadcast")),
+        brd=None if brd == "-" else brd,  # 'brd -': no broadcast address, as without brd
         dev=opts.get("dev"),
         scope=opts.get("scope"),
         label=opts.get("label"),
@@ -998,6 +1040,14 @@ _ROUTE_NUMBER = frozenset("metric priority preference mtu advmss".split())
 _ROUTE_FLAG = frozenset(
     "onlink no_track blackhole unreachable prohibit throw quickack lock".split()
 )
+# The words keeplb does not apply when it sets a route (keeplb.vrrp.net.route_spec
+# applies to/via/gw/src/dev/metric/priority/preference/table/scope/protocol and the
+# route types; keep the two in step): accepted with a warning.
+_ROUTE_IGNORED = frozenset(
+    "from or pref mtu advmss realms tos dsfield rtt rttvar rto_min ssthresh cwnd initcwnd "
+    "initrwnd features congctl window hoplimit expires encap nexthop fastopen_no_cookie "
+    "quickack lock".split()
+)
 
 
 def _check_route(ctx: _Ctx, node: Node, tracked: bool) -> bool:
@@ -1009,6 +1059,12 @@ def _check_route(ctx: _Ctx, node: Node, tracked: bool) -> bool:
     i = 0
     while i < len(words):
         word = words[i]
+        if word in _ROUTE_IGNORED:
+            ctx.warning(
+                node.word_span(i),
+                f"keyword '{word}' is not supported by keeplb",
+                hint="the route is set without it",
+            )
         if word in _ROUTE_FLAG:
             i += 1
             continue
@@ -1085,6 +1141,10 @@ def _i_mcast_src(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
             ctx.imply_family(inst, inst.mcast_src_ip.version)
 
 
+def _ttl_bad(option: str) -> BadValue:
+    return lambda text: (f"{option}: '{text}' is not a number in [0, 255]", None)
+
+
 def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
     if node.children is None:
         ctx.error(node.span, "unicast_peer needs a { } block of addresses")
@@ -1095,15 +1155,33 @@ def _i_unicast_peer(ctx: _Ctx, node: Node, inst: VrrpInstance) -> None:
         addr = ctx.address(child.words[0], child.word_span(0), "unicast_peer")
         if addr is None:
             continue
-        rest = child.words[1:]
-        while rest:
-            if rest[0] not in ("min_ttl", "max_ttl"):
-                ctx.error(child.span, f"unknown option '{rest[0]}' for unicast peer {addr}")
+        ttl: dict[str, int] = {}
+        i = 1
+        while i < len(child.words):
+            option = child.words[i]
+            if option not in ("min_ttl", "max_ttl"):
+                ctx.error(child.span, f"unknown option '{option}' for unicast peer {addr}")
                 break
-            if len(rest) < 2:
-                ctx.error(child.span, f"({inst.name}) {rest[0]} is missing a value")
+            if i + 1 >= len(child.words):
+                ctx.error(child.span, f"({inst.name}) {option} is missing a value")
                 break
-            rest = rest[2:]
+            # keepalived drops the peer's adverts outside the TTL range; keeplb
+            # checks the value as keepalived -t does and goes no further.
+            ctx.warning(
+                child.word_span(i),
+                f"keyword '{option}' is not supported by keeplb",
+                hint=f"the TTL of adverts from {addr} is not checked",
+            )
+            value = ctx.integer(child, 0, 255, index=i + 1, bad=_ttl_bad(option))
+            if value is not None:
+                ttl[option] = value
+            i += 2
+        if ttl.get("min_ttl", 0) > ttl.get("max_ttl", 255):
+            ctx.error(
+                child.span,
+                f"({inst.name}) min_ttl {ttl['min_ttl']} > max_ttl {ttl['max_ttl']} - "
+                "all packets will be discarded",
+            )
         if addr in inst.unicast_peers:
             ctx.warning(child.span, f"unicast peer {addr} listed twice")
             continue
@@ -1233,15 +1311,21 @@ VRRP_INSTANCE: dict[str, Keyword] = {
     "garp_master_refresh": Keyword(_set("garp_master_refresh", _secs(0, _UINT_MAX))),
     "garp_master_refresh_repeat": Keyword(_set("garp_master_refresh_repeat", _uint(1, _UINT_MAX))),
     "dont_track_primary": Keyword(_set("dont_track_primary", _bool)),
+    # keeplb installs no firewall rules: a master always accepts traffic to its
+    # virtual addresses, which is what `accept` asks for.
     "accept": Keyword(_i_accept(True)),
-    "no_accept": Keyword(_i_accept(False)),
-    "strict_mode": Keyword(_set("strict_mode", _strict_bool)),
+    "no_accept": Keyword(
+        _i_accept(False),
+        UNSUPPORTED,
+        note="keeplb does not filter traffic to the virtual addresses; they behave as with 'accept'",
+    ),
+    "strict_mode": Keyword(_set("strict_mode", _strict_bool), UNSUPPORTED, note=_STRICT),
     "smtp_alert": Keyword(_set("smtp_alert", _strict_bool), UNSUPPORTED, note=_NO_SMTP),
     "native_ipv6": Keyword(_i_native_ipv6),
     "use_vmac": Keyword(
         _i_use_vmac, UNSUPPORTED, note="the instance uses the interface's own MAC address"
     ),
-    "debug": Keyword(_i_debug),
+    "debug": Keyword(_i_debug, UNSUPPORTED, note="keepalived 2.2.7 does not implement it either"),
 }
 _INSTANCE_UNSUPPORTED = """
 garp_lower_prio_delay garp_lower_prio_repeat higher_prio_send_advert
@@ -1727,10 +1811,12 @@ def _validate_instance(ctx: _Ctx, inst: VrrpInstance) -> bool:
         )
         inst.auth_type = None
         inst.auth_pass = None
-    if inst.auth_type is not None and g.vrrp_strict:
+    strict = inst.strict_mode if inst.strict_mode is not None else g.vrrp_strict
+    if inst.auth_type is not None and strict:
         ctx.error(
             spans.get("authentication", where),
-            f"({inst.name}) vrrp_strict forbids authentication; it is ignored",
+            f"({inst.name}) {'strict_mode' if inst.strict_mode else 'vrrp_strict'} forbids "
+            "authentication; it is ignored",
         )
         inst.auth_type = None
         inst.auth_pass = None
@@ -1798,7 +1884,7 @@ def _check_scripts(ctx: _Ctx) -> None:
                 del cfg.scripts[name]
                 continue
         running.append(where)
-    for span, command in ctx.notify_scripts:
+    for span, command, owner, attr in ctx.notify_scripts:
         program = _program(command)
         if ctx.host_checks:
             # keepalived skips a missing or insecure notify script without failing -t.
@@ -1807,6 +1893,9 @@ def _check_scripts(ctx: _Ctx) -> None:
             if found is None or why is not None:
                 problem = f"is insecure ({why})" if why else "not found or not executable"
                 ctx.warning(span, f"notify script '{program}' {problem}; it will not run")
+                if owner is not None and attr is not None and getattr(owner, attr) == command:
+                    # ...and it does not: the daemon runs what the model holds.
+                    setattr(owner, attr, None)
                 continue
         running.append(span)
     for inst in cfg.instances:

@@ -612,6 +612,147 @@ def test_unknown_block_with_did_you_mean(tmp_path: Path) -> None:
     assert err.hint == "did you mean 'vrrp_instance'?"
 
 
+# Keywords keeplb parses and checks as keepalived -t does but does not act on at
+# run time: each warns on its own line (the audit of the 'supported' column).
+@pytest.mark.parametrize(
+    ("text", "needle", "line"),
+    [
+        ("global_defs {\n vrrp_strict\n}\n" + instance(), "vrrp_strict", 2),
+        ("global_defs {\n vrrp_garp_lower_prio_delay 10\n}\n", "vrrp_garp_lower_prio_delay", 2),
+        ("global_defs {\n vrrp_garp_lower_prio_repeat 1\n}\n", "vrrp_garp_lower_prio_repeat", 2),
+        ("global_defs {\n vrrp_no_swap\n}\n", "vrrp_no_swap", 2),
+        ("global_defs {\n dynamic_interfaces\n}\n", "dynamic_interfaces", 2),
+        ("global_defs {\n max_auto_priority 50\n}\n", "max_auto_priority", 2),
+        (instance("no_accept"), "no_accept", 10),
+        (instance("strict_mode on"), "strict_mode", 10),
+        (instance("debug 2"), "debug", 10),
+        (instance("unicast_peer {\n10.77.0.3 min_ttl 10 max_ttl 255\n}"), "min_ttl", 11),
+        (instance("unicast_peer {\n10.77.0.3 max_ttl 64\n}"), "max_ttl", 11),
+        (instance().replace("10.77.0.10/24", "10.77.0.10 peer 10.77.0.99"), "peer", 8),
+        (instance().replace("/24", "/24 preferred_lft forever"), "preferred_lft", 8),
+        (instance().replace("/24", "/24 noprefixroute"), "noprefixroute", 8),
+        (instance().replace("/24", "/24 home"), "home", 8),
+        (instance().replace("/24", "/24 mngtmpaddr"), "mngtmpaddr", 8),
+        (instance().replace("/24", "/24 autojoin"), "autojoin", 8),
+        (instance().replace("/24", "/24 use_vmac"), "use_vmac", 8),
+        ("static_ipaddress {\n 10.77.9.1/24 dev eth0 track_group G\n}\n", "track_group", 2),
+        (instance("virtual_routes {\n10.77.5.0/24 dev eth0 mtu 1400\n}"), "mtu", 11),
+        ("static_routes {\n 10.77.5.0/24 via 10.77.0.254 dev eth0 initcwnd 10\n}\n", "initcwnd", 2),
+    ],
+)
+def test_parsed_only_keywords_warn_not_supported(
+    tmp_path: Path, text: str, needle: str, line: int
+) -> None:
+    _, diags = check(tmp_path, text)
+    assert not diags.has_errors, [str(d) for d in diags]
+    assert lines_of(diags.warnings, f"keyword '{needle}' is not supported by keeplb") == [line]
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        ("global_defs", "vrrp_strict"),
+        ("global_defs", "vrrp_garp_lower_prio_delay"),
+        ("global_defs", "vrrp_garp_lower_prio_repeat"),
+        ("global_defs", "vrrp_no_swap"),
+        ("global_defs", "dynamic_interfaces"),
+        ("global_defs", "max_auto_priority"),
+        ("vrrp_instance", "no_accept"),
+        ("vrrp_instance", "strict_mode"),
+        ("vrrp_instance", "debug"),
+    ],
+)
+def test_parsed_only_keywords_are_listed_as_unsupported(keyword: tuple[str, str]) -> None:
+    assert (*keyword, "unsupported") in keyword_table()
+    assert (*keyword, "supported") not in keyword_table()
+
+
+def test_supported_keywords_keep_their_status() -> None:
+    rows = keyword_table()
+    for keyword in ("accept", "dont_track_primary", "garp_master_delay", "native_ipv6"):
+        assert ("vrrp_instance", keyword, "supported") in rows
+    for keyword in ("vrrp_lower_prio_no_advert", "vrrp_notify_fifo", "vrrp_startup_delay"):
+        assert ("global_defs", keyword, "supported") in rows
+
+
+def test_warned_keywords_are_still_checked(tmp_path: Path) -> None:
+    # Warned is not unchecked: keepalived -t's value checks still apply.
+    _, diags = check(tmp_path, "global_defs {\n max_auto_priority 100\n}\n")
+    assert lines_of(diags.errors, "outside range [-1, 99]") == [2]
+    _, diags = check(tmp_path, instance("debug 9"))
+    assert lines_of(diags.errors, "outside range [0, 4]") == [10]
+    _, diags = check(tmp_path, instance("strict_mode maybe"))
+    assert lines_of(diags.errors, "invalid value 'maybe' for strict_mode") == [10]
+
+
+@pytest.mark.parametrize(
+    ("peer", "problem"),
+    [
+        ("10.77.0.3 min_ttl 300", "min_ttl: '300' is not a number in [0, 255]"),
+        ("10.77.0.3 max_ttl x", "max_ttl: 'x' is not a number in [0, 255]"),
+        ("10.77.0.3 min_ttl 10 max_ttl 5", "min_ttl 10 > max_ttl 5"),
+    ],
+)
+def test_unicast_peer_ttl_values_are_checked(tmp_path: Path, peer: str, problem: str) -> None:
+    # keepalived 2.2.7 -t exits 5 on each of these.
+    cfg, diags = check(tmp_path, instance(f"unicast_peer {{\n{peer}\n}}"))
+    assert lines_of(diags.errors, problem) == [11]
+    assert cfg.instances[0].unicast_peers == [ipaddress.ip_address("10.77.0.3")]
+
+
+@pytest.mark.parametrize("option", ["-nodad", "no_track", "mngtmpaddr", "use_vmac"])
+def test_address_flags_keepalived_accepts(tmp_path: Path, option: str) -> None:
+    _, diags = check(tmp_path, instance().replace("/24", f"/24 {option}"))
+    assert not diags.has_errors, [str(d) for d in diags]
+
+
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        # keepalived 2.2.7 -t: "Unknown configuration entry 'nodad' for ip address" (exit 5)
+        ("nodad", "unknown option 'nodad'"),
+        ("-", "unknown option '-'"),
+        ("track_group G", "unknown option 'track_group'"),  # only for static_ipaddress
+        ("peer 10.77.0.99", "cannot specify an address prefix together with a peer address"),
+    ],
+)
+def test_address_options_keepalived_rejects(tmp_path: Path, option: str, problem: str) -> None:
+    _, diags = check(tmp_path, instance().replace("/24", f"/24 {option}"))
+    assert lines_of(diags.errors, problem) == [8]
+
+
+def test_brd_minus_means_no_broadcast_address(tmp_path: Path) -> None:
+    cfg, diags = check(tmp_path, instance().replace("/24", "/24 brd -"))
+    assert not diags.has_errors
+    assert cfg.instances[0].virtual_ipaddresses[0].brd is None
+
+
+@pytest.mark.parametrize(
+    ("global_strict", "strict_mode", "auth_kept"),
+    [(True, "", False), (True, "strict_mode off", True), (False, "strict_mode on", False)],
+)
+def test_strict_mode_overrides_vrrp_strict_for_authentication(
+    tmp_path: Path, global_strict: bool, strict_mode: str, auth_kept: bool
+) -> None:
+    # keepalived 2.2.7: "If strict_mode is not specified, it takes the value of vrrp_strict";
+    # -t accepts vrrp_strict + strict_mode off + authentication, and refuses strict_mode on.
+    text = ("global_defs {\n vrrp_strict\n}\n" if global_strict else "") + instance(
+        f"{strict_mode}\nauthentication {{\nauth_type PASS\nauth_pass 1111\n}}"
+    )
+    cfg, diags = check(tmp_path, text)
+    assert diags.has_errors is not auth_kept, [str(d) for d in diags]
+    assert (cfg.instances[0].auth_type == "PASS") is auth_kept
+
+
+def test_notify_script_user_is_warned(tmp_path: Path) -> None:
+    # keepalived: notify_master SCRIPT [username [groupname]] runs SCRIPT as that user.
+    secure = "global_defs {\n enable_script_security\n script_user root\n}\n"
+    cfg, diags = check(tmp_path, secure + instance("notify_master /bin/true nobody nogroup"))
+    assert not diags.has_errors, [str(d) for d in diags]
+    assert lines_of(diags.warnings, "running the script as 'nobody nogroup'") == [14]
+    assert cfg.instances[0].notify_master == "/bin/true"
+
+
 def test_keyword_table_covers_the_blocks() -> None:
     rows = keyword_table()
     assert ("vrrp_instance", "virtual_router_id", "supported") in rows
@@ -772,6 +913,22 @@ def test_notify_script_not_found_is_skipped_quietly(tmp_path: Path) -> None:
     cfg, diags = parse(path)
     assert not diags.has_errors, [str(d) for d in diags]
     assert lines_of(diags.warnings, "notify script '/nonexistent/klb-notify' not found") == [10]
+    # ...and the daemon, which runs what the model holds, does not try to run it.
+    assert cfg.instances[0].notify_master is None
+
+
+def test_missing_sync_group_notify_script_is_dropped(tmp_path: Path) -> None:
+    text = (
+        instance()
+        + instance().replace("VI_1", "VI_2").replace("51", "52")
+        + "vrrp_sync_group G {\n group {\n VI_1\n VI_2\n }\n"
+        " notify_fault /nonexistent/klb-notify\n notify_master /bin/true\n}\n"
+        "global_defs {\n enable_script_security\n script_user root\n}\n"
+    )
+    cfg, diags = parse(write(tmp_path, text), env={"PATH": "/usr/bin:/bin"})
+    assert not diags.has_errors, [str(d) for d in diags]
+    (group,) = cfg.sync_groups
+    assert (group.notify_fault, group.notify_master) == (None, "/bin/true")
 
 
 def test_duplicate_virtual_addresses_warn(tmp_path: Path) -> None:
@@ -800,10 +957,12 @@ def test_insecure_scripts_are_disabled(tmp_path: Path, mode: int, problem: str |
     if problem is None:
         assert not diags.has_errors and not diags.warnings, [str(d) for d in diags]
         assert [t.name for t in cfg.instances[0].track_scripts] == ["chk"]
+        assert cfg.instances[0].notify_master == str(script)
     else:
         assert lines_of(diags.errors, problem) == [6]
         assert lines_of(diags.warnings, problem) == [20]
         assert cfg.instances[0].track_scripts == [] and "chk" not in cfg.scripts
+        assert cfg.instances[0].notify_master is None  # disabled, as keepalived does
 
 
 def test_condition_after_a_brace_and_definition_spacing(tmp_path: Path) -> None:
