@@ -232,7 +232,10 @@ PROXY_SUPPORTED = {
 # Parsed and checked as haproxy does (its errors and warnings), but the relay does
 # not act on them: reported as not supported, listed so in docs/keywords.md.
 PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session",
-                      "log-format"}  # keeplb logs haproxy's tcplog format, not custom ones
+                      "log-format",  # keeplb logs haproxy's tcplog format, not custom ones
+                      # haproxy shows these on its stats page and in `show stat` (iid);
+                      # keeplb's stats show neither
+                      "description", "id"}
 
 TIMEOUTS = (
     "client", "server", "connect", "check", "queue", "http-keep-alive", "http-request",
@@ -298,11 +301,13 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 }
 
 OPTIONS_SUPPORTED = {
-    "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog",
-    "log-health-checks", "nolinger", "redispatch", "splice-auto", "splice-request",
-    "splice-response", "srvtcpka", "tcp-check", "tcp-smart-accept", "tcp-smart-connect",
-    "tcpka", "tcplog", "abortonclose", "log-separate-errors",
+    "allbackups", "dontlognull", "dontlog-normal", "httpchk", "httplog",
+    "log-health-checks", "redispatch", "splice-auto", "splice-request",
+    "splice-response", "tcp-check", "tcplog", "log-separate-errors",
 }
+# Not acted on (the relay sets no SO_KEEPALIVE, SO_LINGER, TCP_DEFER_ACCEPT or
+# TCP_QUICKACK, and drops no queued connection early), so warned as not supported:
+# abortonclose, clitcpka, nolinger, srvtcpka, tcp-smart-accept, tcp-smart-connect, tcpka.
 
 TCP_CHECK_ACTIONS = (
     "comment", "connect", "expect", "send", "send-lf", "send-binary", "send-binary-lf",
@@ -336,6 +341,10 @@ GLOBAL_SUPPORTED = {
     "log-tag", "stats", "node", "description", "quiet", "zero-warning", "setenv", "presetenv",
     "unsetenv", "resetenv", "cpu-map",
 }
+# Parsed and checked as haproxy does, but keeplb does not act on them (as
+# PROXY_CHECKED_ONLY): `show info` gives the host name as node and no description,
+# warnings are printed whatever quiet says and never stop the start.
+GLOBAL_CHECKED_ONLY = {"description", "node", "quiet", "zero-warning"}
 
 GLOBAL_UNSUPPORTED = """
 busy-polling ca-base close-spread-time cluster-secret crt-base default-path
@@ -371,9 +380,10 @@ tune.ssl.keylog tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size
 tune.vars.global-max-size tune.vars.proc-max-size tune.vars.reqres-max-size
 tune.vars.sess-max-size tune.vars.txn-max-size tune.zlib.memlevel tune.zlib.windowsize
 """.split()
-# tune.* keeplb reads: they are stored in Global.tune and used by the relay
-TUNE_SUPPORTED = {"tune.bufsize", "tune.maxaccept", "tune.rcvbuf.client", "tune.rcvbuf.server",
-                  "tune.sndbuf.client", "tune.sndbuf.server", "tune.pipesize"}
+# tune.* keeplb reads: they are stored in Global.tune and used by the relay. The
+# others are stored and checked, but nothing reads them (the relay's buffers,
+# socket buffers and pipes keep their own sizes): warned as not supported.
+TUNE_SUPPORTED = {"tune.maxaccept"}
 
 GLOBAL_STATS = ("socket", "timeout", "maxconn", "bind-process")
 
@@ -397,10 +407,14 @@ BIND_OPTIONS: dict[str, int] = {
     "transparent": 0, "uid": 1, "user": 1, "v4v6": 0, "v6only": 0, "verify": 1,
 }
 BIND_SUPPORTED = {
-    "accept-proxy", "backlog", "interface", "maxconn", "name", "transparent", "v4v6",
-    "v6only", "id", "defer-accept", "tfo", "mss", "mode", "level", "expose-fd", "user",
-    "group", "uid", "gid", "process", "thread", "nice", "severity-output",
+    "backlog", "name", "v4v6", "v6only", "id",
+    # stats sockets: keeplb.lb.runtime applies them (on a UNIX frontend socket,
+    # mode/user/group are not applied yet: keeplb.proc.listeners.bind_one)
+    "mode", "level", "expose-fd", "user", "group",
 }
+# Not acted on, warned: accept-proxy (no PROXY header is read), defer-accept, interface,
+# maxconn (per listener), mss, nice, process, severity-output, tfo, thread, transparent,
+# uid, gid (keeplb.proc.listeners sets none of them on the socket).
 
 SERVER_OPTIONS: dict[str, int] = {
     "addr": 1, "agent-addr": 1, "agent-check": 0, "agent-inter": 1, "agent-port": 1,
@@ -425,14 +439,18 @@ SERVER_OPTIONS: dict[str, int] = {
     "track": 1, "verify": 1, "verifyhost": 1, "weight": 1, "ws": 1,
 }
 SERVER_SUPPORTED = {
-    "addr", "backup", "check", "disabled", "downinter", "enabled", "error-limit", "fall",
-    "fastinter", "id", "init-addr", "inter", "maxconn", "maxqueue", "minconn", "no-backup",
-    "no-check", "no-send-proxy", "on-error", "on-marked-down", "on-marked-up", "port", "rise",
-    "send-proxy", "slowstart", "track", "weight", "cookie", "agent-check", "no-agent-check",
-    "agent-port", "agent-inter", "agent-addr", "agent-send",
+    "addr", "backup", "check", "disabled", "downinter", "enabled", "fall",
+    "fastinter", "id", "inter", "maxconn", "maxqueue", "no-backup",
+    "no-check", "on-marked-down", "on-marked-up", "port", "rise",
+    "slowstart", "weight", "cookie",
+    # they only matter with `observe` (warned): without it haproxy ignores them too
+    "error-limit", "on-error",
     # TLS of health checks (checks.py does https checks); TLS to the servers is not relayed
     "check-ssl", "no-check-ssl", "check-sni", "verify", "ca-file",
 }
+# Not acted on, warned: agent-* and no-agent-check (no agent checks), init-addr (a
+# name is resolved once with libc), minconn (maxconn is static), send-proxy and
+# no-send-proxy (no PROXY header is sent), track (each server is checked itself).
 # Only meaningful on a `server` line, not on `default-server` (haproxy rejects them there).
 SERVER_ONLY = {"id", "track", "redir", "cookie"}
 
@@ -445,7 +463,7 @@ def keyword_table() -> list[tuple[str, str, str]]:
     """
     rows: list[tuple[str, str, str]] = []
     for kw in sorted(GLOBAL_SUPPORTED | set(GLOBAL_UNSUPPORTED) | set(TUNE_KEYWORDS)):
-        ok = kw in GLOBAL_SUPPORTED or kw in TUNE_SUPPORTED
+        ok = (kw in GLOBAL_SUPPORTED and kw not in GLOBAL_CHECKED_ONLY) or kw in TUNE_SUPPORTED
         rows.append(("global", kw, SUPPORTED if ok else UNSUPPORTED))
     for kw, caps in sorted(PROXY_CAPS.items()):
         status = SUPPORTED if kw in PROXY_SUPPORTED - PROXY_CHECKED_ONLY else UNSUPPORTED
@@ -1264,7 +1282,7 @@ class _Parser:
     """Holds the state of one parse; one instance per `parse()` call."""
 
     def __init__(self, env: Mapping[str, str], diags: Diagnostics) -> None:
-        self.env = env
+        self.env = dict(env)  # setenv and the others change it as the files are read
         self.d = diags
         self.cfg = HaproxyConfig()
         self.section: str | None = None
@@ -1560,6 +1578,8 @@ class _Parser:
         if kw not in GLOBAL_SUPPORTED:
             self._unknown(line, "global", [*GLOBAL_SUPPORTED, *GLOBAL_UNSUPPORTED, *SECTIONS])
             return
+        if kw in GLOBAL_CHECKED_ONLY:
+            self._unsupported(line, kw)
         handler = getattr(self, "g_" + kw.replace("-", "_"))
         handler(line, g)
 
@@ -1767,18 +1787,32 @@ class _Parser:
         if len(line) < 2 or not line.words[1]:
             self.d.error(line.at(0), "'description' expects a string argument")
 
+    # The environment keywords take effect at once: the next line's "${VAR}" and
+    # `.if defined(VAR)` see the change (the lexer reads self.env line by line).
+    # keeplb's process environment is left alone: only external checks and Lua,
+    # which keeplb does not run, would read it.
+
     def g_setenv(self, line: Line, g: Global) -> None:
         if len(line) != 3:
             self.d.error(line.at(0), f"'{line.words[0]}' expects a name and a value")
+            return
+        name, value = line.words[1], line.words[2]
+        if line.words[0] == "setenv" or name not in self.env:
+            self.env[name] = value
 
     g_presetenv = g_setenv
 
     def g_unsetenv(self, line: Line, g: Global) -> None:
         if len(line) < 2:
             self.d.error(line.at(0), "'unsetenv' expects at least one variable name")
+            return
+        for name in line.words[1:]:
+            self.env.pop(name, None)
 
     def g_resetenv(self, line: Line, g: Global) -> None:
-        pass
+        keep = set(line.words[1:])
+        for name in [n for n in self.env if n not in keep]:
+            del self.env[name]
 
     def g_hard_stop_after(self, line: Line, g: Global) -> None:
         if len(line) < 2:
@@ -1811,6 +1845,7 @@ class _Parser:
             g.stats_timeout = value
             return
         if sub == "maxconn":
+            self._unsupported(line, "stats maxconn")  # stats sockets take any number
             if len(line) < 3 or not _is_int(line.words[2]) or int(line.words[2]) <= 0:
                 self.d.error(line.at(2), "'stats maxconn' : a positive value is expected")
                 return
@@ -2457,8 +2492,10 @@ class _Parser:
                              "service name")
                 return
             self.d.warning(line.at(2), f"service '{words[2]}' is not supported by keeplb")
-        elif (len(words) >= 2 and words[1] not in ("use-service", "deny", "allow", "return")
+        elif (len(words) >= 2 and words[1] != "use-service"
               and http_request_action_known(words[1])):
+            # keeplb acts on `use-service prometheus-exporter` only; deny, allow and
+            # return are not applied to the stats page or anything else
             self.d.warning(line.at(1), f"'http-request {words[1]}' is not supported by keeplb")
         self._rule(line, proxy, "http-request", 1, None)
 
@@ -2589,9 +2626,10 @@ class _Parser:
 
     # ----------------------------------------------------------------- bind
 
-    def parse_bind_options(self, line: Line, start: int, what: str,
-                           section: str) -> list[tuple[str, str | None]] | None:
-        """Bind options from word `start`; None after an error (reported)."""
+    def parse_bind_options(self, line: Line, start: int, what: str, section: str,
+                           unix: bool = False) -> list[tuple[str, str | None]] | None:
+        """Bind options from word `start`; None after an error (reported). `unix`:
+        the line binds a UNIX socket of a frontend (not a stats socket)."""
         out: list[tuple[str, str | None]] = []
         words = line.words
         i = start
@@ -2620,8 +2658,12 @@ class _Parser:
                 self.d.error(line.at(i + 1), f"'{what}' : unable to stat SSL certificate from file "
                              f"'{value}' : No such file or directory")
                 return None
-            if kw not in BIND_SUPPORTED and section != "global":
+            if kw not in BIND_SUPPORTED:  # also on a stats socket
                 self.d.warning(line.at(i), f"bind option '{kw}' is not supported by keeplb")
+            elif unix and kw in ("mode", "user", "group"):
+                # applied to stats sockets only (keeplb.proc.listeners does not chmod/chown)
+                self.d.warning(line.at(i), f"bind option '{kw}' is not supported by keeplb on "
+                               "a frontend's UNIX socket")
             out.append((kw, value))
             i += 1 + nargs
         return out
@@ -2638,7 +2680,8 @@ class _Parser:
                 self.d.error(line.at(1), f"'bind' : {err}")
                 return
             addresses.append(addr)
-        opts = self.parse_bind_options(line, 2, f"bind {line.words[1]}", proxy.kind.value)
+        opts = self.parse_bind_options(line, 2, f"bind {line.words[1]}", proxy.kind.value,
+                                       unix=any(a.family in ("unix", "abns") for a in addresses))
         if opts is None:
             return
         values = dict(opts)

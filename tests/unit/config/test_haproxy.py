@@ -666,6 +666,113 @@ backend b
     ]
 
 
+# Keywords that were listed as supported while nothing at run time read them: each is
+# still checked as haproxy checks it, and reported as not supported (the audit of
+# docs/keywords.md's supported column).
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("global\n    node lb1\n", "keyword 'node' is not supported by keeplb"),
+        ("global\n    description the edge\n", "keyword 'description' is not supported by keeplb"),
+        ("global\n    quiet\n", "keyword 'quiet' is not supported by keeplb"),
+        ("global\n    zero-warning\n", "keyword 'zero-warning' is not supported by keeplb"),
+        ("global\n    tune.bufsize 32768\n", "keyword 'tune.bufsize' is not supported by keeplb"),
+        ("global\n    tune.pipesize 65536\n", "keyword 'tune.pipesize' is not supported"),
+        ("global\n    tune.rcvbuf.client 65536\n", "keyword 'tune.rcvbuf.client' is not supported"),
+        ("global\n    tune.rcvbuf.server 65536\n", "keyword 'tune.rcvbuf.server' is not supported"),
+        ("global\n    tune.sndbuf.client 65536\n", "keyword 'tune.sndbuf.client' is not supported"),
+        ("global\n    tune.sndbuf.server 65536\n", "keyword 'tune.sndbuf.server' is not supported"),
+        ("global\n    stats maxconn 10\n", "keyword 'stats maxconn' is not supported by keeplb"),
+        ("global\n    stats socket /tmp/klb.sock severity-output string\n",
+         "bind option 'severity-output' is not supported by keeplb"),
+        ("global\n    stats socket /tmp/klb.sock uid 0\n", "bind option 'uid' is not supported"),
+        ("backend b\n    description the API servers\n",
+         "keyword 'description' is not supported by keeplb"),
+        ("backend b\n    id 42\n", "keyword 'id' is not supported by keeplb"),
+        ("listen l\n    http-request deny if { src 10.0.0.0/8 }\n",
+         "'http-request deny' is not supported by keeplb"),
+        ("listen l\n    http-request return status 200\n",
+         "'http-request return' is not supported by keeplb"),
+        *[(f"listen l\n    option {name}\n", f"keyword 'option {name}' is not supported by keeplb")
+          for name in ("abortonclose", "clitcpka", "nolinger", "srvtcpka", "tcp-smart-accept",
+                       "tcp-smart-connect", "tcpka")],
+        *[(f"listen l\n    bind 127.0.0.1:1 {opt}\n", f"bind option '{opt.split()[0]}' is not "
+           "supported by keeplb")
+          for opt in ("accept-proxy", "defer-accept", "interface lo", "maxconn 10", "mss 1400",
+                      "nice 10", "process 1", "tfo", "thread 1", "transparent", "uid 0", "gid 0",
+                      "severity-output string")],
+        *[(f"backend b\n    server s 127.0.0.1:1 {opt}\n", f"server option '{opt.split()[0]}' is "
+           "not supported by keeplb")
+          for opt in ("agent-check agent-port 1", "agent-port 1", "agent-inter 5s",
+                      "agent-addr 127.0.0.2", "agent-send hello", "no-agent-check",
+                      "init-addr none", "minconn 5", "send-proxy", "no-send-proxy",
+                      "track t\n    server t 127.0.0.1:2 check")],
+    ],
+)
+def test_keywords_keeplb_does_not_act_on_are_reported(text: str, message: str) -> None:
+    cfg, diags = parse_text(text)
+    assert not diags.has_errors, [str(d) for d in diags]
+    assert [message in d.message for d in diags.warnings].count(True) == 1, [
+        str(d) for d in diags]
+    rows = keyword_table()
+    kw = message.split("'")[1]
+    section = text.split()[0] if "option '" not in message else (
+        "bind" if message.startswith("bind") else "server")
+    if kw.startswith("stats ") or kw.startswith("http-request "):
+        return  # a word of a supported keyword
+    assert (section, kw, "unsupported") in rows
+
+
+def test_unix_socket_permissions_apply_to_stats_sockets_only() -> None:
+    _, diags = parse_text("global\n    stats socket /tmp/klb.sock mode 600 user root group root\n"
+                          "listen l\n    bind /tmp/klb-fe.sock mode 600 user root group root\n"
+                          "    bind 127.0.0.1:1 mode 600\n")
+    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings
+            if "keeplb" in d.message] == [
+        (4, f"bind option '{kw}' is not supported by keeplb on a frontend's UNIX socket")
+        for kw in ("mode", "user", "group")]
+
+
+def test_unsupported_global_keywords_are_still_checked() -> None:
+    assert errors("global\n    quiet now\n") == ["'quiet' cannot handle unexpected argument 'now'"]
+    assert errors("global\n    node\n") == ["'node' expects a name"]
+    assert errors("global\n    tune.bufsize 0\n") == [
+        "'tune.bufsize' expects a positive integer argument"]
+    assert errors("global\n    stats maxconn 0\n") == [
+        "'stats maxconn' : a positive value is expected"]
+
+
+def test_setenv_and_the_others_change_the_environment_of_the_next_lines() -> None:
+    """haproxy 2.6: 'The changes immediately take effect so that the next line in the
+    configuration file sees the new value' (checked with `haproxy -c`)."""
+    cfg, diags = parse_text("""\
+global
+    setenv KLB_PORT 18081
+    presetenv KLB_HOST 127.0.0.1
+    presetenv KLB_PORT 1
+    setenv KLB_GONE x
+    unsetenv KLB_GONE
+.if defined(KLB_GONE)
+    .alert "KLB_GONE is still set"
+.endif
+    log-tag "${KLB_HOST}"
+""" + TIMEOUTS + """\
+frontend f
+    bind "${KLB_HOST}:${KLB_PORT}"
+    default_backend b
+backend b
+    server s 127.0.0.1:2
+""", env={"KLB_HOST": "127.0.0.2"})
+    assert not diags.errors and not diags.warnings, [str(d) for d in diags]
+    assert cfg.global_.log_tag == "127.0.0.2"  # presetenv keeps a set variable
+    assert cfg.proxies[0].binds[0].address == Address("ipv4", "127.0.0.2", 18081, 18081)
+    env = {"KLB_KEEP": "1", "KLB_DROP": "2"}
+    cfg, diags = parse_text("global\n    resetenv KLB_KEEP\n    log-tag \"${KLB_KEEP}${KLB_DROP}\"\n",
+                            env=env)
+    assert cfg.global_.log_tag == "1" and not diags.has_errors, [str(d) for d in diags]
+    assert env == {"KLB_KEEP": "1", "KLB_DROP": "2"}  # the caller's mapping is left alone
+
+
 @pytest.mark.parametrize(
     ("users", "message"),
     [
