@@ -442,14 +442,14 @@ SERVER_SUPPORTED = {
     "addr", "backup", "check", "disabled", "downinter", "enabled", "fall",
     "fastinter", "id", "inter", "maxconn", "maxqueue", "no-backup",
     "no-check", "on-marked-down", "on-marked-up", "port", "rise",
-    "slowstart", "weight", "cookie",
+    "slowstart", "weight", "cookie", "init-addr",
     # they only matter with `observe` (warned): without it haproxy ignores them too
     "error-limit", "on-error",
     # TLS of health checks (checks.py does https checks); TLS to the servers is not relayed
     "check-ssl", "no-check-ssl", "check-sni", "verify", "ca-file",
 }
-# Not acted on, warned: agent-* and no-agent-check (no agent checks), init-addr (a
-# name is resolved once with libc), minconn (maxconn is static), send-proxy and
+# Not acted on, warned: agent-* and no-agent-check (no agent checks), minconn
+# (maxconn is static), send-proxy and
 # no-send-proxy (no PROXY header is sent), track (each server is checked itself).
 # Only meaningful on a `server` line, not on `default-server` (haproxy rejects them there).
 SERVER_ONLY = {"id", "track", "redir", "cookie"}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import resource
@@ -71,22 +72,58 @@ def default_maxconn() -> int:
     return max(100, (soft - 100) // 2)
 
 
-def _resolve(host: str) -> str:
-    """A numeric address for a server's host, resolved once at start as haproxy's
-    `init-addr libc` does; raises KeeplbError when it cannot be resolved."""
+def libc_resolve(host: str) -> str | None:
+    """`init-addr libc`: the first IPv4 or IPv6 address getaddrinfo() gives."""
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise KeeplbError(f"could not resolve address '{host}': {exc}") from None
+    except (OSError, UnicodeError):
+        return None
     for family, _, _, _, sa in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
             return str(sa[0])
-    raise KeeplbError(f"could not resolve address '{host}'")
+    return None
 
 
-def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True) -> ProcessRuntime:
+DEFAULT_INIT_ADDR = ("last", "libc")  # haproxy 2.6's default
+
+
+def init_address(where: str, host: str, methods: Sequence[str], last: str | None,
+                 resolve: Callable[[str], str | None]) -> str | None:
+    """The server's first address by haproxy's `init-addr` methods, in order:
+    `last` (the server-state file), `libc`, an IP literal; None for `none`
+    (the server starts in maintenance without an address). `where` names the
+    server in haproxy's words; KeeplbError when no method gives an address."""
+    try:
+        ipaddress.ip_address(host)
+        return host  # an address needs no method
+    except ValueError:
+        pass
+    tried_libc = False
+    for m in methods:
+        if m == "last":
+            if last:
+                return last
+        elif m == "libc":
+            tried_libc = True
+            found = resolve(host)
+            if found is not None:
+                return found
+        elif m == "none":
+            return None
+        else:
+            if tried_libc:
+                _log.warning("%s : could not resolve address '%s', falling back to configured "
+                             "address.", where, host)
+            return m
+    raise KeeplbError(f"{where} : could not resolve address '{host}'.")
+
+
+def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True,
+                  last_addrs: Mapping[tuple[str, str], str] | None = None) -> ProcessRuntime:
     """Counters and states for every frontend, backend and server of `cfg`,
-    all servers UP (haproxy starts checked servers UP) unless `disabled`."""
+    all servers UP (haproxy starts checked servers UP) unless `disabled`; host
+    names resolved by each server's `init-addr` (`last_addrs`: the addresses a
+    server-state file holds)."""
     g = cfg.global_
     proc = ProcessRuntime(pid=os.getpid(), started=time.time(),
                           maxconn=g.maxconn or default_maxconn(), nbthread=g.nbthread or 1)
@@ -99,17 +136,21 @@ def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True) -> ProcessRuntime
         if p.kind.has_backend:
             be = BackendRuntime(config=p, iid=iid, last_change=now)
             for sid, s in enumerate(p.servers, start=1):
-                host = s.address.host
+                host: str | None = s.address.host
                 if resolve and s.address.family not in ("unix", "abns") and host:
-                    host = _resolve(host)
+                    host = init_address(
+                        f"'server {p.name}/{s.name}'", host,
+                        s.options.init_addr or DEFAULT_INIT_ADDR,
+                        (last_addrs or {}).get((p.name, s.name)), libc_resolve)
                 weight = s.weight
                 rt = ServerRuntime(
-                    config=s, backend=p.name, sid=s.options.id or sid, host=host,
+                    config=s, backend=p.name, sid=s.options.id or sid, host=host or "",
                     port=s.address.port_low, uweight=weight, eweight=weight,
                     check_enabled=bool(s.options.check), last_change=now,
                     maxconn=s.options.maxconn or 0, maxqueue=s.options.maxqueue or 0)
-                if s.options.disabled:
+                if s.options.disabled or host is None:
                     rt.admin = AdminState.MAINT
+                rt.unresolved = host is None  # haproxy: MAINT (resolution)
                 if rt.check_enabled:
                     rise = s.options.rise or 2
                     rt.health = rise  # haproxy 2.6: UP 1/fall until the first check passes

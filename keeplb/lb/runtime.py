@@ -520,6 +520,10 @@ def _cmd_set_server(sess: CliSession, args: list[str]) -> str:
     if what == "state":
         if value not in ("ready", "drain", "maint"):
             return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
+        if srv.unresolved:
+            # haproxy 2.6 would make it READY with no address to connect to;
+            # keeplb keeps it in MAINT (resolution) until a reload gives it one
+            return ""
         sess.control.set_admin_state(srv, AdminState(value))
         return ""
     if what == "health":
@@ -544,6 +548,9 @@ def _set_addr(sess: CliSession, srv: ServerRuntime, args: list[str]) -> str:
     addr = _arg(args, 4)
     if addr is None:
         return "set server <b>/<s> addr requires an address and optionally a port.\n"
+    if srv.unresolved:  # `init-addr none`: no address family to update
+        return ("Update for the current server address family is only supported through "
+                "configuration file by 'stats socket command'\n")
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:

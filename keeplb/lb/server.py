@@ -115,6 +115,9 @@ class ServerRuntime:
     downtime_s: float = 0.0
     maxconn: int = 0  # 0: no limit
     maxqueue: int = 0  # 0: no limit
+    # `init-addr none`: no address yet; in MAINT until one is set (haproxy's
+    # SRV_ADMF_RMAINT, "MAINT (resolution)")
+    unresolved: bool = False
     queue_cur: int = 0
     queue_max: int = 0
     counters: Counters = field(default_factory=Counters)
@@ -139,7 +142,7 @@ class ServerRuntime:
     def status_text(self) -> str:
         """The 'status' column of `show stat` for this server, as haproxy 2.6 writes it."""
         if self.admin is AdminState.MAINT:
-            return "MAINT"
+            return "MAINT (resolution)" if self.unresolved else "MAINT"
         if self.admin is AdminState.DRAIN and self.op is not OpState.STOPPED:
             return "DRAIN"
         if not self.check_enabled:

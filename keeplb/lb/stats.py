@@ -130,7 +130,7 @@ def server_status(s: ServerRuntime) -> str:
     MAINT first, DRAIN only while up, "UP 1/3" going down, "DOWN 1/2" going
     up, "no check" for a healthy unchecked server, "DOWN" for a stopped one."""
     if s.admin is AdminState.MAINT:
-        return "MAINT"
+        return "MAINT (resolution)" if s.unresolved else "MAINT"
     rise = s.config.options.rise or 2
     fall = s.config.options.fall or 3
     checked = s.check_enabled
@@ -552,6 +552,8 @@ def server_admin_code(s: ServerRuntime) -> int:
     code = _ADMIN_CODE[s.admin]
     if s.config.options.disabled and s.admin is AdminState.MAINT:
         code = 0x02  # SRV_ADMF_CMAINT: maintenance from the config
+    if s.unresolved:
+        code = (code & ~0x01) | 0x20  # SRV_ADMF_RMAINT: no address (`init-addr none`)
     return code
 
 
@@ -583,7 +585,8 @@ def servers_state_lines(be: BackendRuntime, now: float) -> list[str]:
         check_port = s.config.options.check_port or 0
         check_addr = s.config.options.check_addr or "-"
         out.append(
-            f"{be.iid} {be.name} {s.sid} {s.name} {s.host} {_OP_CODE[s.op]} "
+            f"{be.iid} {be.name} {s.sid} {s.name} {s.host or '-'} "
+            f"{0 if s.unresolved else _OP_CODE[s.op]} "
             f"{server_admin_code(s)} {s.uweight} {iweight} {_age(now, s.last_change)} "
             f"{_HCHK_CODE.get(s.check_status, 1)} {result} {health} "
             f"{server_check_state(s)} 0 0 "

@@ -141,9 +141,10 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     from keeplb.lb import app
 
     bind_worker(cfg.global_.cpu_map, worker)
-    runtime = app.build_runtime(cfg)
-    runtime.worker = worker
     saved = serverstate.load(state_file)
+    runtime = app.build_runtime(cfg, last_addrs={(s.backend, s.server): s.addr
+                                                 for s in saved if s.addr})
+    runtime.worker = worker
     if saved:
         n = serverstate.apply_servers_state(runtime, saved)
         log.info("loaded the state of %d server(s) from %s", n, state_file)

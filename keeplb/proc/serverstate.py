@@ -34,6 +34,7 @@ class SavedServer:
     server: str
     admin: AdminState
     uweight: int
+    addr: str | None = None  # srv_addr ('-': none), for `init-addr last`
 
 
 def state_file_path(cfg: HaproxyConfig, master_pid: int) -> str:
@@ -69,7 +70,7 @@ def parse_servers_state(text: str) -> list[SavedServer]:
             admin = AdminState.DRAIN
         else:
             admin = AdminState.READY
-        out.append(SavedServer(f[1], f[3], admin, uweight))
+        out.append(SavedServer(f[1], f[3], admin, uweight, None if f[4] == "-" else f[4]))
     return out
 
 

@@ -705,7 +705,7 @@ backend b
            "not supported by keeplb")
           for opt in ("agent-check agent-port 1", "agent-port 1", "agent-inter 5s",
                       "agent-addr 127.0.0.2", "agent-send hello", "no-agent-check",
-                      "init-addr none", "minconn 5", "send-proxy", "no-send-proxy",
+                      "minconn 5", "send-proxy", "no-send-proxy",
                       "track t\n    server t 127.0.0.1:2 check")],
     ],
 )
