@@ -301,13 +301,14 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 }
 
 OPTIONS_SUPPORTED = {
-    "allbackups", "dontlognull", "dontlog-normal", "httpchk", "httplog",
-    "log-health-checks", "redispatch", "splice-auto", "splice-request",
-    "splice-response", "tcp-check", "tcplog", "log-separate-errors",
+    "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog",
+    "log-health-checks", "log-separate-errors", "nolinger", "redispatch", "splice-auto",
+    "splice-request", "splice-response", "srvtcpka", "tcp-check", "tcpka", "tcplog",
 }
-# Not acted on (the relay sets no SO_KEEPALIVE, SO_LINGER, TCP_DEFER_ACCEPT or
-# TCP_QUICKACK, and drops no queued connection early), so warned as not supported:
-# abortonclose, clitcpka, nolinger, srvtcpka, tcp-smart-accept, tcp-smart-connect, tcpka.
+# clitcpka/srvtcpka/tcpka (SO_KEEPALIVE) and nolinger (SO_LINGER 0 s, a RST on close)
+# are set by the relay (keeplb/lb/proxy.py) as haproxy 2.6 sets them. Not acted on
+# (the relay sets no TCP_DEFER_ACCEPT or TCP_QUICKACK, and drops no queued connection
+# early), so warned as not supported: abortonclose, tcp-smart-accept, tcp-smart-connect.
 
 TCP_CHECK_ACTIONS = (
     "comment", "connect", "expect", "send", "send-lf", "send-binary", "send-binary-lf",
@@ -2180,6 +2181,9 @@ class _Parser:
                     self.d.error(line.at(at + 1 + j), "'option forwardfor' only supports optional "
                                  "values: 'except', 'header' and 'if-none'")
                     return
+        # re-set options move to the end: the order tells which of two lines came
+        # last where they interact (tcpka vs clitcpka/srvtcpka, proxy.tcp_keepalive)
+        proxy.options.pop(name, None)
         proxy.options[name] = value
         if args:
             proxy.option_args[name] = tuple(args)

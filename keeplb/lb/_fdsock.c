@@ -84,6 +84,20 @@ nodelay(int fd)
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+static int
+keepalive(int fd)
+{
+    int one = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+}
+
+static int
+nolinger(int fd)
+{
+    struct linger lg = {1, 0};  /* on, 0 s: close() sends a RST */
+    return setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
 /* accept(listen_fd) -> (fd, address) or (-errno, None); the new socket is
  * non-blocking and close-on-exec, with TCP_NODELAY for TCP. */
 static PyObject *
@@ -248,6 +262,20 @@ fd_set_nodelay(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return one_int_call(args, nargs, "set_nodelay", nodelay);
 }
 
+/* set_keepalive(fd) -> 0 or -errno: SO_KEEPALIVE on */
+static PyObject *
+fd_set_keepalive(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return one_int_call(args, nargs, "set_keepalive", keepalive);
+}
+
+/* set_nolinger(fd) -> 0 or -errno: SO_LINGER on, 0 s (close() sends a RST) */
+static PyObject *
+fd_set_nolinger(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return one_int_call(args, nargs, "set_nolinger", nolinger);
+}
+
 /* so_error(fd) -> the pending error (SO_ERROR, 0 if none) */
 static PyObject *
 fd_so_error(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -299,6 +327,8 @@ static PyMethodDef methods[] = {
     {"close", (PyCFunction)(void (*)(void))fd_close, METH_FASTCALL, NULL},
     {"shutdown_wr", (PyCFunction)(void (*)(void))fd_shutdown_wr, METH_FASTCALL, NULL},
     {"set_nodelay", (PyCFunction)(void (*)(void))fd_set_nodelay, METH_FASTCALL, NULL},
+    {"set_keepalive", (PyCFunction)(void (*)(void))fd_set_keepalive, METH_FASTCALL, NULL},
+    {"set_nolinger", (PyCFunction)(void (*)(void))fd_set_nolinger, METH_FASTCALL, NULL},
     {"so_error", (PyCFunction)(void (*)(void))fd_so_error, METH_FASTCALL, NULL},
     {"getsockname", (PyCFunction)(void (*)(void))fd_getsockname, METH_FASTCALL, NULL},
     {"getpeername", (PyCFunction)(void (*)(void))fd_getpeername, METH_FASTCALL, NULL},

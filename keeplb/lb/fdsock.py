@@ -107,7 +107,7 @@ def reset(fd: int) -> int:
     """Close `fd` with a single RST, no FIN (SO_LINGER on, 0 s), as haproxy
     closes a connection a `tcp-request connection` rule rejects. Not on the
     relay's path, so not in the C build."""
-    _on(fd, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET))
+    set_nolinger(fd)
     return close(fd)
 
 
@@ -118,6 +118,19 @@ def shutdown_wr(fd: int) -> int:
 def set_nodelay(fd: int) -> int:
     """TCP_NODELAY on: also sends at once what MSG_MORE held back."""
     return int(_on(fd, lambda s: s.setsockopt(*_NODELAY)) or 0)
+
+
+def set_keepalive(fd: int) -> int:
+    """SO_KEEPALIVE on (`option clitcpka` / `srvtcpka` / `tcpka`): the kernel
+    probes an idle connection, with its own timers."""
+    return int(_on(fd, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)) or 0)
+
+
+def set_nolinger(fd: int) -> int:
+    """SO_LINGER on, 0 s (`option nolinger`): close() then sends a RST and drops
+    unsent data, instead of a FIN; shutdown_wr() still sends a FIN."""
+    return int(_on(fd, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              _LINGER_RESET)) or 0)
 
 
 def so_error(fd: int) -> int:
@@ -138,7 +151,8 @@ def getpeername(fd: int) -> Any:
 
 
 FUNCTIONS = ("accept", "recv_into", "send", "connect", "close", "shutdown_wr",
-             "set_nodelay", "so_error", "getsockname", "getpeername")
+             "set_nodelay", "set_keepalive", "set_nolinger", "so_error", "getsockname",
+             "getpeername")
 # The Python versions, also once the C ones replace them (for the tests).
 PYTHON: dict[str, Any] = {name: globals()[name] for name in FUNCTIONS}
 

@@ -102,11 +102,31 @@ def format_tcplog(s: SessionLog) -> str:
             f"{s.actconn}/{s.feconn}/{s.beconn}/{s.srvconn}/{rc} {s.srv_queue}/{s.be_queue}")
 
 
-def should_log_session(s: SessionLog, dontlognull: bool) -> bool:
+def session_error(s: SessionLog) -> bool:
+    """True when a session was not fully successful, as haproxy 2.6's strm_log()
+    decides for `option dontlog-normal` and `option log-separate-errors`: it
+    was redispatched, ended with an error or a timeout (any termination state
+    but '-' and 'L', "locally processed"), or ended normally after a retry.
+    (haproxy also counts an HTTP status >= 500; keeplb's tcplog has none.)"""
+    cause = s.termination[:1]
+    return s.redispatched or cause not in ("-", "L") or (cause == "-" and s.retries > 0)
+
+
+def should_log_session(s: SessionLog, dontlognull: bool, dontlog_normal: bool = False) -> bool:
     """`option dontlognull`: a session that read nothing from the client is not
     logged, whatever its termination state (haproxy 2.6 checks `req->total` only;
-    verified against it on loopback)."""
-    return not dontlognull or s.bytes_in > 0
+    verified against it on loopback). `option dontlog-normal`: a session without
+    error, timeout, retry or redispatch (session_error()) is not logged."""
+    if dontlognull and s.bytes_in <= 0:
+        return False
+    return not dontlog_normal or session_error(s)
+
+
+def session_level(s: SessionLog, separate_errors: bool) -> int:
+    """The syslog level of a session's line: info, or err for a session_error()
+    one under `option log-separate-errors` (so that a `log ... err` target gets
+    only those)."""
+    return LOG_ERR if separate_errors and session_error(s) else LOG_INFO
 
 
 class _Sink:

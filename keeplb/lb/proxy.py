@@ -49,6 +49,7 @@ from keeplb.lb.log import (
     ProxyLog,
     SessionLog,
     format_tcplog,
+    session_level,
     should_log_session,
 )
 from keeplb.lb.reactor import (
@@ -315,6 +316,22 @@ def http_condition_matches(cond: Condition | None, acls: Sequence[Acl], path: st
 # --------------------------------------------------------------------------
 
 
+def tcp_keepalive(p: Proxy, side: str) -> bool:
+    """`option clitcpka` (side 'clitcpka': client connections of a frontend) or
+    `option srvtcpka` (server connections of a backend), or `option tcpka` for
+    both, as haproxy 2.6 sets them: tcpka sets both flags and `no option
+    clitcpka` clears one, so of the two the later line wins. The options keep
+    the order of their first line (the defaults section's first), which tells
+    it; `no option tcpka` is refused by the parser, as by haproxy."""
+    own = p.options.get(side)
+    if own is None or own:
+        return bool(own) or p.option("tcpka")
+    if not p.option("tcpka"):
+        return False
+    names = list(p.options)
+    return names.index("tcpka") > names.index(side)
+
+
 def splice_options(p: Proxy) -> tuple[bool, bool]:
     """(request, response): which directions `option splice-*` lets splice."""
     auto = p.option("splice-auto")
@@ -382,6 +399,10 @@ class Backend:
         self.retries = self.cfg.retries if self.cfg.retries is not None else 3
         self.redispatch = self.cfg.option("redispatch")
         self.splice_request, self.splice_response = splice_options(self.cfg)
+        # SO_KEEPALIVE on server connections (a syscall only where set)
+        self.srvtcpka = tcp_keepalive(self.cfg, "srvtcpka")
+        # `option nolinger`: the server connection is reset, not shut (Session._shut_server)
+        self.nolinger = self.cfg.option("nolinger")
         self.on_health: Callable[[], None] | None = None
         self._was_up = rt.is_up
 
@@ -787,6 +808,13 @@ class Frontend:
         self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
+        self.dontlog_normal = self.cfg.option("dontlog-normal")
+        self.log_separate_errors = self.cfg.option("log-separate-errors")
+        # Socket options of accepted TCP connections, as haproxy's session_accept_fd():
+        # SO_KEEPALIVE, and SO_LINGER 0 s (every close of the client's socket is a RST).
+        self.clitcpka = tcp_keepalive(self.cfg, "clitcpka")
+        self.nolinger = self.cfg.option("nolinger")
+        self.sockopts = self.clitcpka or self.nolinger
         self.splice_request, self.splice_response = splice_options(self.cfg)
         t = self.cfg.timeouts
         self.timeout_client = t.get("client")
@@ -893,6 +921,11 @@ class Frontend:
             local = address(fdsock.getsockname(fd), ("", 0))
             if self._rejected(fd, addr, local):
                 return
+        if self.sockopts and isinstance(addr, tuple):  # TCP only, after the rules, as haproxy
+            if self.clitcpka:
+                fdsock.set_keepalive(fd)
+            if self.nolinger:
+                fdsock.set_nolinger(fd)
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
@@ -1501,7 +1534,12 @@ class Session:
     def _connected(self, transport: Stream) -> None:
         self.phase = "D"
         self.server_tr = transport
+        be = self.backend
+        if be is not None and be.srvtcpka and self.slot is not None \
+                and self.slot.rt.config.address.family not in ("unix", "abns"):
+            fdsock.set_keepalive(transport.fd)
         if self.client_lost:
+            self._reset_server_if_nolinger(transport)
             transport.close()
             return
         c = self.client
@@ -1528,7 +1566,9 @@ class Session:
             ctr.resume_reading()
         c.buffered = 0
         if self.client_eof:
-            transport.write_eof()
+            self._shut_server(transport)
+            if self.server_eof:
+                self._close_both()
         self.last = self.loop_time()
         self._rearm_if_shorter()
 
@@ -1612,7 +1652,7 @@ class Session:
             self.client_eof = True
             if not self.server_eof and self.server_tr is not None \
                     and not self.server_tr.is_closing():
-                self.server_tr.write_eof()
+                self._shut_server(self.server_tr)
         else:
             self.server_eof = True
             ctr = self.client.transport
@@ -1638,6 +1678,7 @@ class Session:
                 self._finish()
                 return
             if not self.server_tr.is_closing():
+                self._reset_server_if_nolinger(self.server_tr)
                 self.server_tr.close()
         else:
             self.server_lost = True
@@ -1657,8 +1698,30 @@ class Session:
             self.term = who
         self._abort()
 
+    def _shut_server(self, tr: Stream) -> None:
+        """Pass the client's FIN on to the server: shutdown() once what the client
+        sent is out. Under `option nolinger` in the backend, as haproxy 2.6 (its
+        silent shutw, SC_FL_NOLINGER): no FIN, the server connection is reset
+        once that is out, and the session ends without waiting for the server
+        (server_eof: nothing more comes from it; a normal end, '--')."""
+        be = self.backend
+        if be is not None and be.nolinger:
+            fdsock.set_nolinger(tr.fd)
+            self.server_eof = True
+        else:
+            tr.write_eof()
+
+    def _reset_server_if_nolinger(self, tr: Stream) -> None:
+        """`option nolinger` in the backend: closing a server connection that has
+        not sent its FIN sends a RST (haproxy closes it so; once the server has
+        shut its side, haproxy's close is a FIN, and so is keeplb's)."""
+        be = self.backend
+        if be is not None and be.nolinger and not self.server_eof and not tr.closed:
+            fdsock.set_nolinger(tr.fd)
+
     def _abort(self) -> None:
         if self.server_tr is not None:
+            self._reset_server_if_nolinger(self.server_tr)
             self.server_tr.abort()
         ctr = self.client.transport
         if ctr is not None:
@@ -1708,8 +1771,8 @@ class Session:
             be.release(slot, self)
         if fe.tcplog and fe.log.enabled:
             entry = self._log_entry(now, be, slot)
-            if should_log_session(entry, fe.dontlognull):
-                fe.log.send(LOG_INFO, format_tcplog(entry))
+            if should_log_session(entry, fe.dontlognull, fe.dontlog_normal):
+                fe.log.send(session_level(entry, fe.log_separate_errors), format_tcplog(entry))
         fe.rt.counters.session_ended()
         fe.limits.sessions.discard(self)
         fe.limits.session_ended()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -192,3 +193,42 @@ def test_unix(fs: Any, tmp_path: Any, abstract: bool) -> None:
         fs.close(s)
     finally:
         lst.close()
+
+
+def test_keepalive_and_nolinger(fs: Any, listener: socket.socket) -> None:
+    """set_keepalive: SO_KEEPALIVE on (`option tcpka`); set_nolinger: SO_LINGER
+    on, 0 s (`option nolinger`): a FIN still goes with shutdown_wr."""
+    c = fs.connect(socket.AF_INET, "127.0.0.1", listener.getsockname()[1], 0)
+    s, _ = _accept(fs, listener.fileno())
+    try:
+        assert not _opt(c, socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert fs.set_keepalive(c) == 0
+        assert _opt(c, socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        assert fs.set_nolinger(s) == 0
+        s_obj = socket.socket(fileno=os.dup(s))
+        try:
+            assert s_obj.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == \
+                struct.pack("ii", 1, 0)
+        finally:
+            s_obj.close()
+        assert fs.send(s, b"bye", 0) == 3
+        assert fs.shutdown_wr(s) == 0
+        assert _recv(fs, c) == b"bye"
+        assert _recv(fs, c) == b""  # shutdown_wr: a FIN, not a RST
+    finally:
+        fs.close(c)
+        fs.close(s)
+    assert fs.set_keepalive(10**6) == -errno.EBADF
+    assert fs.set_nolinger(10**6) == -errno.EBADF
+
+
+def test_nolinger_close_resets(fs: Any, listener: socket.socket) -> None:
+    """close() after set_nolinger sends a RST, no FIN: the peer reads ECONNRESET."""
+    c = fs.connect(socket.AF_INET, "127.0.0.1", listener.getsockname()[1], 0)
+    s, _ = _accept(fs, listener.fileno())
+    try:
+        assert fs.set_nolinger(s) == 0
+        assert fs.close(s) == 0
+        assert _recv(fs, c) == b"error %d" % -errno.ECONNRESET
+    finally:
+        fs.close(c)

@@ -694,8 +694,7 @@ backend b
         ("listen l\n    http-request return status 200\n",
          "'http-request return' is not supported by keeplb"),
         *[(f"listen l\n    option {name}\n", f"keyword 'option {name}' is not supported by keeplb")
-          for name in ("abortonclose", "clitcpka", "nolinger", "srvtcpka", "tcp-smart-accept",
-                       "tcp-smart-connect", "tcpka")],
+          for name in ("abortonclose", "tcp-smart-accept", "tcp-smart-connect")],
         *[(f"listen l\n    bind 127.0.0.1:1 {opt}\n", f"bind option '{opt.split()[0]}' is not "
            "supported by keeplb")
           for opt in ("accept-proxy", "defer-accept", "interface lo", "maxconn 10", "mss 1400",
