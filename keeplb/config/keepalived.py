@@ -483,6 +483,23 @@ def _g_other(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     g.other[node.keyword] = tuple(node.args)
 
 
+def _g_notify_fifo(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
+    """`vrrp_notify_fifo FIFO [user [group]]`."""
+    path = ctx.arg(node)
+    if path is None:
+        return
+    g.vrrp_notify_fifo = path
+    if len(node.words) > 2:
+        # keepalived chowns a FIFO it creates to that user; keeplb creates it
+        # as its own user (mode 0644: any user can read it). keepalived does
+        # not check the names (-t is silent on an unknown user), so neither do we.
+        ctx.warning(
+            node.word_span(2),
+            f"vrrp_notify_fifo: owner '{' '.join(node.words[2:])}' is not supported by keeplb",
+            hint="keeplb creates the FIFO as its own user, mode 0644 (readable by all)",
+        )
+
+
 def _g_script_security(ctx: _Ctx, node: Node, g: GlobalDefs) -> None:
     g.enable_script_security = True
 
@@ -574,7 +591,7 @@ GLOBAL_DEFS: dict[str, Keyword] = {
     "vrrp_no_swap": Keyword(
         _set("vrrp_no_swap", _bool), UNSUPPORTED, note="keeplb does not lock its memory"
     ),
-    "vrrp_notify_fifo": Keyword(_set("vrrp_notify_fifo", _str)),
+    "vrrp_notify_fifo": Keyword(_g_notify_fifo),
     "enable_script_security": Keyword(_g_script_security),
     "script_user": Keyword(_g_script_user),
     "dynamic_interfaces": Keyword(
@@ -2065,6 +2082,27 @@ def _check_references(ctx: _Ctx) -> None:
                     ref.span,
                     f"vrrp_sync_group {sg.name}: track script {ref.name} not found; ignored",
                 )
+        # keepalived 2.2.7: "(G) track file x not found, ignoring..." and
+        # "(G) tracked interface x doesn't exist", as for an instance's.
+        files = []
+        for ref in sg.track_files:
+            if ref.name in cfg.track_files:
+                files.append(ref)
+            else:
+                ctx.error(
+                    ref.span,
+                    f"vrrp_sync_group {sg.name}: track file {ref.name} not found; ignored",
+                    hint=did_you_mean(ref.name, cfg.track_files) or "define it in a track_file block",
+                )
+        sg.track_files = files
+        if ctx.host_checks:
+            for ref in sg.track_interfaces:
+                if not _interface_exists(ref.name):
+                    ctx.error(
+                        ref.span,
+                        f"vrrp_sync_group {sg.name}: track_interface {ref.name} "
+                        "does not exist on this host",
+                    )
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,9 @@ priority from track.effective_priority.
 Sync groups follow keepalived's vrrp_sync.c: a member becomes MASTER only
 when every member wants to (machine.sync_can_goto_master), then takes the
 others along; a member backing down takes the masters along; a member in
-FAULT takes the group to FAULT; tracker weights are ignored in a group.
+FAULT takes the group to FAULT. The group's own track_* entries act on every
+member with their weights; a member's own weighted scripts and files are
+dropped, as keepalived 2.2.7 drops them (Instance._build_trackers).
 static_ipaddress / static_routes are set at start and removed at stop,
 whatever the state; virtual_routes follow the VIPs.
 
@@ -46,6 +48,7 @@ from keeplb.config.model import (
     VirtualAddress,
     VirtualRoute,
     VrrpInstance,
+    VrrpScript,
     VrrpSyncGroup,
 )
 from keeplb.errors import KeeplbError, MalformedPacket, NetlinkOpError
@@ -84,7 +87,15 @@ from keeplb.vrrp.net import (
     send_gratuitous_arp,
     send_unsolicited_na,
 )
-from keeplb.vrrp.scripts import FileWatcher, NotifyRunner, ScriptRunner
+from keeplb.vrrp.scripts import (
+    FileWatcher,
+    NotifyFifo,
+    NotifyRunner,
+    ScriptIdentity,
+    ScriptRunner,
+    fifo_line,
+    resolve_identity,
+)
 from keeplb.vrrp.track import FileTracker, Tracker, TrackKind, effective_priority
 
 __all__ = ["Instance", "VrrpDaemon", "main", "parse_config", "print_status", "run"]
@@ -176,17 +187,39 @@ class Instance:
     # ------------------------------------------------------------ setup
 
     def _build_trackers(self) -> None:
+        """One tracker per (instance or sync group) track_* entry, as keepalived 2.2.7.
+
+        A sync group's own track_script/track_interface/track_file act on
+        every member with their configured weights (a weight-0 failure faults
+        the member, and through it the group). The member's own trackers are
+        what keepalived restricts in a group (scripts and files, see
+        _sync_own_file_weight).
+        """
         cfg, kcfg = self.cfg, self.daemon.cfg
-        refs: list[TrackRef] = list(cfg.track_scripts)
-        for group in self.daemon.groups_of(self.name):
-            refs += group.track_scripts
-        for ref in refs:
+        groups = self.daemon.groups_of(self.name)
+        synced = bool(groups)  # a synced member's own trackers get keepalived's sync rules
+        scripts = [(ref, True) for ref in cfg.track_scripts]
+        ifaces = [(ref, True) for ref in cfg.track_interfaces]
+        files = [(ref, True) for ref in cfg.track_files]
+        for group in groups:
+            scripts += [(ref, False) for ref in group.track_scripts]
+            ifaces += [(ref, False) for ref in group.track_interfaces]
+            files += [(ref, False) for ref in group.track_files]
+        for ref, mine in scripts:
             script = kcfg.scripts.get(ref.name)
             if script is None:
                 log.warning("(%s) track_script %s not found, ignoring", self.name, ref.name)
                 continue
-            weight = self._sync_weight("script", ref.name,
-                                       ref.weight if ref.weight is not None else script.weight)
+            if self.daemon.script_identity(script) is None:
+                # keepalived drops a script whose user or group does not exist.
+                log.warning("(%s) track_script %s cannot run as '%s', ignoring", self.name,
+                            ref.name, script.user or kcfg.global_defs.script_user)
+                continue
+            weight = ref.weight if ref.weight is not None else script.weight
+            if mine and synced and weight:
+                log.warning("(%s) ignoring tracked script %s with weights due to SYNC group",
+                            self.name, ref.name)
+                continue
             t = Tracker(
                 ref.name,
                 weight=weight,
@@ -198,31 +231,53 @@ class Instance:
             )
             self.trackers.append(t)
             self.script_trackers.setdefault(ref.name, []).append(t)
-        for ref in cfg.track_interfaces:
-            t = Tracker(ref.name, weight=self._sync_weight("interface", ref.name, ref.weight or 0),
-                        reverse=ref.reverse, kind=TrackKind.INTERFACE)
+        for ref, mine in ifaces:
+            if mine and synced and ref.weight:
+                # keepalived 2.2.7 logs this yet keeps applying the weight
+                # (checked: the priority still moves with the link).
+                log.warning("(%s) ignoring %s tracked interface weight due to SYNC group",
+                            self.name, ref.name)
+            t = Tracker(ref.name, weight=ref.weight or 0, reverse=ref.reverse,
+                        kind=TrackKind.INTERFACE)
             self.trackers.append(t)
             self.iface_trackers.setdefault(ref.name, []).append(t)
-        for ref in cfg.track_files:
+        for ref, mine in files:
             fdef = kcfg.track_files.get(ref.name)
             if fdef is None:
                 log.warning("(%s) track_file %s not found, ignoring", self.name, ref.name)
                 continue
-            weight = self._sync_weight("file", ref.name,
-                                       ref.weight if ref.weight is not None else fdef.weight)
-            ft = FileTracker(ref.name, weight=weight, reverse=ref.reverse or fdef.weight_reverse)
+            fweight = ref.weight if ref.weight is not None else fdef.weight
+            if mine and synced:
+                sync_weight = self._sync_own_file_weight(ref, fdef.weight)
+                if sync_weight is None:
+                    continue
+                fweight = sync_weight
+            ft = FileTracker(ref.name, weight=fweight, reverse=ref.reverse or fdef.weight_reverse)
             self.trackers.append(ft)
             self.file_trackers.setdefault(ref.name, []).append(ft)
 
-    def _sync_weight(self, kind: str, name: str, weight: int) -> int:
-        # keepalived 2.2 (vrrp_sync_set_group): in a sync group a tracker's
-        # weight is ignored, so a failing tracker puts the member (and with it
-        # the group) in FAULT instead of shifting one member's priority.
-        if weight and self.daemon.groups_of(self.name):
-            log.warning("(%s) ignoring weight from tracked %s %s due to SYNC group. specify weight 0",
-                        self.name, kind, name)
+    def _sync_own_file_weight(self, ref: TrackRef, block_weight: int) -> int | None:
+        """The weight of a synced member's own track_file entry; None: dropped.
+
+        keepalived 2.2.7, checked against the binary: a weight given explicitly
+        (on the entry, or other than the default 1 in the track_file block)
+        drops the entry ("ignoring tracked file x with weight N"); the default
+        weight becomes 0 ("... specify weight 0"), so a non-zero value faults.
+        The model cannot tell 'weight 1' written out from the default: both
+        take the second path.
+        """
+        explicit = ref.weight if ref.weight is not None else (
+            block_weight if block_weight != 1 else None
+        )
+        if explicit is None:
+            log.warning("(%s) ignoring weight from tracked file %s due to SYNC group. "
+                        "specify weight 0", self.name, ref.name)
             return 0
-        return weight
+        if explicit:
+            log.warning("(%s) ignoring tracked file %s with weight %d due to SYNC group",
+                        self.name, ref.name, explicit)
+            return None
+        return 0
 
     async def setup(self) -> None:
         """Resolves the interface and source address and joins the VRRP socket."""
@@ -589,7 +644,8 @@ class VrrpDaemon:
         self.scripts: dict[str, ScriptRunner] = {}
         self.script_trackers: dict[str, Tracker] = {}
         self.files: dict[str, FileWatcher] = {}
-        self.notifier = NotifyRunner()
+        self.notifier = self._notifier(cfg)
+        self.fifo: NotifyFifo | None = None
         self.link_monitor = LinkMonitor(self.on_link)
         self.group_states: dict[str, str] = {}
         self.started = time.time()
@@ -643,6 +699,21 @@ class VrrpDaemon:
 
     # ------------------------------------------------------------ lookups
 
+    @staticmethod
+    def _notifier(cfg: KeepalivedConfig) -> NotifyRunner:
+        gd = cfg.global_defs
+        identity = resolve_identity(None, default_user=gd.script_user,
+                                    default_group=gd.script_group,
+                                    script_security=gd.enable_script_security)
+        return NotifyRunner(identity=identity, runnable=identity is not None)
+
+    def script_identity(self, script: VrrpScript) -> ScriptIdentity | None:
+        """Who `script` runs as (its own user, script_user, keepalived_script, us)."""
+        gd = self.cfg.global_defs
+        return resolve_identity(script.user, script.group, default_user=gd.script_user,
+                                default_group=gd.script_group,
+                                script_security=gd.enable_script_security)
+
     def groups_of(self, name: str) -> list[VrrpSyncGroup]:
         return [g for g in self.cfg.sync_groups if name in g.group]
 
@@ -664,6 +735,8 @@ class VrrpDaemon:
 
     async def start(self) -> None:
         """Opens sockets, starts trackers and instances. Raises KeeplbError when none can run."""
+        # Before any state change, so a reader may attach from the start.
+        self._open_fifo()
         await self.static_op(self.cfg, add=True)
         await self._add_instances(self.cfg.instances)
         initial = {}
@@ -706,7 +779,8 @@ class VrrpDaemon:
             self.script_trackers[name] = Tracker(
                 name, rise=script.rise, fall=script.fall, init_fail=script.init_fail
             )
-            runner = ScriptRunner(script, self.on_script_result, default_user=self.cfg.global_defs.script_user)
+            runner = ScriptRunner(script, self.on_script_result,
+                                  identity=self.script_identity(script))
             self.scripts[name] = runner
             runner.start()
         used_files = {n for i in self.instances.values() for n in i.file_trackers}
@@ -739,6 +813,7 @@ class VrrpDaemon:
         self.sockets.clear()
         await self.static_op(self.cfg, add=False)
         await self.notifier.drain()
+        self._close_fifo()
         await self.addresses.close()
         log.info("Stopped")
 
@@ -918,8 +993,6 @@ class VrrpDaemon:
         state: State,
         priority: int | None,
     ) -> None:
-        fifo_line = f'{kind} "{name}" {state.value}'
-        self._write_fifo(fifo_line if priority is None else f"{fifo_line} {priority}")
         specific = {State.MASTER: master, State.BACKUP: backup, State.FAULT: fault, State.STOP: stop}
         script = specific.get(state)
         if script:
@@ -929,24 +1002,31 @@ class VrrpDaemon:
             if priority is not None:
                 args.append(str(priority))
             self.notifier.run(notify, args)
+        # After the scripts, in keepalived's order (send_*_notifies); a group
+        # line carries priority 0, as keepalived's notify_group_fifo writes it.
+        self._write_fifo(fifo_line(kind, name, state.value, priority or 0))
+
+    def _open_fifo(self) -> None:
+        """vrrp_notify_fifo: created if missing and held open (see NotifyFifo)."""
+        path = self.cfg.global_defs.vrrp_notify_fifo
+        if self.fifo is not None and self.fifo.path == path:
+            return
+        self._close_fifo()
+        if path:
+            self.fifo = NotifyFifo(path)
+            self.fifo.open()
+
+    def _close_fifo(self) -> None:
+        if self.fifo is not None:
+            self.fifo.close()
+            self.fifo = None
 
     def _write_fifo(self, line: str) -> None:
-        """vrrp_notify_fifo: one line per state change, as keepalived writes it."""
-        path = self.cfg.global_defs.vrrp_notify_fifo
-        if not path:
-            return
-        try:
-            # Non-blocking: no reader on the FIFO must never stall VRRP.
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as e:
-            log.debug("notify fifo %s: %s", path, e)
-            return
-        try:
-            os.write(fd, (line + "\n").encode())
-        except OSError as e:
-            log.warning("notify fifo %s: %s", path, e)
-        finally:
-            os.close(fd)
+        """One line per state change, as keepalived writes it; opens the FIFO
+        on first use when the daemon was not started through start()."""
+        self._open_fifo()
+        if self.fifo is not None:
+            self.fifo.write(line)
 
     # ------------------------------------------------------------ reload
 
@@ -960,13 +1040,19 @@ class VrrpDaemon:
         old_cfg = self.cfg
         self.cfg = new
         await self._reload_statics(old_cfg, new)
+        fresh = self._notifier(new)  # script_user may have changed; running scripts finish as they are
+        self.notifier.identity, self.notifier.runnable = fresh.identity, fresh.runnable
+        self._open_fifo()
         new_by_name = {i.name: i for i in new.instances}
         keep_scripts: set[str] = set()
         for name, s in new.scripts.items():
             old = old_cfg.scripts.get(name)
             if old is not None and repr(_strip_spans(dataclasses.asdict(old))) == repr(
                 _strip_spans(dataclasses.asdict(s))
+            ) and self.scripts.get(name) is not None and (
+                self.scripts[name].identity == self.script_identity(s)
             ):
+                # Same script, same user (script_user may have changed): kept running.
                 keep_scripts.add(name)
         keep_scripts |= {n for n, f in new.track_files.items() if old_cfg.track_files.get(n) == f}
         await self._stop_trackers(keep_scripts)
@@ -1028,7 +1114,7 @@ class VrrpDaemon:
 
     def _rebuild_trackers(self, inst: Instance, icfg: VrrpInstance) -> None:
         # Tracker objects hold rise/fall history: rebuilt only for scripts that changed.
-        old_scripts = inst.script_trackers
+        old_scripts, old_ifaces = inst.script_trackers, inst.iface_trackers
         inst.cfg = icfg
         inst.trackers, inst.script_trackers, inst.iface_trackers, inst.file_trackers = [], {}, {}, {}
         inst._build_trackers()
@@ -1037,6 +1123,18 @@ class VrrpDaemon:
             if prev and name in self.scripts:
                 for t in trackers:
                     t.ok, t.health = prev[0].ok, prev[0].health
+        # A link's state and a kept file's value are not re-reported after a
+        # reload: carry them over, or a down tracked interface would read as up.
+        for name, trackers in inst.iface_trackers.items():
+            prev = old_ifaces.get(name)
+            if prev:
+                for t in trackers:
+                    t.ok, t.health = prev[0].ok, prev[0].health
+        for name, ftrackers in inst.file_trackers.items():
+            watcher = self.files.get(name)
+            if watcher is not None and watcher.value is not None:
+                for ft in ftrackers:
+                    ft.on_value(watcher.value)
 
     # ------------------------------------------------------------ status
 

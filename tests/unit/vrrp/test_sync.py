@@ -12,6 +12,7 @@ from keeplb.config.model import (
     TrackFileDef,
     TrackRef,
     VrrpInstance,
+    VrrpScript,
     VrrpSyncGroup,
 )
 from keeplb.vrrp.daemon import Instance, VrrpDaemon
@@ -105,14 +106,23 @@ def test_master_takes_the_backups_along_and_backup_takes_the_masters() -> None:
     assert sync_followers([v1, v2, v3], v3, State.MASTER, State.FAULT) == []
 
 
-def test_tracker_weights_are_ignored_in_a_sync_group(caplog: pytest.LogCaptureFixture) -> None:
-    """keepalived 2.2.7 logs '(v1) ignoring weight from tracked file tf due to SYNC
-    group. specify weight 0' and treats the tracker as weight 0 (failure = FAULT)."""
+def test_a_members_own_weighted_trackers_in_a_sync_group(caplog: pytest.LogCaptureFixture) -> None:
+    """keepalived 2.2.7 (checked in a namespace): a synced member's own track_file
+    with a weight is dropped ('(v1) ignoring tracked file tf with weight 5 due
+    to SYNC group'), one with the default weight becomes weight 0 ('... specify
+    weight 0'), a weighted script is dropped, and a weighted interface is
+    logged as ignored yet keeps moving the priority."""
     cfg = KeepalivedConfig(
-        track_files={"tf": TrackFileDef(name="tf", file="/nonexistent", weight=5)},
+        track_files={
+            "tf": TrackFileDef(name="tf", file="/nonexistent", weight=5),
+            "td": TrackFileDef(name="td", file="/nonexistent"),
+        },
+        scripts={"chk": VrrpScript("chk", script="/bin/true", weight=4)},
         instances=[
             VrrpInstance(name="v1", interface="eth0", virtual_router_id=61,
-                         track_files=[TrackRef("tf")], track_interfaces=[TrackRef("eth1", 10)]),
+                         track_files=[TrackRef("tf"), TrackRef("td")],
+                         track_interfaces=[TrackRef("eth1", 10)],
+                         track_scripts=[TrackRef("chk")]),
             VrrpInstance(name="v2", interface="eth0", virtual_router_id=62,
                          track_files=[TrackRef("tf")]),
         ],
@@ -121,7 +131,10 @@ def test_tracker_weights_are_ignored_in_a_sync_group(caplog: pytest.LogCaptureFi
     daemon = VrrpDaemon(cfg, "keepalived.conf")
     with caplog.at_level(logging.WARNING, logger="keeplb.vrrp"):
         v1, v2 = Instance(daemon, cfg.instances[0]), Instance(daemon, cfg.instances[1])
-    assert [t.weight for t in v1.trackers] == [0, 0] and v1.params.synced
-    assert [t.weight for t in v2.trackers] == [5] and not v2.params.synced
-    assert "(v1) ignoring weight from tracked file tf due to SYNC group. specify weight 0" in caplog.text
-    assert "(v1) ignoring weight from tracked interface eth1" in caplog.text
+    assert v1.params.synced and not v2.params.synced
+    assert [(t.name, t.weight) for t in v1.trackers] == [("eth1", 10), ("td", 0)]
+    assert [t.weight for t in v2.trackers] == [5]
+    assert "(v1) ignoring tracked file tf with weight 5 due to SYNC group" in caplog.text
+    assert "(v1) ignoring weight from tracked file td due to SYNC group. specify weight 0" in caplog.text
+    assert "(v1) ignoring tracked script chk with weights due to SYNC group" in caplog.text
+    assert "(v1) ignoring eth1 tracked interface weight due to SYNC group" in caplog.text
