@@ -147,7 +147,8 @@ def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True,
                     config=s, backend=p.name, sid=s.options.id or sid, host=host or "",
                     port=s.address.port_low, uweight=weight, eweight=weight,
                     check_enabled=bool(s.options.check), last_change=now,
-                    maxconn=s.options.maxconn or 0, maxqueue=s.options.maxqueue or 0)
+                    maxconn=s.options.maxconn or 0, maxqueue=s.options.maxqueue or 0,
+                    local=s.address.family if s.address.family in ("unix", "abns") else "")
                 if s.options.disabled or host is None:
                     rt.admin = AdminState.MAINT
                 rt.unresolved = host is None  # haproxy: MAINT (resolution)

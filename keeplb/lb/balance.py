@@ -26,7 +26,7 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from keeplb.config import model
 
@@ -46,55 +46,22 @@ class BalancedServer:
     maxconn: int = 0  # 0: no limit (read by `balance first` only)
 
 
-class Balancer(Protocol):
-    """haproxy's lb_ops: the operations the relay and the checks call."""
-
-    algorithm: ClassVar[str]
-
-    @property
-    def dynamic(self) -> bool:
-        """True when weights may change at run time (slowstart, `set server weight`).
-        A static balancer only accepts 0 or the initial weight (haproxy's BE_LB_PROP_DYN)."""
-
-    def set_up(self, name: str) -> None:
-        """The server may be selected (its check passed, or it has no check)."""
-
-    def set_down(self, name: str) -> None:
-        """The server must not be selected any more (check failed, MAINT, DRAIN)."""
-
-    def update_weight(self, name: str, weight: int) -> None:
-        """New effective weight, applied at once; 0 makes the server not selectable."""
-
-    def take_conn(self, name: str) -> None:
-        """A connection was assigned to the server."""
-
-    def drop_conn(self, name: str) -> None:
-        """A connection to the server ended."""
-
-    def pick(self, key: bytes | None = None, avoid: str | None = None) -> str | None:
-        """The server for a new connection, or None when no server is usable.
-
-        `key` is the hashed input (client address bytes for `balance source`).
-        `avoid` is a server that just failed (redispatch): it is chosen only
-        when it is the one usable server left.
-        """
-
-    def usable(self) -> list[str]:
-        """The servers pick() currently chooses among, in server order."""
-
-
 def _hash64(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-class _BaseBalancer:
-    """Bookkeeping shared by all algorithms: up/down, weights, counts, backups."""
+class Balancer:
+    """haproxy's lb_ops, the operations the relay and the checks call, and the
+    bookkeeping all algorithms share: up/down, weights, counts, backups. A base
+    class, not a Protocol: compiled, the relay's calls go straight to it."""
 
     algorithm: ClassVar[str] = ""
     _dynamic: ClassVar[bool] = True
 
     @property
     def dynamic(self) -> bool:
+        """True when weights may change at run time (slowstart, `set server weight`).
+        A static balancer only accepts 0 or the initial weight (haproxy's BE_LB_PROP_DYN)."""
         return self._dynamic
 
     def __init__(self, servers: Sequence[BalancedServer], *, allbackups: bool = False) -> None:
@@ -115,18 +82,21 @@ class _BaseBalancer:
     # -- lb_ops ----------------------------------------------------------
 
     def set_up(self, name: str) -> None:
+        """The server may be selected (its check passed, or it has no check)."""
         self._known(name)
         if name not in self._up:
             self._up.add(name)
             self._changed()
 
     def set_down(self, name: str) -> None:
+        """The server must not be selected any more (check failed, MAINT, DRAIN)."""
         self._known(name)
         if name in self._up:
             self._up.discard(name)
             self._changed()
 
     def update_weight(self, name: str, weight: int) -> None:
+        """New effective weight, applied at once; 0 makes the server not selectable."""
         self._known(name)
         weight = max(0, weight)
         if not self.dynamic and weight != 0:
@@ -137,15 +107,23 @@ class _BaseBalancer:
             self._changed()
 
     def take_conn(self, name: str) -> None:
+        """A connection was assigned to the server."""
         self._known(name)
         self._conns[name] += 1
 
     def drop_conn(self, name: str) -> None:
+        """A connection to the server ended."""
         self._known(name)
         if self._conns[name] > 0:
             self._conns[name] -= 1
 
     def pick(self, key: bytes | None = None, avoid: str | None = None) -> str | None:
+        """The server for a new connection, or None when no server is usable.
+
+        `key` is the hashed input (client address bytes for `balance source`).
+        `avoid` is a server that just failed (redispatch): it is chosen only
+        when it is the one usable server left.
+        """
         pool = self.usable()
         if not pool:
             return None
@@ -154,6 +132,7 @@ class _BaseBalancer:
         return self._choose(pool, key, None)
 
     def usable(self) -> list[str]:
+        """The servers pick() currently chooses among, in server order."""
         if self._pool is None:
             self._pool = self._compute_pool()
         return self._pool
@@ -194,7 +173,7 @@ class _BaseBalancer:
         raise NotImplementedError
 
 
-class RoundRobin(_BaseBalancer):
+class RoundRobin(Balancer):
     """`balance roundrobin`: smooth weighted round-robin, dynamic.
 
     haproxy's fwrr (src/lb_fwrr.c) spreads each server's turns evenly over a
@@ -243,7 +222,7 @@ class StaticRoundRobin(RoundRobin):
     _dynamic = False
 
 
-class LeastConn(_BaseBalancer):
+class LeastConn(Balancer):
     """`balance leastconn`: fewest current connections per unit of weight.
 
     Among servers with the same load the one picked least recently wins, so
@@ -281,7 +260,7 @@ class LeastConn(_BaseBalancer):
         return best
 
 
-class First(_BaseBalancer):
+class First(Balancer):
     """`balance first`: the first server in id order that has a free slot.
 
     A server is full when its connection count reached its `maxconn`
@@ -312,7 +291,7 @@ class _AllFull(Exception):
     pass
 
 
-class Source(_BaseBalancer):
+class Source(Balancer):
     """`balance source`: a hash of the client address picks the server.
 
     `hash-type map-based` (the default): the hash modulo the weighted server
@@ -420,7 +399,7 @@ class Source(_BaseBalancer):
         return names[i]
 
 
-class Random(_BaseBalancer):
+class Random(Balancer):
     """`balance random[(draws)]`: weighted random choice, dynamic.
 
     Each draw takes a server with a probability proportional to its weight;
@@ -453,7 +432,7 @@ class Random(_BaseBalancer):
         return best
 
 
-BALANCERS: dict[str, type[_BaseBalancer]] = {
+BALANCERS: dict[str, type[Balancer]] = {
     "roundrobin": RoundRobin,
     "static-rr": StaticRoundRobin,
     "leastconn": LeastConn,

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from keeplb.lb.runtime import RuntimeControl
 
 _log = logging.getLogger("keeplb.lb")
+_wall_clock: Final = time.time  # bound once: compiled, time.time() is a module lookup per call
 
 # Large enough that bulk transfers move in big chunks, small enough that
 # 10k sessions stay cheap (the kernel socket buffers hold the rest).
@@ -1174,7 +1175,7 @@ class Session:
         self.loop_time = loop.time
         self.fe = fe
         self.t0 = self.last = loop.time()
-        self.wall0 = time.time()
+        self.wall0 = _wall_clock()
         self.src: tuple[str, int] = ("unix", 0)
         self._dst: tuple[str, int] | None = None
         self.client = ClientSide(self)
@@ -1355,9 +1356,9 @@ class Session:
         rt = slot.rt
         try:
             port = 0
-            if rt.config.address.family == "unix":
+            if rt.local == "unix":
                 family, host = AF_UNIX, rt.host
-            elif rt.config.address.family == "abns":
+            elif rt.local == "abns":
                 family, host = AF_UNIX, "\0" + rt.host
             else:
                 family = AF_INET6 if ":" in rt.host else AF_INET
@@ -1535,8 +1536,7 @@ class Session:
         self.phase = "D"
         self.server_tr = transport
         be = self.backend
-        if be is not None and be.srvtcpka and self.slot is not None \
-                and self.slot.rt.config.address.family not in ("unix", "abns"):
+        if be is not None and be.srvtcpka and self.slot is not None and not self.slot.rt.local:
             fdsock.set_keepalive(transport.fd)
         if self.client_lost:
             self._reset_server_if_nolinger(transport)

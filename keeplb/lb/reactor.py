@@ -28,7 +28,7 @@ import os
 import select
 import socket
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from keeplb.lb import fdsock
 
@@ -50,6 +50,19 @@ _EINTR: Final = -errno.EINTR
 # and edge-triggered epoll reports that FIN only once.
 EDGE_IN: Final = EPOLLIN | EPOLLRDHUP | EPOLLET
 EDGE: Final = EDGE_IN | EPOLLOUT
+
+# The socket calls, bound once: compiled, a call through the module attribute
+# costs a dict lookup and a getattr on top of the call.
+_accept: Final = fdsock.accept
+_close: Final = fdsock.close
+_connect: Final = fdsock.connect
+_getpeername: Final = fdsock.getpeername
+_getsockname: Final = fdsock.getsockname
+_recv_into: Final = fdsock.recv_into
+_send: Final = fdsock.send
+_set_nodelay: Final = fdsock.set_nodelay
+_shutdown_wr: Final = fdsock.shutdown_wr
+_so_error: Final = fdsock.so_error
 
 READ_SIZE: Final = 256 * 1024
 READS_PER_EVENT: Final = 4  # then other sockets get their turn
@@ -76,9 +89,15 @@ def os_error(neg_errno: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
-class Watcher(Protocol):
-    def on_events(self, events: int) -> None: ...
-    def on_error(self, exc: BaseException) -> None: ...
+class Watcher:
+    """What the Reactor calls for a registered fd. A class (not a Protocol): compiled,
+    the dispatch loop then calls its subclasses' methods directly, not by name."""
+
+    def on_events(self, events: int) -> None:
+        raise NotImplementedError
+
+    def on_error(self, exc: BaseException) -> None:
+        pass
 
 
 class Reactor:
@@ -125,7 +144,7 @@ class Reactor:
         corked, self.corked = self.corked, []
         for st in corked:
             if not st.closed and not st.want_eof:
-                fdsock.set_nodelay(st.fd)
+                _set_nodelay(st.fd)
 
     def forget(self, fd: int) -> None:
         """`fd` is about to be closed, which takes it out of the epoll set."""
@@ -167,9 +186,9 @@ class Reactor:
                 ready = self.epoll.poll(0, MAX_EVENTS)
             except InterruptedError:
                 return
-            get = self.watchers.get
+            watchers = self.watchers
             for fd, ev in ready:
-                w = get(fd)
+                w = watchers.get(fd)  # compiled: a native dict lookup, no bound method
                 if w is None:
                     continue
                 try:
@@ -220,7 +239,7 @@ class StreamProtocol:
         pass
 
 
-class Stream:
+class Stream(Watcher):
     """A connected (or connecting) non-blocking socket with the methods of
     asyncio.Transport that the relay uses, calling a StreamProtocol.
 
@@ -291,10 +310,10 @@ class Stream:
         """'peername' and 'sockname' (a bare descriptor: no 'socket')."""
         if name == "peername":
             if self.peer is None and not self.closed:
-                self.peer = fdsock.getpeername(self.fd)
+                self.peer = _getpeername(self.fd)
             return self.peer if self.peer is not None else default
         if name == "sockname" and not self.closed:
-            local = fdsock.getsockname(self.fd)
+            local = _getsockname(self.fd)
             return local if local is not None else default
         return default
 
@@ -325,7 +344,7 @@ class Stream:
             more = self.reactor.more
             if more:
                 self.reactor.corked.append(self)
-            n = fdsock.send(self.fd, data, more | MSG_DONTWAIT)
+            n = _send(self.fd, data, more | MSG_DONTWAIT)
             if n < 0:
                 if n != _EAGAIN and n != _EINTR:
                     self._fatal(os_error(n))
@@ -382,7 +401,7 @@ class Stream:
             if self.reading and not self.eof and not self.closing:
                 self._read()
             elif ev & EPOLLERR:
-                err = fdsock.so_error(self.fd)
+                err = _so_error(self.fd)
                 if err:
                     self._fatal(os_error(-err))
 
@@ -401,7 +420,7 @@ class Stream:
         proto = self.protocol
         assert proto is not None
         for _ in range(READS_PER_EVENT):
-            n = fdsock.recv_into(fd, rbuf, MSG_DONTWAIT)
+            n = _recv_into(fd, rbuf, MSG_DONTWAIT)
             if n <= 0:
                 if n == _EAGAIN or n == _EINTR:
                     self.readable = False
@@ -537,7 +556,7 @@ class Stream:
                 return
         wbuf = self.wbuf
         if wbuf:
-            n = fdsock.send(self.fd, wbuf, MSG_DONTWAIT)
+            n = _send(self.fd, wbuf, MSG_DONTWAIT)
             if n < 0:
                 if n != _EAGAIN and n != _EINTR:
                     self._fatal(os_error(n))
@@ -555,7 +574,7 @@ class Stream:
                 self._shutdown_wr()
 
     def _shutdown_wr(self) -> None:
-        fdsock.shutdown_wr(self.fd)  # an error: not connected any more, the read side reports it
+        _shutdown_wr(self.fd)  # an error: not connected any more, the read side reports it
 
     def _fatal(self, exc: OSError | None) -> None:
         self.closing = True
@@ -566,7 +585,7 @@ class Stream:
             return
         self.closed = self.closing = True
         self.reactor.forget(self.fd)
-        fdsock.close(self.fd)  # also takes it out of the epoll set
+        _close(self.fd)  # also takes it out of the epoll set
         self.wbuf = bytearray()
         self._close_pipe()
         self.splice_to = self.feeder = None
@@ -598,7 +617,7 @@ class Stream:
         self.on_connect = None
         err = 0
         if ev & (EPOLLERR | EPOLLHUP):
-            err = fdsock.so_error(self.fd) or errno.ECONNREFUSED
+            err = _so_error(self.fd) or errno.ECONNREFUSED
         if err:
             self._discard()
             cb(self, os_error(-err))
@@ -616,7 +635,7 @@ class Stream:
         """Close a socket that never got a protocol: nothing to tell anyone."""
         self.closed = self.closing = True
         self.reactor.forget(self.fd)
-        fdsock.close(self.fd)
+        _close(self.fd)
 
 
 def open_connection(reactor: Reactor, family: int, host: str, port: int,
@@ -631,12 +650,12 @@ def open_connection(reactor: Reactor, family: int, host: str, port: int,
     established before connect() returns; if sending succeeds the stream is
     connected, on_connect is not called, and the count sent is returned
     (else -1): no wait for an EPOLLOUT event."""
-    fd = fdsock.connect(family, host, port, scope_id)
+    fd = _connect(family, host, port, scope_id)
     if fd < 0:
         raise os_error(fd)
     st = Stream(reactor, fd, None)
     if early:
-        sent = fdsock.send(fd, early, MSG_DONTWAIT)
+        sent = _send(fd, early, MSG_DONTWAIT)
         # < 0: still connecting, or refused (the first event reports it)
         if sent >= 0:
             st.start()
@@ -646,7 +665,7 @@ def open_connection(reactor: Reactor, family: int, host: str, port: int,
     return st, -1
 
 
-class Acceptor:
+class Acceptor(Watcher):
     """Accepts on one listening socket; pause() leaves the socket listening, so
     further clients wait in the kernel backlog (haproxy's maxconn)."""
 
@@ -684,7 +703,7 @@ class Acceptor:
         for _ in range(self.batch):
             if not self.active:
                 return
-            fd, addr = fdsock.accept(lfd)
+            fd, addr = _accept(lfd)
             if fd < 0:
                 if fd == _EAGAIN:
                     return

@@ -118,6 +118,9 @@ class ServerRuntime:
     # `init-addr none`: no address yet; in MAINT until one is set (haproxy's
     # SRV_ADMF_RMAINT, "MAINT (resolution)")
     unresolved: bool = False
+    # 'unix' or 'abns' for a server on a UNIX socket, '' for TCP: the config's
+    # address family, kept here so that the relay reads it natively
+    local: str = ""
     queue_cur: int = 0
     queue_max: int = 0
     counters: Counters = field(default_factory=Counters)
