@@ -160,10 +160,14 @@ def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True,
     return proc
 
 
-def make_backend_balancer(p: Proxy, servers: Sequence[ServerRuntime]) -> Balancer:
+def make_backend_balancer(p: Proxy, servers: Sequence[ServerRuntime],
+                          process: ProcessRuntime | None = None) -> Balancer:
     """The backend's balancer with its usable servers set up; unsupported
-    algorithms fall back to roundrobin (the config checker warns about them)."""
-    bs = [BalancedServer(s.name, s.uweight * BE_WEIGHT_SCALE, s.backup, s.maxconn)
+    algorithms fall back to roundrobin (the config checker warns about them).
+    `process`: with nbthread, `balance first` fills this worker's part of each
+    server's maxconn."""
+    bs = [BalancedServer(s.name, s.uweight * BE_WEIGHT_SCALE, s.backup,
+                         process.server_share(s.maxconn) if process and s.maxconn else s.maxconn)
           for s in servers]
     allb = p.option("allbackups")
     try:
@@ -220,7 +224,7 @@ class LoadBalancer:
         # ... and every `clear counters [all]` (an event: the clear's number, all)
         self.on_counters_clear: Callable[[int, bool], None] | None = None
         for brt in self.runtime.backends:
-            bal = make_backend_balancer(brt.config, brt.servers)
+            bal = make_backend_balancer(brt.config, brt.servers, self.runtime)
             be = Backend(brt, bal, self.runtime, self.logs.for_proxy(brt.config))
             be.on_health = self._health_changed
             self.backends[brt.name] = be

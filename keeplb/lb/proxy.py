@@ -369,8 +369,10 @@ class Slot:
 
     @property
     def full(self) -> bool:
+        """At the server's maxconn: with nbthread, this worker's part of it
+        (each worker counts only its own sessions)."""
         mc = self.rt.maxconn
-        return mc > 0 and len(self.sessions) >= mc
+        return mc > 0 and len(self.sessions) >= self.backend.process.server_share(mc)
 
 
 class Backend:
@@ -1443,7 +1445,7 @@ class Session:
         full server be.pick() answered, or None."""
         target = slot if (be.deterministic and slot is not None) else None
         if target is not None and target.rt.maxqueue and \
-                target.queue_len >= target.rt.maxqueue:
+                target.queue_len >= be.process.server_share(target.rt.maxqueue):
             if not be.redispatch:
                 self.term = "s"
                 raise _NoServer()

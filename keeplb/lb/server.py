@@ -250,6 +250,12 @@ class ProcessRuntime:
         n = max(1, self.nbthread)
         return limit // n + (1 if self.worker - 1 < limit % n else 0)
 
+    def server_share(self, limit: int) -> int:
+        """This worker's part of a server's `maxconn` or `maxqueue`, as share()
+        but never 0: a worker must be able to reach every server, so a limit
+        below nbthread lets the process exceed it by the difference."""
+        return max(1, self.share(limit))
+
     def clear_counters(self, everything: bool, epoch: int | None = None) -> int:
         """`clear counters [all]` on every frontend, backend and server (and
         the queues' maxima), and on the other workers' snapshots this worker

@@ -692,3 +692,56 @@ def test_cpu_map_binds_each_worker(tmp_path: Path, servers: tuple[Holder, Holder
     assert allowed_cpus(p.pid) == set(mine)
     replies, _ = batch(port, servers, 10)
     assert sorted(set(replies)) == [b"s1", b"s2"]
+
+
+def names_within(conns: list[socket.socket], wait: float) -> list[bytes]:
+    """What the servers sent to each of `conns` within `wait` seconds."""
+    got: dict[socket.socket, bytes] = {}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        pending = [c for c in conns if c not in got]
+        readable, _, _ = select.select(pending, [], [], 0.1) if pending else ([], [], [])
+        for c in readable:
+            try:
+                got[c] = c.recv(16)
+            except OSError:
+                got[c] = b""
+    return [got[c] for c in conns if got.get(c)]
+
+
+def test_server_maxconn_is_the_whole_process(tmp_path: Path, servers: tuple[Holder, Holder],
+                                             lb: dict[str, object]) -> None:
+    """`maxconn 2` on each server holds the process (both workers) to 2 sessions
+    per server, as haproxy's threads share it: each worker takes 1. Each worker
+    is tried alone (the other SIGSTOPped) with more clients than it may serve."""
+    s1, s2 = servers
+    port = free_port()
+    cfg, _ = write_config(tmp_path, port, s1, s2)
+    cfg.write_text(cfg.read_text().replace(" rise 1 fall 1\n", " rise 1 fall 1 maxconn 2\n")
+                   .replace("    timeout server 10s\n", "    timeout server 10s\n"
+                            "    timeout queue 10s\n"))
+    p, workers = start_two(lb, cfg, port)
+    s1.release()
+    s2.release()  # the sessions of start_two's probes end with their servers' side
+    wait_for(lambda: not owners([s1.port, s2.port]), 5, "the probes' sessions to end")
+    held: list[socket.socket] = []
+    served: list[bytes] = []
+    try:
+        for w in workers:
+            others = [o for o in workers if o != w]
+            for o in others:
+                os.kill(o, signal.SIGSTOP)
+            try:
+                conns = burst(port, 6)
+                held += conns
+                got = names_within(conns, 1.5)
+            finally:
+                for o in others:
+                    os.kill(o, signal.SIGCONT)
+            # this worker's part: 1 session on each server, the rest wait in its queue
+            assert sorted(got) == [b"s1", b"s2"], got
+            served += got
+        assert sorted(served) == [b"s1", b"s1", b"s2", b"s2"]
+    finally:
+        for c in held:
+            c.close()

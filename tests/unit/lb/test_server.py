@@ -31,3 +31,10 @@ def test_the_parts_add_up_to_the_limit_and_differ_by_one_at_most(nbthread: int, 
     parts = [proc(nbthread, w).share(limit) for w in range(1, nbthread + 1)]
     assert sum(parts) == limit
     assert max(parts) - min(parts) <= 1
+
+
+@given(st.integers(1, 64), st.integers(1, 100_000))
+def test_a_servers_limit_is_shared_but_each_worker_keeps_one(nbthread: int, limit: int) -> None:
+    parts = [proc(nbthread, w).server_share(limit) for w in range(1, nbthread + 1)]
+    assert min(parts) >= 1
+    assert sum(parts) == max(limit, nbthread)
