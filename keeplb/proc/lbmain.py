@@ -161,6 +161,10 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
             sync.silence_follower(lb)
             if lb.control is not None:
                 lb.control.shared_sockets = True
+            # the stats page's admin actions go to the checker, which publishes them
+            for fe in lb.frontends:
+                if fe.control is not None:
+                    fe.control = sync.CheckerRequests(link)
         else:
             sync.restore_health(runtime, snapshot)
             lb.on_server_change = link.publish

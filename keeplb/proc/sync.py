@@ -109,7 +109,9 @@ def server_key(rec: dict[str, Any]) -> tuple[str, str]:
 def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
     """The snapshot slot of a state line: one per server, one per frontend,
     one for the process limits and one for the last `clear counters`; None
-    for any other line (counters)."""
+    for any other line (counters, a follower's request)."""
+    if "req" in rec:
+        return None
     f = rec.get("f")
     if isinstance(f, str):
         return ("f", f)
@@ -120,6 +122,71 @@ def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
     if "b" in rec and "s" in rec:
         return ("s", *server_key(rec))
     return None
+
+
+# A follower's stats page serves operators too: what they ask there goes to the
+# checker (worker 1) as a request line, which applies it and publishes the new
+# state to every worker, as for a command on its stats socket.
+REQUESTS = ("admin", "weight", "addr", "health", "op", "maxconn")
+
+
+def request_record(server: ServerRuntime, what: str, value: Any) -> dict[str, Any]:
+    return {"req": what, "b": server.backend, "s": server.name, "v": value}
+
+
+class CheckerRequests:
+    """A follower's RuntimeControl for its stats page: each change is sent to
+    the checker instead of applied here; the checker's state line comes back."""
+
+    def __init__(self, link: WorkerLink) -> None:
+        self.link = link
+
+    def set_admin_state(self, server: ServerRuntime, state: AdminState) -> None:
+        self.link.send(request_record(server, "admin", state.value))
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        self.link.send(request_record(server, "weight", weight))
+
+    def set_addr(self, server: ServerRuntime, host: str, port: int | None) -> None:
+        self.link.send(request_record(server, "addr", [host, port]))
+
+    def enable_health(self, server: ServerRuntime) -> None:
+        self.link.send(request_record(server, "health", True))
+
+    def disable_health(self, server: ServerRuntime) -> None:
+        self.link.send(request_record(server, "health", False))
+
+    def set_health(self, server: ServerRuntime, op: OpState) -> None:
+        self.link.send(request_record(server, "op", op.value))
+
+    def set_maxconn(self, server: ServerRuntime, maxconn: int) -> None:
+        self.link.send(request_record(server, "maxconn", maxconn))
+
+
+def apply_request(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    """In the checker: a follower's request, through the checker's own control
+    (which publishes the result). False when it names nothing or is malformed."""
+    srv = _find(lb.runtime, rec)
+    control = lb.control
+    what, v = rec.get("req"), rec.get("v")
+    if srv is None or control is None or what not in REQUESTS:
+        return False
+    if what == "admin" and (state := _enum(AdminState, v)) is not None:
+        control.set_admin_state(srv, state)
+    elif what == "op" and (op := _enum(OpState, v)) is not None:
+        control.set_health(srv, op)
+    elif what == "health" and isinstance(v, bool):
+        (control.enable_health if v else control.disable_health)(srv)
+    elif what == "weight" and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        control.set_weight(srv, v)
+    elif what == "maxconn" and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        control.set_maxconn(srv, v)
+    elif (what == "addr" and isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+          and (v[1] is None or isinstance(v[1], int))):
+        control.set_addr(srv, v[0], v[1])
+    else:
+        return False
+    return True
 
 
 def server_record(s: ServerRuntime) -> dict[str, Any]:
@@ -542,6 +609,12 @@ class WorkerLink:
                     runtime.peer_counters[ctr] = rec
                 continue
             if not apply:
+                if "req" in rec:  # the checker: a follower's stats page asks
+                    try:
+                        if not apply_request(lb, rec):
+                            log.warning("sync: dropped a malformed request %s", rec.get("req"))
+                    except Exception:
+                        log.exception("sync: applying request %s failed", rec.get("req"))
                 continue
             try:
                 apply_live(lb, rec)
@@ -633,6 +706,12 @@ class Relay:
         line = line if line.endswith(b"\n") else line + b"\n"
         if isinstance(rec.get("ctr"), int):
             skip = sender
+        elif "req" in rec:
+            # a follower's request goes to the checker only
+            w1 = self.links.get(1)
+            if sender != 1 and w1 is not None and not w1.is_closing():
+                w1.write(line)
+            return
         else:
             key = record_key(rec)
             if key is None or sender != 1:

@@ -745,3 +745,38 @@ def test_server_maxconn_is_the_whole_process(tmp_path: Path, servers: tuple[Hold
     finally:
         for c in held:
             c.close()
+
+
+def post_form(port: int, body: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(f"POST / HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data.decode("latin-1")
+
+
+def test_stats_page_admin_on_a_follower_reaches_every_worker(
+        tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]) -> None:
+    """The stats page's admin form, answered by worker 2 (worker 1 stopped
+    meanwhile), puts s1 in MAINT in both workers: the request goes to the
+    checker, which applies and publishes it."""
+    s1, s2 = servers
+    port, page_port = free_port(), free_port()
+    cfg, _ = write_config(tmp_path, port, s1, s2, page_port)
+    cfg.write_text(cfg.read_text().replace("    stats uri /\n",
+                                           "    stats uri /\n    stats admin if TRUE\n"))
+    p, _ = start_two(lb, cfg, port)
+    w1, w2 = worker_pid(p, 1), worker_pid(p, 2)
+    os.kill(w1, signal.SIGSTOP)
+    try:
+        answer = post_form(page_port, "b=be&s=s1&action=maint")
+    finally:
+        os.kill(w1, signal.SIGCONT)
+    assert answer.startswith("HTTP/1.1 303") and "st=DONE" in answer, answer
+    for pid in (w1, w2):
+        wait_for(lambda pid=pid: page_row(page_of(page_port, pid), "be", "s1")["status"]
+                 .startswith("MAINT"), 10, f"s1 in MAINT in worker {pid}")
+    names, _ = batch(port, servers, 20)
+    assert set(names) == {b"s2"}, names

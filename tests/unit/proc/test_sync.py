@@ -408,3 +408,42 @@ def test_clear_counters_reaches_every_worker_once_and_drops_older_counters_lines
 
     asyncio.run(follow())
     assert kept == [5]  # the fresh line only (stot 5), not the stale one (9)
+
+
+def test_a_followers_request_goes_to_the_checker_only_and_is_not_kept() -> None:
+    relay = sync.Relay()
+    checker, f2, f3 = FakeWriter(), FakeWriter(), FakeWriter()
+    for rid, w in ((1, checker), (2, f2), (3, f3)):
+        relay.add_worker(rid, cast(Any, w))
+    req = sync.encode({"req": "admin", "b": "be", "s": "s1", "v": "maint"})
+    relay.on_line(2, req)
+    relay.on_line(1, req)  # the checker asks nobody
+    assert checker.data == sync.SYNCED + req
+    assert f2.data == f3.data == sync.SYNCED
+    assert relay.snapshot == {}
+
+
+@pytest.mark.usefixtures("lb_filters")
+def test_the_checker_applies_a_request_through_its_control_and_publishes(
+        cfg: HaproxyConfig) -> None:
+    seen: list[tuple[str, str, int]] = []
+
+    async def run() -> None:
+        lb = app.LoadBalancer(cfg, app.build_runtime(cfg, resolve=False))
+        lb.control = app.AppControl(lb)
+        lb.on_server_change = lambda s: seen.append((s.name, s.admin.value, s.uweight))
+        s1 = server(lb.runtime, "s1")
+        assert sync.apply_request(lb, sync.request_record(s1, "admin", "maint"))
+        assert sync.apply_request(lb, sync.request_record(s1, "weight", 7))
+        assert picks(lb) == {"s2"}
+        for bad in ({"req": "admin", "b": "be", "s": "s1", "v": "sideways"},
+                    {"req": "weight", "b": "be", "s": "s1", "v": -1},
+                    {"req": "weight", "b": "be", "s": "s1", "v": True},
+                    {"req": "addr", "b": "be", "s": "s1", "v": "127.0.0.1"},
+                    {"req": "reboot", "b": "be", "s": "s1", "v": 1},
+                    {"req": "admin", "b": "be", "s": "nope", "v": "ready"}):
+            assert not sync.apply_request(lb, bad)
+        await lb.close()
+
+    asyncio.run(run())
+    assert seen == [("s1", "maint", 1), ("s1", "maint", 7)]
