@@ -295,6 +295,7 @@ class Global:
     daemon: bool = False
     master_worker: bool = False
     maxconn: int | None = None
+    maxconnrate: int | None = None
     nbthread: int = 1
     user: str | None = None
     group: str | None = None

@@ -127,6 +127,8 @@ def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True,
     g = cfg.global_
     proc = ProcessRuntime(pid=os.getpid(), started=time.time(),
                           maxconn=g.maxconn or default_maxconn(), nbthread=g.nbthread or 1)
+    if g.maxconnrate and g.maxconnrate > 0:
+        proc.rate_limits["connections"] = g.maxconnrate  # `set rate-limit connections` changes it
     now = time.monotonic()
     for iid, p in enumerate(cfg.proxies, start=1):
         if p.disabled:

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("keeplb.lb")
 _wall_clock: Final = time.time  # bound once: compiled, time.time() is a module lookup per call
+_monotonic: Final = time.monotonic
 
 # Large enough that bulk transfers move in big chunks, small enough that
 # 10k sessions stay cheap (the kernel socket buffers hold the rest).
@@ -707,7 +708,8 @@ class _NoServer(Exception):
 
 
 class Limits:
-    """Process-wide accounting: global maxconn and the listeners it pauses."""
+    """Process-wide accounting: global maxconn and connection rate, and the
+    listeners they pause."""
 
     def __init__(self, process: ProcessRuntime) -> None:
         self.process = process
@@ -715,11 +717,45 @@ class Limits:
         self.seq = itertools.count()
         self.stopping = False
         self.sessions: set[Session] = set()
+        self._rate_wake: asyncio.TimerHandle | None = None
 
     @property
     def full(self) -> bool:
         p = self.process
         return p.maxconn > 0 and p.cur_conns >= p.share(p.maxconn)
+
+    def conn_accepted(self) -> None:
+        """A connection was accepted: ConnRate and MaxConnRate."""
+        p = self.process
+        now = _monotonic()
+        p.conn_rate.add(now)
+        r = p.conn_rate.rate(now)
+        if r > p.max_conn_rate:
+            p.max_conn_rate = r
+
+    def rate_limited(self) -> bool:
+        """At `maxconnrate` / `set rate-limit connections global` (this worker's
+        part of it): accepting stops, the clients wait in the backlog, and a
+        timer resumes the paused frontends when the rate has dropped below it."""
+        p = self.process
+        limit = p.rate_limits.get("connections", 0)
+        if limit <= 0:
+            return False
+        part = p.server_share(limit)
+        now = _monotonic()
+        delay = p.conn_rate.delay_below(part, now)
+        if delay <= 0.0:
+            return False
+        if self._rate_wake is None:
+            self._rate_wake = asyncio.get_running_loop().call_later(delay, self._rate_dropped)
+        return True
+
+    def _rate_dropped(self) -> None:
+        self._rate_wake = None
+        if not self.stopping:
+            for fe in self.frontends:
+                if fe.paused and fe.can_accept():
+                    fe.resume()
 
     def session_ended(self) -> None:
         self.process.cur_conns -= 1
@@ -878,7 +914,7 @@ class Frontend:
             return False  # `disable frontend` / `shutdown frontend` from the runtime API
         mc = self.rt.maxconn
         return (not (mc > 0 and self.rt.counters.cur_sess >= self.limits.process.share(mc))
-                and not self.limits.full)
+                and not self.limits.full and not self.limits.rate_limited())
 
     def pause(self) -> None:
         self.paused = True
@@ -932,6 +968,7 @@ class Frontend:
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
+        self.limits.conn_accepted()
         self.rt.counters.session_started()
         loop = self.loop
         assert loop is not None and self.reactor is not None
@@ -957,6 +994,7 @@ class Frontend:
         if rules.decide(address(addr, ("unix", 0)), local):
             return False
         self.limits.process.cum_conns += 1
+        self.limits.conn_accepted()  # haproxy counts the rate before the rules
         self.rt.counters.denied_conn += 1
         fdsock.reset(fd)
         return True

@@ -213,6 +213,43 @@ class FrontendRuntime:
         return self.config.name
 
 
+class FreqCtr:
+    """Events per second as haproxy's freq_ctr counts them: the current
+    second's count plus the previous second's, weighted by how much of it
+    still lies within the last second. `now` is any monotonic clock in seconds."""
+
+    def __init__(self) -> None:
+        self.start = 0.0  # when the current one-second period began
+        self.curr = 0
+        self.prev = 0
+
+    def _rotate(self, now: float) -> None:
+        elapsed = now - self.start
+        if elapsed >= 1.0:
+            self.prev = self.curr if elapsed < 2.0 else 0
+            self.curr = 0
+            self.start = now - elapsed % 1.0
+
+    def add(self, now: float) -> None:
+        self._rotate(now)
+        self.curr += 1
+
+    def rate(self, now: float) -> int:
+        self._rotate(now)
+        return self.curr + int(self.prev * (1.0 - (now - self.start)))
+
+    def delay_below(self, limit: int, now: float) -> float:
+        """Seconds until rate() is below `limit` with no new event (0: now)."""
+        if self.rate(now) < limit:
+            return 0.0
+        into = now - self.start
+        if self.curr >= limit or self.prev == 0:
+            # this second must end, then its count weighs as the previous one
+            return (1.0 - into) + max(0.0, 1.0 - limit / self.curr) + 0.001
+        # prev * (1 - t) + curr < limit  <=>  t > 1 - (limit - curr) / prev
+        return max(0.0, 1.0 - (limit - self.curr) / self.prev - into) + 0.001
+
+
 @dataclass(eq=False)
 class ProcessRuntime:
     """What `show info` reports about the process."""
@@ -225,6 +262,8 @@ class ProcessRuntime:
     backends: list[BackendRuntime] = field(default_factory=list)
     cur_conns: int = 0
     cum_conns: int = 0
+    conn_rate: FreqCtr = field(default_factory=FreqCtr)  # accepted connections (ConnRate)
+    max_conn_rate: int = 0  # MaxConnRate
     stopping: bool = False
     hard_maxconn: int = 0  # `set maxconn global` cannot exceed it; 0: the initial maxconn
     # `set rate-limit <what> global N`: 'connections', 'sessions', 'ssl-sessions'

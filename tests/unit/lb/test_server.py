@@ -38,3 +38,28 @@ def test_a_servers_limit_is_shared_but_each_worker_keeps_one(nbthread: int, limi
     parts = [proc(nbthread, w).server_share(limit) for w in range(1, nbthread + 1)]
     assert min(parts) >= 1
     assert sum(parts) == max(limit, nbthread)
+
+
+def test_freq_ctr_counts_the_last_second_as_haproxy() -> None:
+    from keeplb.lb.server import FreqCtr
+
+    f = FreqCtr()
+    for i in range(10):
+        f.add(100.0 + i / 10)
+    assert f.rate(100.95) == 10
+    assert f.delay_below(10, 100.95) == pytest.approx(0.051)
+    assert f.rate(101.5) == 5  # half of the previous second still counts
+    assert f.rate(102.5) == 0
+
+
+@given(st.lists(st.floats(0.0, 3.0), min_size=1, max_size=200), st.integers(1, 50))
+def test_after_delay_below_the_rate_is_below_the_limit(times: list[float], limit: int) -> None:
+    from keeplb.lb.server import FreqCtr
+
+    f = FreqCtr()
+    for t in sorted(times):
+        f.add(10.0 + t)
+    now = 10.0 + max(times)
+    d = f.delay_below(limit, now)
+    assert d >= 0.0
+    assert f.rate(now + d) < limit
