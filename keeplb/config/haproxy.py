@@ -220,7 +220,7 @@ PROXY_MULTI = _MULTI_FIRST
 PROXY_SUPPORTED = {
     "acl", "backlog", "balance", "bind", "default-server", "default_backend", "description",
     "disabled", "enabled", "fullconn", "hash-type", "http-check", "http-request", "id", "log",
-    "log-format", "maxconn", "mode", "option", "retries", "server",
+    "log-format", "maxconn", "mode", "option", "rate-limit sessions", "retries", "server",
     "stats admin", "stats auth", "stats enable", "stats hide-version", "stats realm",
     "stats refresh", "stats uri",
     "tcp-check", "tcp-request connection", "tcp-request content", "tcp-request inspect-delay",
@@ -1530,6 +1530,7 @@ class _Parser:
         proxy.maxconn = b.maxconn
         proxy.fullconn = b.fullconn
         proxy.backlog = b.backlog
+        proxy.rate_limit_sessions = b.rate_limit_sessions
         proxy.retries = b.retries
         proxy.default_backend = b.default_backend
         proxy.balance = b.balance
@@ -2263,6 +2264,20 @@ class _Parser:
 
     def p_maxconn(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         proxy.maxconn = self._int_arg(line, "maxconn")
+
+    def p_rate_limit_sessions(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        # haproxy 2.6's texts, its doubled word included (alerting may match them)
+        if len(line) < 3:
+            self.d.error(line.at(0), "'rate-limit sessions' expects expects an integer value "
+                         "(in sessions/second)")
+            return
+        text = line.words[2]
+        if not text.isdigit():
+            bad = next((c for c in text if not c.isdigit()), text[:1])
+            self.d.error(line.at(2), f"'rate-limit sessions' : unexpected character '{bad}' in "
+                         f"integer value '{text}'")
+            return
+        proxy.rate_limit_sessions = int(text)
 
     def p_fullconn(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         proxy.fullconn = self._int_arg(line, "fullconn")

@@ -268,6 +268,7 @@ class Proxy:
     log_global: bool = False
     maxconn: int | None = None
     fullconn: int | None = None
+    rate_limit_sessions: int | None = None  # `rate-limit sessions`: per second
     backlog: int | None = None
     retries: int | None = None
     default_backend: str | None = None

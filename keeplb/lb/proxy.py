@@ -724,10 +724,9 @@ class Limits:
         p = self.process
         return p.maxconn > 0 and p.cur_conns >= p.share(p.maxconn)
 
-    def conn_accepted(self) -> None:
+    def conn_accepted(self, now: float) -> None:
         """A connection was accepted: ConnRate and MaxConnRate."""
         p = self.process
-        now = _monotonic()
         p.conn_rate.add(now)
         r = p.conn_rate.rate(now)
         if r > p.max_conn_rate:
@@ -847,6 +846,8 @@ class Frontend:
         self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
+        self.rate_limit = self.cfg.rate_limit_sessions or 0  # `rate-limit sessions`
+        self._rate_wake: asyncio.TimerHandle | None = None
         self.dontlog_normal = self.cfg.option("dontlog-normal")
         self.log_separate_errors = self.cfg.option("log-separate-errors")
         # Socket options of accepted TCP connections, as haproxy's session_accept_fd():
@@ -914,7 +915,24 @@ class Frontend:
             return False  # `disable frontend` / `shutdown frontend` from the runtime API
         mc = self.rt.maxconn
         return (not (mc > 0 and self.rt.counters.cur_sess >= self.limits.process.share(mc))
-                and not self.limits.full and not self.limits.rate_limited())
+                and not self.limits.full and not self.limits.rate_limited()
+                and not (self.rate_limit > 0 and self._sess_rate_limited()))
+
+    def _sess_rate_limited(self) -> bool:
+        """At `rate-limit sessions` (this worker's part): accepting stops until
+        the session rate drops below it, which a timer waits for."""
+        delay = self.rt.sess_rate.delay_below(self.limits.process.server_share(self.rate_limit),
+                                              _monotonic())
+        if delay <= 0.0:
+            return False
+        if self._rate_wake is None and self.loop is not None:
+            self._rate_wake = self.loop.call_later(delay, self._sess_rate_dropped)
+        return True
+
+    def _sess_rate_dropped(self) -> None:
+        self._rate_wake = None
+        if self.paused and not self.limits.stopping and self.can_accept():
+            self.resume()
 
     def pause(self) -> None:
         self.paused = True
@@ -968,8 +986,14 @@ class Frontend:
         process = self.limits.process
         process.cur_conns += 1
         process.cum_conns += 1
-        self.limits.conn_accepted()
-        self.rt.counters.session_started()
+        now = _monotonic()
+        self.limits.conn_accepted(now)
+        rt = self.rt
+        rt.counters.session_started()
+        rt.sess_rate.add(now)
+        r = rt.sess_rate.rate(now)
+        if r > rt.counters.conn_rate_max:
+            rt.counters.conn_rate_max = r
         loop = self.loop
         assert loop is not None and self.reactor is not None
         sess = Session(self, loop)
@@ -994,7 +1018,7 @@ class Frontend:
         if rules.decide(address(addr, ("unix", 0)), local):
             return False
         self.limits.process.cum_conns += 1
-        self.limits.conn_accepted()  # haproxy counts the rate before the rules
+        self.limits.conn_accepted(_monotonic())  # haproxy counts the rate before the rules
         self.rt.counters.denied_conn += 1
         fdsock.reset(fd)
         return True

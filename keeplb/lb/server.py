@@ -198,21 +198,6 @@ class BackendRuntime:
         return self.active_up + self.backup_up > 0
 
 
-@dataclass(eq=False)
-class FrontendRuntime:
-    config: Proxy
-    iid: int
-    counters: Counters = field(default_factory=Counters)
-    maxconn: int = 0
-    paused: bool = False
-    disabled: bool = False  # `disable frontend`: no accepting until `enable frontend`
-    stopped: bool = False  # `shutdown frontend`: listeners closed for good
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-
 class FreqCtr:
     """Events per second as haproxy's freq_ctr counts them: the current
     second's count plus the previous second's, weighted by how much of it
@@ -248,6 +233,22 @@ class FreqCtr:
             return (1.0 - into) + max(0.0, 1.0 - limit / self.curr) + 0.001
         # prev * (1 - t) + curr < limit  <=>  t > 1 - (limit - curr) / prev
         return max(0.0, 1.0 - (limit - self.curr) / self.prev - into) + 0.001
+
+
+@dataclass(eq=False)
+class FrontendRuntime:
+    config: Proxy
+    iid: int
+    counters: Counters = field(default_factory=Counters)
+    maxconn: int = 0
+    paused: bool = False
+    disabled: bool = False  # `disable frontend`: no accepting until `enable frontend`
+    stopped: bool = False  # `shutdown frontend`: listeners closed for good
+    sess_rate: FreqCtr = field(default_factory=lambda: FreqCtr())  # `rate`, this worker's
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
 
 @dataclass(eq=False)

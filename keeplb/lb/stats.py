@@ -270,19 +270,21 @@ def total_conns(rt: ProcessRuntime) -> tuple[int, int]:
 def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
     c = total_counters(rt, "fe", fe.name, fe.counters)
     http = fe.config.mode is Mode.HTTP
+    rate = fe.sess_rate.rate(time.monotonic())  # this worker's
     row: Row = {
         "pxname": fe.name, "svname": "FRONTEND",
         "scur": c.cur_sess, "smax": c.max_sess, "slim": frontend_maxconn(rt, fe),
         "stot": c.total_sess, "bin": c.bytes_in, "bout": c.bytes_out,
         "dreq": c.denied_req, "dresp": 0, "ereq": c.errors_req,
         "status": frontend_status(fe), "pid": 1, "iid": fe.iid, "sid": 0, "type": 0,
-        "rate": 0, "rate_lim": 0, "rate_max": c.conn_rate_max,
+        "rate": rate, "rate_lim": fe.config.rate_limit_sessions or 0,
+        "rate_max": c.conn_rate_max,
         "req_rate": 0, "req_rate_max": 0, "req_tot": 0,
         "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
         "mode": fe.config.mode.value,
         # haproxy counts a connection as it is accepted, a session once the
         # `tcp-request connection` rules have let it through
-        "conn_rate": 0, "conn_rate_max": c.conn_rate_max,
+        "conn_rate": rate, "conn_rate_max": c.conn_rate_max,
         "conn_tot": c.total_sess + c.denied_conn,
         "dcon": c.denied_conn, "dses": 0, "wrew": 0, "eint": 0,
     }

@@ -55,6 +55,15 @@ def served_over_time(port: int, n: int, within: float) -> list[float]:
     return sorted(t for t in when.values() if t != float("inf"))
 
 
+def start_keeplb(cfg: Path, sock: Path) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", "-f", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return p
+
+
 def show_info(sock: Path) -> dict[str, str]:
     lines = query(sock, "show info").splitlines()
     return dict(line.split(": ", 1) for line in lines if ": " in line)
@@ -65,12 +74,8 @@ def test_connection_rate_is_limited_and_can_be_lifted(tmp_path: Path) -> None:
     sock, port = tmp_path / "stats.sock", free_port()
     cfg = tmp_path / "lb.cfg"
     cfg.write_text(CFG.format(sock=sock, port=port, be=be.port))
-    p = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", "-f", str(cfg)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_keeplb(cfg, sock)
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert show_info(sock)["ConnRateLimit"] == "10"
         times = served_over_time(port, 25, 8.0)
         # 10 per second over a sliding second (haproxy's freq_ctr: this second's
@@ -86,6 +91,32 @@ def test_connection_rate_is_limited_and_can_be_lifted(tmp_path: Path) -> None:
         time.sleep(1.2)  # let a pending resume fire
         times = served_over_time(port, 25, 5.0)
         assert len(times) == 25 and times[-1] < 0.8, times
+    finally:
+        p.terminate()
+        p.wait(10)
+        be.close()
+
+
+def test_frontend_session_rate_is_limited(tmp_path: Path) -> None:
+    """`rate-limit sessions 10` on the frontend: the same shape, and the stats
+    show the limit (rate_lim) and the highest rate seen (rate_max)."""
+    be = Echo(b"be")
+    sock, port = tmp_path / "stats.sock", free_port()
+    cfg = tmp_path / "lb.cfg"
+    cfg.write_text(CFG.format(sock=sock, port=port, be=be.port)
+                   .replace("    maxconnrate 10\n", "")
+                   .replace("    bind 127.0.0.1", "    rate-limit sessions 10\n    bind 127.0.0.1"))
+    p = start_keeplb(cfg, sock)
+    try:
+        times = served_over_time(port, 25, 8.0)
+        assert len(times) == 25, times
+        assert sum(t < 0.5 for t in times) <= 20, times
+        assert times[-1] >= 1.2, times
+        rows = [line.split(",") for line in query(sock, "show stat").splitlines()]
+        head = rows[0]
+        fe = dict(zip(head, next(r for r in rows if r[:2] == ["px", "FRONTEND"]), strict=False))
+        assert fe["rate_lim"] == "10"
+        assert 5 <= int(fe["rate_max"]) <= 12, fe["rate_max"]
     finally:
         p.terminate()
         p.wait(10)
