@@ -65,6 +65,7 @@ from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
     Counters,
+    FreqCtr,
     FrontendRuntime,
     OpState,
     ProcessRuntime,
@@ -707,6 +708,28 @@ class _NoServer(Exception):
 # --------------------------------------------------------------------------
 
 
+class RateGate:
+    """A rate limit's wait: while `ctr` is at the limit, accepting stops (the
+    clients wait in the backlog) and one timer calls `then` once it has dropped."""
+
+    __slots__ = ("timer",)
+
+    def __init__(self) -> None:
+        self.timer: asyncio.TimerHandle | None = None
+
+    def closed(self, ctr: FreqCtr, limit: int, then: Callable[[], None]) -> bool:
+        delay = ctr.delay_below(limit, _monotonic())
+        if delay <= 0.0:
+            return False
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(delay, self._open, then)
+        return True
+
+    def _open(self, then: Callable[[], None]) -> None:
+        self.timer = None
+        then()
+
+
 class Limits:
     """Process-wide accounting: global maxconn and connection rate, and the
     listeners they pause."""
@@ -717,7 +740,7 @@ class Limits:
         self.seq = itertools.count()
         self.stopping = False
         self.sessions: set[Session] = set()
-        self._rate_wake: asyncio.TimerHandle | None = None
+        self.conn_gate = RateGate()
 
     @property
     def full(self) -> bool:
@@ -727,30 +750,20 @@ class Limits:
     def conn_accepted(self, now: float) -> None:
         """A connection was accepted: ConnRate and MaxConnRate."""
         p = self.process
-        p.conn_rate.add(now)
-        r = p.conn_rate.rate(now)
+        r = p.conn_rate.add(now)
         if r > p.max_conn_rate:
             p.max_conn_rate = r
 
     def rate_limited(self) -> bool:
         """At `maxconnrate` / `set rate-limit connections global` (this worker's
-        part of it): accepting stops, the clients wait in the backlog, and a
-        timer resumes the paused frontends when the rate has dropped below it."""
+        part of it)."""
         p = self.process
         limit = p.rate_limits.get("connections", 0)
-        if limit <= 0:
-            return False
-        part = p.server_share(limit)
-        now = _monotonic()
-        delay = p.conn_rate.delay_below(part, now)
-        if delay <= 0.0:
-            return False
-        if self._rate_wake is None:
-            self._rate_wake = asyncio.get_running_loop().call_later(delay, self._rate_dropped)
-        return True
+        return limit > 0 and self.conn_gate.closed(p.conn_rate, p.server_share(limit),
+                                                   self.resume_paused)
 
-    def _rate_dropped(self) -> None:
-        self._rate_wake = None
+    def resume_paused(self) -> None:
+        """Paused frontends that may accept again do (a session ended, a rate dropped)."""
         if not self.stopping:
             for fe in self.frontends:
                 if fe.paused and fe.can_accept():
@@ -758,10 +771,7 @@ class Limits:
 
     def session_ended(self) -> None:
         self.process.cur_conns -= 1
-        if not self.stopping:
-            for fe in self.frontends:
-                if fe.paused and fe.can_accept():
-                    fe.resume()
+        self.resume_paused()
 
 
 class Listener:
@@ -847,7 +857,7 @@ class Frontend:
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
         self.rate_limit = self.cfg.rate_limit_sessions or 0  # `rate-limit sessions`
-        self._rate_wake: asyncio.TimerHandle | None = None
+        self.sess_gate = RateGate()
         self.dontlog_normal = self.cfg.option("dontlog-normal")
         self.log_separate_errors = self.cfg.option("log-separate-errors")
         # Socket options of accepted TCP connections, as haproxy's session_accept_fd():
@@ -916,23 +926,9 @@ class Frontend:
         mc = self.rt.maxconn
         return (not (mc > 0 and self.rt.counters.cur_sess >= self.limits.process.share(mc))
                 and not self.limits.full and not self.limits.rate_limited()
-                and not (self.rate_limit > 0 and self._sess_rate_limited()))
-
-    def _sess_rate_limited(self) -> bool:
-        """At `rate-limit sessions` (this worker's part): accepting stops until
-        the session rate drops below it, which a timer waits for."""
-        delay = self.rt.sess_rate.delay_below(self.limits.process.server_share(self.rate_limit),
-                                              _monotonic())
-        if delay <= 0.0:
-            return False
-        if self._rate_wake is None and self.loop is not None:
-            self._rate_wake = self.loop.call_later(delay, self._sess_rate_dropped)
-        return True
-
-    def _sess_rate_dropped(self) -> None:
-        self._rate_wake = None
-        if self.paused and not self.limits.stopping and self.can_accept():
-            self.resume()
+                and not (self.rate_limit > 0 and self.sess_gate.closed(
+                    self.rt.sess_rate, self.limits.process.server_share(self.rate_limit),
+                    self.limits.resume_paused)))
 
     def pause(self) -> None:
         self.paused = True
@@ -990,8 +986,7 @@ class Frontend:
         self.limits.conn_accepted(now)
         rt = self.rt
         rt.counters.session_started()
-        rt.sess_rate.add(now)
-        r = rt.sess_rate.rate(now)
+        r = rt.sess_rate.add(now)
         if r > rt.counters.conn_rate_max:
             rt.counters.conn_rate_max = r
         loop = self.loop

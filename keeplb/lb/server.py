@@ -215,9 +215,11 @@ class FreqCtr:
             self.curr = 0
             self.start = now - elapsed % 1.0
 
-    def add(self, now: float) -> None:
+    def add(self, now: float) -> int:
+        """One event; the rate with it (what a maximum is kept of)."""
         self._rotate(now)
         self.curr += 1
+        return self.curr + int(self.prev * (1.0 - (now - self.start)))
 
     def rate(self, now: float) -> int:
         self._rotate(now)
