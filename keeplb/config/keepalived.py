@@ -1986,27 +1986,38 @@ def _insecure(program: str) -> str | None:
         first = False
 
 
+def _defined_refs(
+    ctx: _Ctx,
+    refs: list[TrackRef],
+    defined: Mapping[str, object],
+    owner: str,
+    what: str,
+    block: str | None,
+) -> list[TrackRef]:
+    """The refs naming something `defined`; each other one is an error and is
+    dropped ("<owner> <what> x not found; ignored", with a hint to `block`)."""
+    kept = []
+    for ref in refs:
+        if ref.name in defined:
+            kept.append(ref)
+            continue
+        hint = (
+            (did_you_mean(ref.name, defined) or f"define it in a {block} block") if block else None
+        )
+        ctx.error(ref.span, f"{owner} {what} {ref.name} not found; ignored", hint=hint)
+    return kept
+
+
 def _check_references(ctx: _Ctx) -> None:
     cfg = ctx.cfg
     for inst in cfg.instances:
-        refs = []
-        for ref in inst.track_scripts:
-            if ref.name in cfg.scripts:
-                refs.append(ref)
-            else:
-                ctx.error(
-                    ref.span,
-                    f"({inst.name}) track script {ref.name} not found; ignored",
-                    hint=did_you_mean(ref.name, cfg.scripts) or "define it in a vrrp_script block",
-                )
-        inst.track_scripts = refs
-        files = []
-        for ref in inst.track_files:
-            if ref.name in cfg.track_files:
-                files.append(ref)
-            else:
-                ctx.error(ref.span, f"({inst.name}) track file {ref.name} not found; ignored")
-        inst.track_files = files
+        owner = f"({inst.name})"
+        inst.track_scripts = _defined_refs(
+            ctx, inst.track_scripts, cfg.scripts, owner, "track script", "vrrp_script"
+        )
+        inst.track_files = _defined_refs(
+            ctx, inst.track_files, cfg.track_files, owner, "track file", None
+        )
         for ref in inst.track_interfaces:
             if ref.name == inst.interface:
                 ctx.error(
@@ -2084,17 +2095,14 @@ def _check_references(ctx: _Ctx) -> None:
                 )
         # keepalived 2.2.7: "(G) track file x not found, ignoring..." and
         # "(G) tracked interface x doesn't exist", as for an instance's.
-        files = []
-        for ref in sg.track_files:
-            if ref.name in cfg.track_files:
-                files.append(ref)
-            else:
-                ctx.error(
-                    ref.span,
-                    f"vrrp_sync_group {sg.name}: track file {ref.name} not found; ignored",
-                    hint=did_you_mean(ref.name, cfg.track_files) or "define it in a track_file block",
-                )
-        sg.track_files = files
+        sg.track_files = _defined_refs(
+            ctx,
+            sg.track_files,
+            cfg.track_files,
+            f"vrrp_sync_group {sg.name}:",
+            "track file",
+            "track_file",
+        )
         if ctx.host_checks:
             for ref in sg.track_interfaces:
                 if not _interface_exists(ref.name):
