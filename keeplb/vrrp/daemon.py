@@ -969,7 +969,7 @@ class VrrpDaemon:
             log.info("VRRP_Group(%s) Syncing instances to %s state", group.name, state.value)
             self._run_notify(
                 group.notify, group.notify_master, group.notify_backup, group.notify_fault,
-                group.notify_stop, "GROUP", group.name, state, None,
+                group.notify_stop, "GROUP", group.name, state, 0,
             )
 
     # ------------------------------------------------------------ notify
@@ -991,20 +991,20 @@ class VrrpDaemon:
         kind: str,
         name: str,
         state: State,
-        priority: int | None,
+        priority: int,
     ) -> None:
+        """Runs the state's own script (notify_master...: no extra arguments), then
+        `notify` with `INSTANCE|GROUP name state priority`, and writes the FIFO
+        line. A sync group has no priority: keepalived 2.2.7 passes 0 as the
+        fourth argument (seen by running it, tests/netns/vrrp/test_notify_args.py)."""
         specific = {State.MASTER: master, State.BACKUP: backup, State.FAULT: fault, State.STOP: stop}
         script = specific.get(state)
         if script:
             self.notifier.run(script)
         if notify:
-            args = [kind, name, state.value]
-            if priority is not None:
-                args.append(str(priority))
-            self.notifier.run(notify, args)
-        # After the scripts, in keepalived's order (send_*_notifies); a group
-        # line carries priority 0, as keepalived's notify_group_fifo writes it.
-        self._write_fifo(fifo_line(kind, name, state.value, priority or 0))
+            self.notifier.run(notify, [kind, name, state.value, str(priority)])
+        # After the scripts, in keepalived's order (send_*_notifies).
+        self._write_fifo(fifo_line(kind, name, state.value, priority))
 
     def _open_fifo(self) -> None:
         """vrrp_notify_fifo: created if missing and held open (see NotifyFifo)."""

@@ -239,3 +239,17 @@ def wait_ipv6_ready(host: Host, timeout: float = 5.0) -> bool:
         return "fe80" in out and "tentative" not in out
 
     return wait_for(ready, timeout, 0.1)
+
+
+def read_fifo(fd: int) -> list[str]:
+    """Every line waiting in a non-blocking FIFO (bounded: 1000 reads)."""
+    chunks = []
+    for _ in range(1000):
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode().splitlines()

@@ -11,22 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.netns.vrrp.conftest import VrrpLab, has_vip, instance_conf, wait_for
+from tests.netns.vrrp.conftest import VrrpLab, has_vip, instance_conf, read_fifo, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-
-def _read_fifo(fd: int) -> list[str]:
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode().splitlines()
 
 
 @pytest.mark.parametrize("kind", ["keepalived", "keeplb"])
@@ -59,7 +47,7 @@ def test_group_trackers_fault_every_member(vlab: VrrpLab, tmp_path: Path, kind: 
     # holds it open read-write).
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        lines = _read_fifo(reader)
+        lines = read_fifo(reader)
         for line in ('INSTANCE "v1" MASTER 100', 'INSTANCE "v2" MASTER 100', 'GROUP "G" MASTER 0'):
             assert line in lines, (lines, vlab.logs())
         # The group's track_file has weight 0: a non-zero value faults every member.
@@ -71,7 +59,7 @@ def test_group_trackers_fault_every_member(vlab: VrrpLab, tmp_path: Path, kind: 
         assert wait_for(lambda: both(False), 4), vlab.logs()
         a.run(["ip", "link", "set", "klbd0", "up"])
         assert wait_for(lambda: both(True), 6), vlab.logs()
-        lines = _read_fifo(reader)
+        lines = read_fifo(reader)
         for line in ('INSTANCE "v1" FAULT 100', 'INSTANCE "v2" FAULT 100', 'GROUP "G" FAULT 0'):
             assert line in lines, (lines, vlab.logs())
     finally:

@@ -55,13 +55,13 @@ def test_track_file_sync_group_and_notify_arguments(vlab: VrrpLab, tmp_path: Pat
 
     assert wait_for(lambda: both(True), 4), k.log()
     assert wait_for(lambda: logged("INSTANCE v1 MASTER 100") and logged("INSTANCE v2 MASTER 100"), 3)
-    assert wait_for(lambda: logged("GROUP G MASTER"), 3), events.read_text()
+    assert wait_for(lambda: logged("GROUP G MASTER 0"), 3), events.read_text()
     # A non-zero value with weight 0 is a fault; the sync group takes v2 along.
     tf.write_text("1\n")
     assert wait_for(lambda: both(False), 3), k.log()
     states = {i["name"]: i["state"] for i in k.status()["instances"]}
     assert states == {"v1": "FAULT", "v2": "FAULT"}, states
-    assert wait_for(lambda: logged("INSTANCE v2 FAULT 100") and logged("GROUP G FAULT"), 3)
+    assert wait_for(lambda: logged("INSTANCE v2 FAULT 100") and logged("GROUP G FAULT 0"), 3)
     tf.write_text("0\n")
     assert wait_for(lambda: both(True), 4), k.log()
 

@@ -448,7 +448,7 @@ def test_daemon_writes_keepalived_lines_and_creates_the_fifo(tmp_path: Path) -> 
     reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         d._run_notify(None, None, None, None, None, "INSTANCE", "VI_1", State.MASTER, 100)
-        d._run_notify(None, None, None, None, None, "GROUP", "G", State.FAULT, None)
+        d._run_notify(None, None, None, None, None, "GROUP", "G", State.FAULT, 0)
         assert os.read(reader, 4096).decode().splitlines() == [
             'INSTANCE "VI_1" MASTER 100', 'GROUP "G" FAULT 0',
         ]
