@@ -340,7 +340,7 @@ GLOBAL_SUPPORTED = {
     "daemon", "master-worker", "maxconn", "nbthread", "user", "group", "uid", "gid", "chroot",
     "pidfile", "ulimit-n", "hard-stop-after", "server-state-file", "server-state-base", "log",
     "log-tag", "stats", "node", "description", "quiet", "zero-warning", "setenv", "presetenv",
-    "unsetenv", "resetenv", "cpu-map", "maxconnrate",
+    "unsetenv", "resetenv", "cpu-map", "maxconnrate", "maxsessrate",
 }
 # Parsed and checked as haproxy does, but keeplb does not act on them (as
 # PROXY_CHECKED_ONLY): `show info` gives the host name as node and no description,
@@ -354,7 +354,7 @@ h1-accept-payload-with-any-method h1-case-adjust h1-case-adjust-file
 h2-workaround-bogus-websocket-clients httpclient.resolvers.id httpclient.resolvers.prefer
 httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted insecure-setuid-wanted
 issuers-chain-path localpeer log-send-hostname lua-load lua-load-per-thread lua-prepend-path
-max-spread-checks maxcompcpuusage maxcomprate  maxpipes maxsessrate maxsslconn
+max-spread-checks maxcompcpuusage maxcomprate maxpipes maxsslconn
 maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll noevports nogetaddrinfo
 nokqueue nopoll noreuseport nosplice numa-cpu-mapping pp2-never-send-local profiling.tasks
 set-dumpable set-var set-var-fmt spread-checks ssl-default-bind-ciphers
@@ -1671,7 +1671,22 @@ class _Parser:
         g.maxconn = self._int_arg(line, "maxconn")
 
     def g_maxconnrate(self, line: Line, g: Global) -> None:
-        g.maxconnrate = self._int_arg(line, "maxconnrate")
+        g.maxconnrate = self._rate_arg(line, g.maxconnrate)
+
+    def g_maxsessrate(self, line: Line, g: Global) -> None:
+        g.maxsessrate = self._rate_arg(line, g.maxsessrate)
+
+    def _rate_arg(self, line: Line, current: int | None) -> int | None:
+        """`maxconnrate` / `maxsessrate N`: haproxy 2.6 keeps the first non-zero
+        value and only alerts on a later line (the file stays valid, so a
+        warning here), before it even looks at that line's argument."""
+        what = line.words[0]
+        if self._too_many(line, 1, what):
+            return current
+        if current:
+            self.d.warning(line.at(0), f"'{what}' already specified. Continuing")
+            return current
+        return self._int_arg(line, what)
 
     def g_nbthread(self, line: Line, g: Global) -> None:
         value = self._int_arg(line, "nbthread", lo=1, hi=64, lax=False)

@@ -297,6 +297,7 @@ class Global:
     master_worker: bool = False
     maxconn: int | None = None
     maxconnrate: int | None = None
+    maxsessrate: int | None = None  # sessions/s: connections the `tcp-request connection` rules let in
     nbthread: int = 1
     user: str | None = None
     group: str | None = None

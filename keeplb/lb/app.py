@@ -129,6 +129,8 @@ def build_runtime(cfg: HaproxyConfig, *, resolve: bool = True,
                           maxconn=g.maxconn or default_maxconn(), nbthread=g.nbthread or 1)
     if g.maxconnrate and g.maxconnrate > 0:
         proc.rate_limits["connections"] = g.maxconnrate  # `set rate-limit connections` changes it
+    if g.maxsessrate and g.maxsessrate > 0:  # haproxy: a negative one never limits
+        proc.rate_limits["sessions"] = g.maxsessrate  # `set rate-limit sessions` changes it
     now = time.monotonic()
     for iid, p in enumerate(cfg.proxies, start=1):
         if p.disabled:
@@ -522,6 +524,10 @@ class AppControl(DirectControl):
 
     def set_rate_limit(self, rt: ProcessRuntime, what: str, value: int) -> None:
         super().set_rate_limit(rt, what, value)
+        # haproxy dequeues the waiting listeners at once: a lifted (or raised)
+        # limit resumes the frontends it paused without waiting for its timer
+        for front in self.lb.frontends:
+            self._apply_limit(front)
         self.lb.process_changed()
 
     def clear_counters(self, rt: ProcessRuntime, everything: bool) -> None:

@@ -731,8 +731,8 @@ class RateGate:
 
 
 class Limits:
-    """Process-wide accounting: global maxconn and connection rate, and the
-    listeners they pause."""
+    """Process-wide accounting: global maxconn, connection and session rates,
+    and the listeners they pause."""
 
     def __init__(self, process: ProcessRuntime) -> None:
         self.process = process
@@ -741,6 +741,7 @@ class Limits:
         self.stopping = False
         self.sessions: set[Session] = set()
         self.conn_gate = RateGate()
+        self.sess_gate = RateGate()
 
     @property
     def full(self) -> bool:
@@ -754,11 +755,29 @@ class Limits:
         if r > p.max_conn_rate:
             p.max_conn_rate = r
 
-    def rate_limited(self) -> bool:
-        """At `maxconnrate` / `set rate-limit connections global` (this worker's
-        part of it)."""
+    def session_accepted(self, now: float) -> None:
+        """A connection passed the `tcp-request connection` rules and became a
+        session: ConnRate and SessRate (and their maxima). haproxy counts the
+        session rate only once its accept handler has kept the connection."""
+        self.conn_accepted(now)
         p = self.process
-        limit = p.rate_limits.get("connections", 0)
+        r = p.sess_rate.add(now)
+        if r > p.max_sess_rate:
+            p.max_sess_rate = r
+
+    def rate_limited(self) -> bool:
+        """At `maxsessrate` / `set rate-limit sessions global` or `maxconnrate` /
+        `set rate-limit connections global` (this worker's part of each), as
+        haproxy's listener_accept() checks both before accepting."""
+        p = self.process
+        lim = p.rate_limits
+        if not lim:
+            return False
+        limit = lim.get("sessions", 0)
+        if limit > 0 and self.sess_gate.closed(p.sess_rate, p.server_share(limit),
+                                               self.resume_paused):
+            return True
+        limit = lim.get("connections", 0)
         return limit > 0 and self.conn_gate.closed(p.conn_rate, p.server_share(limit),
                                                    self.resume_paused)
 
@@ -983,7 +1002,7 @@ class Frontend:
         process.cur_conns += 1
         process.cum_conns += 1
         now = _monotonic()
-        self.limits.conn_accepted(now)
+        self.limits.session_accepted(now)
         rt = self.rt
         rt.counters.session_started()
         r = rt.sess_rate.add(now)

@@ -267,6 +267,9 @@ class ProcessRuntime:
     cum_conns: int = 0
     conn_rate: FreqCtr = field(default_factory=FreqCtr)  # accepted connections (ConnRate)
     max_conn_rate: int = 0  # MaxConnRate
+    # connections the `tcp-request connection` rules let through (SessRate)
+    sess_rate: FreqCtr = field(default_factory=FreqCtr)
+    max_sess_rate: int = 0  # MaxSessRate
     stopping: bool = False
     hard_maxconn: int = 0  # `set maxconn global` cannot exceed it; 0: the initial maxconn
     # `set rate-limit <what> global N`: 'connections', 'sessions', 'ssl-sessions'
@@ -300,10 +303,12 @@ class ProcessRuntime:
 
     def clear_counters(self, everything: bool, epoch: int | None = None) -> int:
         """`clear counters [all]` on every frontend, backend and server (and
-        the queues' maxima), and on the other workers' snapshots this worker
-        holds (peer_counters) until their cleared lines come. `epoch`: the
-        clear's number as worker 1 gave it; None: the next one. Returns it."""
+        the queues' maxima, MaxConnRate and MaxSessRate), and on the other
+        workers' snapshots this worker holds (peer_counters) until their
+        cleared lines come. `epoch`: the clear's number as worker 1 gave it;
+        None: the next one. Returns it."""
         self.clear_epoch = self.clear_epoch + 1 if epoch is None else epoch
+        self.max_conn_rate = self.max_sess_rate = 0  # haproxy's cps_max and sps_max
         objs = [fe.counters for fe in self.frontends] + [be.counters for be in self.backends]
         objs += [s.counters for be in self.backends for s in be.servers]
         for c in objs:

@@ -484,6 +484,7 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
     bytes_out = sum(total_counters(rt, "fe", fe.name, fe.counters).bytes_out
                     for fe in rt.frontends)
     lim = rt.rate_limits
+    now = time.monotonic()  # the rates are this worker's, as haproxy's are its process's
     return [
         ("Name", "HAProxy"), ("Version", f"{INFO_VERSION}-{__version__}"),
         ("Release_date", "2026/01/01"), ("Nbthread", rt.nbthread), ("Nbproc", 1),
@@ -493,9 +494,10 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
         ("Hard_maxconn", rt.hard_maxconn or rt.maxconn), ("CurrConns", cur_conns),
         ("CumConns", cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
         ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0), ("PipesUsed", 0),
-        ("PipesFree", 0), ("ConnRate", rt.conn_rate.rate(time.monotonic())),
+        ("PipesFree", 0), ("ConnRate", rt.conn_rate.rate(now)),
         ("ConnRateLimit", lim.get("connections", 0)), ("MaxConnRate", rt.max_conn_rate),
-        ("SessRate", 0), ("SessRateLimit", lim.get("sessions", 0)), ("MaxSessRate", 0), ("SslRate", 0),
+        ("SessRate", rt.sess_rate.rate(now)), ("SessRateLimit", lim.get("sessions", 0)),
+        ("MaxSessRate", rt.max_sess_rate), ("SslRate", 0),
         ("SslRateLimit", lim.get("ssl-sessions", 0)), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
         ("SslFrontendMaxKeyRate", 0), ("SslFrontendSessionReuse_pct", 0),
         ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),
