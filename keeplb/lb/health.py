@@ -169,14 +169,6 @@ class Health:
             return downinter or inter
         return fastinter or inter
 
-    def status_text(self) -> str:
-        """The 'status' column of `show stat` for a checked server in READY state."""
-        if not self.up:
-            return f"DOWN {self.health}/{self.rise}" if self.health > 0 else "DOWN"
-        if self.health < self.top:
-            return f"UP {self.health - self.rise + 1}/{self.fall}"
-        return "UP"
-
 
 @dataclass(frozen=True, slots=True)
 class HealthSnapshot:

@@ -142,26 +142,6 @@ class ServerRuntime:
             and self.eweight > 0
         )
 
-    def status_text(self) -> str:
-        """The 'status' column of `show stat` for this server, as haproxy 2.6 writes it."""
-        if self.admin is AdminState.MAINT:
-            return "MAINT (resolution)" if self.unresolved else "MAINT"
-        if self.admin is AdminState.DRAIN and self.op is not OpState.STOPPED:
-            return "DRAIN"
-        if not self.check_enabled:
-            return "no check"
-        rise = self.config.options.rise or 2
-        fall = self.config.options.fall or 3
-        if self.op is OpState.STOPPED:
-            if self.health > 0:
-                return f"DOWN {self.health}/{rise}"
-            return "DOWN"
-        if self.op is OpState.STOPPING:
-            return "NOLB"
-        if self.health < rise + fall - 1:
-            return f"UP {self.health - rise + 1}/{fall}"
-        return "UP"
-
 
 @dataclass(eq=False)
 class BackendRuntime:

@@ -128,7 +128,9 @@ def server_weight(s: ServerRuntime) -> int:
 def server_status(s: ServerRuntime) -> str:
     """The 'status' column as haproxy 2.6's stats_fill_sv_stats() words it:
     MAINT first, DRAIN only while up, "UP 1/3" going down, "DOWN 1/2" going
-    up, "no check" for a healthy unchecked server, "DOWN" for a stopped one."""
+    up, "no check" for a healthy unchecked server, "DOWN" for a stopped one.
+    The one place that words it: `show stat` and the stats page read it
+    through server_row (/metrics' `state` label is promex's, metrics.py)."""
     if s.admin is AdminState.MAINT:
         return "MAINT (resolution)" if s.unresolved else "MAINT"
     rise = s.config.options.rise or 2

@@ -62,6 +62,9 @@ process counts every thread, whichever worker serves them (a stats page or a
 /metrics frontend is accepted by any worker). Counters are not events: a
 periodic whole snapshot loses nothing when a line is late, and costs one line
 per worker per second; the sums lag the truth by up to that second.
+
+Which kind a line is, where the master passes it and how a worker applies it
+is written once, in the table `Kind` (kind_of); the readers below consult it.
 """
 
 from __future__ import annotations
@@ -74,8 +77,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import astuple, dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from keeplb.lb.server import (
@@ -104,24 +108,6 @@ _UPISH = (OpState.RUNNING, OpState.STARTING)
 
 def server_key(rec: dict[str, Any]) -> tuple[str, str]:
     return str(rec.get("b")), str(rec.get("s"))
-
-
-def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
-    """The snapshot slot of a state line: one per server, one per frontend,
-    one for the process limits and one for the last `clear counters`; None
-    for any other line (counters, a follower's request)."""
-    if "req" in rec:
-        return None
-    f = rec.get("f")
-    if isinstance(f, str):
-        return ("f", f)
-    if "clear" in rec:
-        return ("clear",)
-    if rec.get("global") is True:
-        return ("global",)
-    if "b" in rec and "s" in rec:
-        return ("s", *server_key(rec))
-    return None
 
 
 # A follower's stats page serves operators too: what they ask there goes to the
@@ -299,6 +285,48 @@ def _global_limits(runtime: ProcessRuntime, rec: dict[str, Any]) -> None:
                                if isinstance(v, int) and v > 0}
 
 
+def _static_clear(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+    """Only the number: this worker's counters start at 0 anyway."""
+    epoch = rec.get("n")
+    if not isinstance(epoch, int):
+        return False
+    runtime.clear_epoch = max(runtime.clear_epoch, epoch)
+    return True
+
+
+def _static_global(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+    _global_limits(runtime, rec)
+    maxconn = rec.get("maxconn")
+    if isinstance(maxconn, int) and maxconn > 0:
+        runtime.maxconn = maxconn
+    return True
+
+
+def _static_server(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+    srv = _find(runtime, rec)
+    if srv is None:
+        return False
+    admin = _enum(AdminState, rec.get("admin"))
+    op = _enum(OpState, rec.get("op"))
+    if admin is not None:
+        srv.admin = admin
+    if op is not None:
+        srv.op = OpState.RUNNING if op is OpState.STARTING else op
+    for attr, key in (("health", "health"), ("uweight", "uweight"), ("maxconn", "maxconn")):
+        v = rec.get(key)
+        if isinstance(v, int):
+            setattr(srv, attr, v)
+    srv.eweight = srv.uweight
+    if isinstance(rec.get("host"), str):
+        srv.host = rec["host"]
+    port = rec.get("port")
+    srv.port = port if isinstance(port, int) else srv.port
+    srv.check_enabled = bool(rec.get("check", srv.check_enabled))
+    _copy_check_fields(srv, rec)
+    srv.last_change = time.monotonic()
+    return True
+
+
 def apply_static(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> int:
     """Before serving: write the snapshot into the ServerRuntime and
     FrontendRuntime objects, which the balancers and listeners are then built
@@ -306,45 +334,10 @@ def apply_static(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> int:
     how many records it matched."""
     n = 0
     for rec in records:
-        if "f" in rec:
-            n += _static_frontend(runtime, rec)
-            continue
-        if "clear" in rec:
-            # only the number: this worker's counters start at 0 anyway
-            epoch = rec.get("n")
-            if isinstance(epoch, int):
-                runtime.clear_epoch = max(runtime.clear_epoch, epoch)
-                n += 1
-            continue
-        if rec.get("global") is True:
-            _global_limits(runtime, rec)
-            maxconn = rec.get("maxconn")
-            if isinstance(maxconn, int) and maxconn > 0:
-                runtime.maxconn = maxconn
-            n += 1
-            continue
-        srv = _find(runtime, rec)
-        if srv is None:
-            continue
-        admin = _enum(AdminState, rec.get("admin"))
-        op = _enum(OpState, rec.get("op"))
-        if admin is not None:
-            srv.admin = admin
-        if op is not None:
-            srv.op = OpState.RUNNING if op is OpState.STARTING else op
-        for attr, key in (("health", "health"), ("uweight", "uweight"), ("maxconn", "maxconn")):
-            v = rec.get(key)
-            if isinstance(v, int):
-                setattr(srv, attr, v)
-        srv.eweight = srv.uweight
-        if isinstance(rec.get("host"), str):
-            srv.host = rec["host"]
-        port = rec.get("port")
-        srv.port = port if isinstance(port, int) else srv.port
-        srv.check_enabled = bool(rec.get("check", srv.check_enabled))
-        _copy_check_fields(srv, rec)
-        srv.last_change = time.monotonic()
-        n += 1
+        kind = kind_of(rec)
+        static = kind.value.static if kind is not None else None
+        if static is not None:
+            n += static(runtime, rec)
     return n
 
 
@@ -353,7 +346,7 @@ def restore_health(runtime: ProcessRuntime, records: list[dict[str, Any]]) -> No
     reset every health counter to `rise`; its next check takes the snapshot's
     counter over (ServerRuntime.health), so the verdicts go on where they were."""
     for rec in records:
-        srv = _find(runtime, rec)
+        srv = _find(runtime, rec) if kind_of(rec) is Kind.SERVER else None
         h = rec.get("health")
         if srv is not None and isinstance(h, int):
             srv.health = h
@@ -412,12 +405,12 @@ def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     """In a follower, while serving: make the local server, frontend or process
     limits agree with `rec`, through AppControl and LoadBalancer.on_transition.
     Returns False when the record names nothing known."""
-    if "f" in rec:
-        return _apply_frontend(lb, rec)
-    if rec.get("global") is True:
-        return _apply_global(lb, rec)
-    if "clear" in rec:
-        return _apply_clear(lb.runtime, rec)
+    kind = kind_of(rec)
+    live = kind.value.live if kind is not None else None
+    return live(lb, rec) if live is not None else False
+
+
+def _live_server(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     srv = _find(lb.runtime, rec)
     control = lb.control
     if srv is None or control is None:
@@ -449,7 +442,7 @@ def apply_live(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     return True
 
 
-def _apply_frontend(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+def _live_frontend(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     """A frontend's state from the checker: the same AppControl calls as its
     runtime API made (AppControl.shared_sockets: the sockets' kernel state is
     the checker's; this worker stops or resumes its own accepting)."""
@@ -473,7 +466,7 @@ def _apply_frontend(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     return True
 
 
-def _apply_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+def _live_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     control = lb.control
     if control is None:
         return False
@@ -486,9 +479,10 @@ def _apply_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     return True
 
 
-def _apply_clear(runtime: ProcessRuntime, rec: dict[str, Any]) -> bool:
+def _live_clear(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     """Worker 1's `clear counters [all]`, once (a number this worker already
     has, from its snapshot, clears nothing)."""
+    runtime = lb.runtime
     epoch = rec.get("n")
     if not isinstance(epoch, int):
         return False
@@ -509,6 +503,75 @@ def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, 
     elif op is OpState.RUNNING and srv.op is OpState.STOPPING and lb.control is not None:
         lb.control.set_health(srv, OpState.RUNNING)
     # STARTING vs RUNNING is not copied: the local slowstart ramp decides.
+
+
+# --------------------------------------------------------------------------
+# the kinds of line
+# --------------------------------------------------------------------------
+
+
+class Route(Enum):
+    """Where the master passes a line of a kind, and who acts on it."""
+
+    # from any worker to every other one, which keeps the latest per sender
+    PEERS = "peers"
+    # from a follower to worker 1 only, which applies it (apply_request)
+    CHECKER = "checker"
+    # from worker 1 only: kept in the master's snapshot (one line per slot),
+    # passed to every other worker, applied by the followers (`live`) and,
+    # before serving, by a restarted worker (`static`)
+    FOLLOWERS = "followers"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKind:
+    """How a kind of line is told (`matches`), where it goes (`route`), its
+    snapshot slot, and how a worker applies it before and while serving."""
+
+    matches: Callable[[dict[str, Any]], bool]
+    route: Route
+    slot: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    static: Callable[[ProcessRuntime, dict[str, Any]], bool] | None = None
+    live: Callable[[LoadBalancer, dict[str, Any]], bool] | None = None
+
+
+class Kind(Enum):
+    """Every kind of sync line, in the order kind_of tries them: the first
+    whose `matches` accepts a line is its kind. The keys are the wire format
+    that older and newer workers share during a reload; a new kind is one
+    more member here, and a worker that does not know it ignores it."""
+
+    COUNTERS = RecordKind(lambda r: isinstance(r.get("ctr"), int), Route.PEERS)
+    REQUEST = RecordKind(lambda r: "req" in r, Route.CHECKER)
+    FRONTEND = RecordKind(lambda r: isinstance(r.get("f"), str), Route.FOLLOWERS,
+                          slot=lambda r: ("f", r["f"]),
+                          static=_static_frontend, live=_live_frontend)
+    CLEAR = RecordKind(lambda r: "clear" in r, Route.FOLLOWERS,
+                       slot=lambda r: ("clear",), static=_static_clear, live=_live_clear)
+    GLOBAL = RecordKind(lambda r: r.get("global") is True, Route.FOLLOWERS,
+                        slot=lambda r: ("global",), static=_static_global, live=_live_global)
+    SERVER = RecordKind(lambda r: "b" in r and "s" in r, Route.FOLLOWERS,
+                        slot=lambda r: ("s", *server_key(r)),
+                        static=_static_server, live=_live_server)
+
+
+def kind_of(rec: dict[str, Any]) -> Kind | None:
+    """The kind of a decoded line; None for a line of no kind this worker
+    knows (a newer worker's, or a broken one): the master drops it and a
+    worker ignores it."""
+    for kind in Kind:
+        if kind.value.matches(rec):
+            return kind
+    return None
+
+
+def record_key(rec: dict[str, Any]) -> tuple[str, ...] | None:
+    """The snapshot slot of a state line: one per server, one per frontend,
+    one for the process limits and one for the last `clear counters`; None
+    for any other line (counters, a follower's request)."""
+    kind = kind_of(rec)
+    slot = kind.value.slot if kind is not None else None
+    return slot(rec) if slot is not None else None
 
 
 def silence_follower(lb: LoadBalancer) -> None:
@@ -602,24 +665,25 @@ class WorkerLink:
         follower), apply every state line and clear."""
         runtime = lb.runtime
         async for rec in self._records():
-            ctr = rec.get("ctr")
-            if isinstance(ctr, int):
-                clr = rec.get("clr")
+            kind = kind_of(rec)
+            route = kind.value.route if kind is not None else None
+            if route is Route.PEERS:
+                ctr, clr = rec["ctr"], rec.get("clr")
                 if ctr != worker and (clr if isinstance(clr, int) else 0) >= runtime.clear_epoch:
                     runtime.peer_counters[ctr] = rec
-                continue
-            if not apply:
-                if "req" in rec:  # the checker: a follower's stats page asks
-                    try:
-                        if not apply_request(lb, rec):
-                            log.warning("sync: dropped a malformed request %s", rec.get("req"))
-                    except Exception:
-                        log.exception("sync: applying request %s failed", rec.get("req"))
-                continue
-            try:
-                apply_live(lb, rec)
-            except Exception:  # one bad line must not stop the worker's sync
-                log.exception("sync: applying %s failed", record_key(rec))
+            elif route is Route.CHECKER:
+                if apply:
+                    continue  # only the checker takes requests
+                try:  # a follower's stats page asks
+                    if not apply_request(lb, rec):
+                        log.warning("sync: dropped a malformed request %s", rec.get("req"))
+                except Exception:
+                    log.exception("sync: applying request %s failed", rec.get("req"))
+            elif route is Route.FOLLOWERS and apply:
+                try:
+                    apply_live(lb, rec)
+                except Exception:  # one bad line must not stop the worker's sync
+                    log.exception("sync: applying %s failed", record_key(rec))
 
     async def send_counters(self, runtime: ProcessRuntime, worker: int) -> None:
         """This worker's periodic counters line, until the worker stops."""
@@ -701,22 +765,23 @@ class Relay:
         worker; a state or clear line of the checker (worker 1) is kept in the
         snapshot (a clear for its number only) and goes to every follower; anything else is dropped."""
         rec = decode(line)
-        if rec is None:
+        kind = kind_of(rec) if rec is not None else None
+        if rec is None or kind is None:
             return
         line = line if line.endswith(b"\n") else line + b"\n"
-        if isinstance(rec.get("ctr"), int):
+        route, slot = kind.value.route, kind.value.slot
+        if route is Route.PEERS:
             skip = sender
-        elif "req" in rec:
+        elif route is Route.CHECKER:
             # a follower's request goes to the checker only
             w1 = self.links.get(1)
             if sender != 1 and w1 is not None and not w1.is_closing():
                 w1.write(line)
             return
         else:
-            key = record_key(rec)
-            if key is None or sender != 1:
+            if slot is None or sender != 1:
                 return
-            self.snapshot[key] = line
+            self.snapshot[slot(rec)] = line
             skip = 1
         for relative_id, w in list(self.links.items()):
             if relative_id != skip and not w.is_closing():

@@ -33,6 +33,7 @@ from keeplb.config.model import (
 from keeplb.lb.checks import CheckKind, CheckResult, CheckSpec, HealthChecker, run_check
 from keeplb.lb.health import CheckStatus, Transition
 from keeplb.lb.server import AdminState, BackendRuntime, ServerRuntime
+from keeplb.lb.stats import server_status
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LOCAL = "127.0.0.1"
@@ -378,7 +379,7 @@ def test_checker_down_after_fall_up_after_rise() -> None:
         try:
             # health = rise at start: the first check comes after fastinter and passes
             assert await _until(lambda: len(log) >= 1, 2.0)
-            assert log[0][1] is CheckStatus.L4OK and srt.status_text() == "UP"
+            assert log[0][1] is CheckStatus.L4OK and server_status(srt) == "UP"
             srv.close()
             await srv.wait_closed()
             t_kill = time.monotonic()

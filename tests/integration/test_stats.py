@@ -350,6 +350,7 @@ def test_servers_state_header_equals_real_haproxy(real_haproxy: tuple[Path, str]
 @pytest.mark.parametrize(("op", "admin", "health", "checked", "expected"), [
     (OpState.RUNNING, AdminState.READY, 4, True, "UP"),
     (OpState.RUNNING, AdminState.READY, 3, True, "UP 2/3"),
+    (OpState.RUNNING, AdminState.READY, 2, True, "UP 1/3"),  # a checked server's start
     (OpState.RUNNING, AdminState.READY, 0, False, "no check"),
     (OpState.RUNNING, AdminState.DRAIN, 4, True, "DRAIN"),
     (OpState.RUNNING, AdminState.DRAIN, 2, True, "DRAIN 1/3"),
@@ -364,6 +365,25 @@ def test_server_status_words(op: OpState, admin: AdminState, health: int, checke
     s = make_runtime().backends[0].servers[0]
     s.op, s.admin, s.health, s.check_enabled = op, admin, health, checked
     assert stats.server_status(s) == expected
+
+
+@pytest.mark.parametrize(("rise", "fall"), [(1, 1), (2, 3), (3, 2), (5, 4)])
+def test_server_status_words_every_health_counter(rise: int, fall: int) -> None:
+    """A checked READY server whose side follows its counter (Health.up), at
+    every counter value: the words health.py's status_text gave before
+    server_status became their one source."""
+    rt = make_runtime()
+    s = rt.backends[0].servers[0]
+    s.config = Server("s1", Address("ipv4", "127.0.0.1", 19101, 19101),
+                      ServerOptions(check=True, rise=rise, fall=fall, weight=1))
+    top = rise + fall - 1
+    seen = []
+    for health in range(top + 1):
+        s.health = health
+        s.op = OpState.RUNNING if health >= rise else OpState.STOPPED
+        seen.append(stats.server_status(s))
+    assert seen == ["DOWN"] + [f"DOWN {h}/{rise}" for h in range(1, rise)] + [
+        f"UP {h - rise + 1}/{fall}" for h in range(rise, top)] + ["UP"]
 
 
 def test_disabled_health_empties_check_columns() -> None:

@@ -43,20 +43,20 @@ def test_status_table_matches_haproxy(status: CheckStatus, code: str, outcome: O
 def test_starts_up_with_health_rise_and_one_failure_takes_it_down() -> None:
     """haproxy 2.6 server.c: a checked server starts UP at health = rise ("UP 1/fall")."""
     h = Health(rise=2, fall=3)
-    assert h.up and h.health == 2 and h.status_text() == "UP 1/3"
+    assert h.up and h.health == 2  # shown "UP 1/3" (stats.server_status)
     assert h.on_result(False) is Transition.DOWN
-    assert h.health == 0 and h.status_text() == "DOWN"
+    assert not h.up and h.health == 0
 
 
 def test_first_success_makes_it_fully_up() -> None:
     h = Health(rise=2, fall=3)
     assert h.on_result(True) is None
-    assert h.health == 4 and h.status_text() == "UP"
-    assert h.on_result(False) is None and h.status_text() == "UP 2/3"
-    assert h.on_result(False) is None and h.status_text() == "UP 1/3"
+    assert h.up and h.health == 4 and h.fully_up  # "UP"
+    assert h.on_result(False) is None and (h.up, h.health) == (True, 3)  # "UP 2/3"
+    assert h.on_result(False) is None and (h.up, h.health) == (True, 2)  # "UP 1/3"
     assert h.on_result(False) is Transition.DOWN
-    assert h.on_result(True) is None and h.status_text() == "DOWN 1/2"
-    assert h.on_result(True) is Transition.UP and h.status_text() == "UP"
+    assert h.on_result(True) is None and (h.up, h.health) == (False, 1)  # "DOWN 1/2"
+    assert h.on_result(True) is Transition.UP and h.fully_up  # "UP"
 
 
 @given(rise=rise_st, fall=fall_st, results=st.lists(st.booleans(), max_size=60))
