@@ -299,6 +299,9 @@ class ProcessRuntime:
                 s.queue_max = s.queue_cur
         for peer in self.peer_counters.values():
             peer["clr"] = self.clear_epoch
+            for key in ("mcr", "msr"):  # its MaxConnRate and MaxSessRate
+                if key in peer:
+                    peer[key] = 0
             for kind in ("fe", "be", "sv"):
                 table = peer.get(kind)
                 for values in table.values() if isinstance(table, dict) else ():

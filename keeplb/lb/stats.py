@@ -269,10 +269,76 @@ def total_conns(rt: ProcessRuntime) -> tuple[int, int]:
     return cur, cum
 
 
+def _peer_int(peer: dict[str, Any], key: str, name: str | None = None) -> int:
+    """A peer's value `key` (or `key`[`name`]) from its counters line; 0 when
+    absent or not a number (an older worker's line carries no rates)."""
+    v = peer.get(key)
+    if name is not None:
+        v = v.get(name) if isinstance(v, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def process_rates(rt: ProcessRuntime, now: float) -> tuple[int, int]:
+    """The process's (ConnRate, SessRate): this worker's rate now plus the
+    rates each other worker measured when it wrote its last counters line
+    (keeplb.proc.sync.counters_record, "cr"/"sr"), as haproxy's one process
+    counts every thread. Those lines come once a second, so the sum lags the
+    truth by up to a second."""
+    conn, sess = rt.conn_rate.rate(now), rt.sess_rate.rate(now)
+    for peer in rt.peer_counters.values():
+        conn += _peer_int(peer, "cr")
+        sess += _peer_int(peer, "sr")
+    return conn, sess
+
+
+def process_max_rates(rt: ProcessRuntime) -> tuple[int, int]:
+    """(MaxConnRate, MaxSessRate) over every worker: the higher of this
+    worker's maximum and the others' ("mcr"/"msr"). haproxy keeps the maximum
+    of its process-wide rate; keeplb has no process-wide counter to take it
+    from, and the sum of the workers' maxima would add peaks that need not
+    have coincided (an upper bound, reported as a fact). So each worker's
+    maximum also holds the sums it saw as every other worker's counters line
+    arrived (note_rate_peaks): every term is a rate the process did reach
+    (within the line's second of lag), and a worker's own peak between two
+    lines still counts; a peak of the sum between two lines is missed. As in
+    haproxy, a maximum just cleared stays below the current rate until the
+    next event (or line) raises it."""
+    most_conn, most_sess = rt.max_conn_rate, rt.max_sess_rate
+    for peer in rt.peer_counters.values():
+        most_conn = max(most_conn, _peer_int(peer, "mcr"))
+        most_sess = max(most_sess, _peer_int(peer, "msr"))
+    return most_conn, most_sess
+
+
+def frontend_rate(rt: ProcessRuntime, fe: FrontendRuntime, now: float) -> int:
+    """The frontend's session rate over every worker: this worker's now plus
+    the others' at their last counters line ("fr"), lagging by up to a second."""
+    rate = fe.sess_rate.rate(now)
+    for peer in rt.peer_counters.values():
+        rate += _peer_int(peer, "fr", fe.name)
+    return rate
+
+
+def note_rate_peaks(rt: ProcessRuntime, now: float) -> None:
+    """Called when another worker's counters line arrives (nbthread): the
+    process-wide rates summed at that moment raise this worker's MaxConnRate,
+    MaxSessRate and each frontend's maximum (see process_max_rates for why a
+    sampled sum rather than the sum of the maxima). `clear counters` resets
+    them with the rest."""
+    conn, sess = process_rates(rt, now)
+    rt.max_conn_rate = max(rt.max_conn_rate, conn)
+    rt.max_sess_rate = max(rt.max_sess_rate, sess)
+    for fe in rt.frontends:
+        c = fe.counters
+        c.conn_rate_max = max(c.conn_rate_max, frontend_rate(rt, fe, now))
+
+
 def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
     c = total_counters(rt, "fe", fe.name, fe.counters)
     http = fe.config.mode is Mode.HTTP
-    rate = fe.sess_rate.rate(time.monotonic())  # this worker's
+    # every worker's (nbthread), as haproxy's rate counts every thread
+    rate = frontend_rate(rt, fe, time.monotonic())
+    rate_max = c.conn_rate_max  # the workers' maxima, each also of the sums it saw
     row: Row = {
         "pxname": fe.name, "svname": "FRONTEND",
         "scur": c.cur_sess, "smax": c.max_sess, "slim": frontend_maxconn(rt, fe),
@@ -280,13 +346,13 @@ def frontend_row(rt: ProcessRuntime, fe: FrontendRuntime) -> Row:
         "dreq": c.denied_req, "dresp": 0, "ereq": c.errors_req,
         "status": frontend_status(fe), "pid": 1, "iid": fe.iid, "sid": 0, "type": 0,
         "rate": rate, "rate_lim": fe.config.rate_limit_sessions or 0,
-        "rate_max": c.conn_rate_max,
+        "rate_max": rate_max,
         "req_rate": 0, "req_rate_max": 0, "req_tot": 0,
         "comp_in": 0, "comp_out": 0, "comp_byp": 0, "comp_rsp": 0,
         "mode": fe.config.mode.value,
         # haproxy counts a connection as it is accepted, a session once the
         # `tcp-request connection` rules have let it through
-        "conn_rate": rate, "conn_rate_max": c.conn_rate_max,
+        "conn_rate": rate, "conn_rate_max": rate_max,
         "conn_tot": c.total_sess + c.denied_conn,
         "dcon": c.denied_conn, "dses": 0, "wrew": 0, "eint": 0,
     }
@@ -486,7 +552,11 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
     bytes_out = sum(total_counters(rt, "fe", fe.name, fe.counters).bytes_out
                     for fe in rt.frontends)
     lim = rt.rate_limits
-    now = time.monotonic()  # the rates are this worker's, as haproxy's are its process's
+    now = time.monotonic()
+    # every worker's (nbthread), as haproxy's are its whole process's; the
+    # other workers' part is up to a second old (process_rates)
+    conn_rate, sess_rate = process_rates(rt, now)
+    max_conn_rate, max_sess_rate = process_max_rates(rt)
     return [
         ("Name", "HAProxy"), ("Version", f"{INFO_VERSION}-{__version__}"),
         ("Release_date", "2026/01/01"), ("Nbthread", rt.nbthread), ("Nbproc", 1),
@@ -496,10 +566,10 @@ def info_fields(rt: ProcessRuntime, wall: float | None = None) -> list[tuple[str
         ("Hard_maxconn", rt.hard_maxconn or rt.maxconn), ("CurrConns", cur_conns),
         ("CumConns", cum_conns), ("CumReq", cum_req), ("MaxSslConns", 0),
         ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0), ("PipesUsed", 0),
-        ("PipesFree", 0), ("ConnRate", rt.conn_rate.rate(now)),
-        ("ConnRateLimit", lim.get("connections", 0)), ("MaxConnRate", rt.max_conn_rate),
-        ("SessRate", rt.sess_rate.rate(now)), ("SessRateLimit", lim.get("sessions", 0)),
-        ("MaxSessRate", rt.max_sess_rate), ("SslRate", 0),
+        ("PipesFree", 0), ("ConnRate", conn_rate),
+        ("ConnRateLimit", lim.get("connections", 0)), ("MaxConnRate", max_conn_rate),
+        ("SessRate", sess_rate), ("SessRateLimit", lim.get("sessions", 0)),
+        ("MaxSessRate", max_sess_rate), ("SslRate", 0),
         ("SslRateLimit", lim.get("ssl-sessions", 0)), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
         ("SslFrontendMaxKeyRate", 0), ("SslFrontendSessionReuse_pct", 0),
         ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),

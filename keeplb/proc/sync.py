@@ -63,6 +63,13 @@ process counts every thread, whichever worker serves them (a stats page or a
 periodic whole snapshot loses nothing when a line is late, and costs one line
 per worker per second; the sums lag the truth by up to that second.
 
+The rates are summed the same way: each counters line carries the worker's
+ConnRate, SessRate and frontends' session rates as measured when it was
+written, and their maxima; `show info` and `show stat` report this worker's
+rate now plus the others' last reported ones, so they too lag by up to a
+second. The maxima are kept of those sums, taken as each line arrives
+(keeplb.lb.stats.process_max_rates says why not the sum of the maxima).
+
 Which kind a line is, where the master passes it and how a worker applies it
 is written once, in the table `Kind` (kind_of); the readers below consult it.
 """
@@ -89,6 +96,7 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+from keeplb.lb.stats import note_rate_peaks
 
 if TYPE_CHECKING:
     from keeplb.lb.app import LoadBalancer
@@ -206,9 +214,16 @@ def clear_record(epoch: int, everything: bool) -> dict[str, Any]:
     return {"clear": "all" if everything else "max", "n": epoch}
 
 
-def counters_record(runtime: ProcessRuntime, worker: int) -> dict[str, Any]:
+def counters_record(runtime: ProcessRuntime, worker: int,
+                    now: float | None = None) -> dict[str, Any]:
     """A worker's counters, each Counters as a list in field order, and its
-    queues as [current, max]; `clr`: the last clear it applied."""
+    queues as [current, max]; `clr`: the last clear it applied. Then its
+    rates as measured now (`now`: time.monotonic() if None), which the others
+    add to theirs (keeplb.lb.stats.process_rates): `cr`/`sr` ConnRate and
+    SessRate, `mcr`/`msr` their maxima, `fr` each frontend's session rate.
+    These came later than the rest: a line without them (an older worker's,
+    during a reload) counts as rates of 0."""
+    now = time.monotonic() if now is None else now
     return {"ctr": worker, "clr": runtime.clear_epoch,
             "cur": runtime.cur_conns, "cum": runtime.cum_conns,
             "fe": {fe.name: astuple(fe.counters) for fe in runtime.frontends},
@@ -217,7 +232,10 @@ def counters_record(runtime: ProcessRuntime, worker: int) -> dict[str, Any]:
                    for be in runtime.backends for s in be.servers},
             "bq": {be.name: [be.queue_cur, be.queue_max] for be in runtime.backends},
             "sq": {f"{be.name}/{s.name}": [s.queue_cur, s.queue_max]
-                   for be in runtime.backends for s in be.servers}}
+                   for be in runtime.backends for s in be.servers},
+            "cr": runtime.conn_rate.rate(now), "sr": runtime.sess_rate.rate(now),
+            "mcr": runtime.max_conn_rate, "msr": runtime.max_sess_rate,
+            "fr": {fe.name: fe.sess_rate.rate(now) for fe in runtime.frontends}}
 
 
 def encode(rec: dict[str, Any]) -> bytes:
@@ -467,12 +485,21 @@ def _live_frontend(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
 
 
 def _live_global(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    """The process limits from the checker. A rate limit that changed goes
+    through AppControl.set_rate_limit, as on the checker: a lifted or raised
+    one resumes the frontends it paused at once, instead of at their timer
+    (up to 2 s later), as haproxy's one process does for all its threads."""
     control = lb.control
     if control is None:
         return False
     rt = lb.runtime
     with _quietly():
+        before = dict(rt.rate_limits)
         _global_limits(rt, rec)
+        after = rt.rate_limits
+        for what in sorted(before.keys() | after.keys()):
+            if before.get(what) != after.get(what):
+                control.set_rate_limit(rt, what, after.get(what, 0))
         maxconn = rec.get("maxconn")
         if isinstance(maxconn, int) and maxconn > 0 and maxconn != rt.maxconn:
             control.set_global_maxconn(rt, maxconn)
@@ -661,8 +688,9 @@ class WorkerLink:
     async def follow(self, lb: LoadBalancer, worker: int, *, apply: bool) -> None:
         """Until the master closes the socket: keep the other workers' latest
         counters lines (ProcessRuntime.peer_counters), but none sent before
-        the last `clear counters` this worker applied, and, with `apply` (a
-        follower), apply every state line and clear."""
+        the last `clear counters` this worker applied, and raise the rate
+        maxima to the sums each one makes (stats.note_rate_peaks); with
+        `apply` (a follower), apply every state line and clear."""
         runtime = lb.runtime
         async for rec in self._records():
             kind = kind_of(rec)
@@ -671,6 +699,8 @@ class WorkerLink:
                 ctr, clr = rec["ctr"], rec.get("clr")
                 if ctr != worker and (clr if isinstance(clr, int) else 0) >= runtime.clear_epoch:
                     runtime.peer_counters[ctr] = rec
+                    # the process-wide rates at this moment, for the maxima
+                    note_rate_peaks(runtime, time.monotonic())
             elif route is Route.CHECKER:
                 if apply:
                     continue  # only the checker takes requests

@@ -780,3 +780,101 @@ def test_stats_page_admin_on_a_follower_reaches_every_worker(
                  .startswith("MAINT"), 10, f"s1 in MAINT in worker {pid}")
     names, _ = batch(port, servers, 20)
     assert set(names) == {b"s2"}, names
+
+
+def show_info(stats: Path) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in admin(stats, "show info").splitlines()
+                if ": " in line)
+
+
+def through(port: int, worker: int, workers: list[int]) -> bytes:
+    """One connection carried by `worker`: the others are stopped (SIGSTOP)
+    until it has been served (the backend's name came back)."""
+    others = [o for o in workers if o != worker]
+    for o in others:
+        os.kill(o, signal.SIGSTOP)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as c:
+            c.settimeout(3)
+            return c.recv(16)
+    finally:
+        for o in others:
+            os.kill(o, signal.SIGCONT)
+
+
+def test_rates_are_the_whole_process(tmp_path: Path, servers: tuple[Holder, Holder],
+                                     lb: dict[str, object]) -> None:
+    """haproxy's ConnRate, SessRate and a frontend's rate count every thread:
+    keeplb's count every worker (the others' part as of their last counters
+    line, at most a second old: at a steady rate that is the same)."""
+    s1, s2 = servers
+    port = free_port()
+    cfg, stats = write_config(tmp_path, port, s1, s2)
+    p, workers = start_two(lb, cfg, port)
+    rate, seconds = 24, 3.0  # connections per second in all, half through each worker
+    n = int(rate * seconds)
+    start = time.monotonic()
+    for i in range(n):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        assert through(port, workers[i % 2], workers) in (b"s1", b"s2")
+    made = n / (time.monotonic() - start)  # what was made, should the pace have slipped
+    info = show_info(stats)
+    row = {k: _stat(stats, "fe", "FRONTEND", k)
+           for k in ("rate", "conn_rate", "rate_max", "conn_rate_max")}
+    for name, got in [(k, int(info[k])) for k in ("ConnRate", "SessRate", "MaxConnRate",
+                                                  "MaxSessRate")] + list(row.items()):
+        # one worker's alone would be about half of it
+        assert 0.75 * made <= got <= 1.3 * rate + 2, (name, got, made, info, row)
+
+
+def test_a_lifted_rate_limit_serves_the_waiting_clients_at_once(
+        tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]) -> None:
+    """`set rate-limit connections global 0` on worker 1's stats socket resumes
+    the other worker's accepting at once, not at its rate timer. Worker 1 is
+    kept full (its part of `maxconn 4`: 2 sessions held open), so only worker
+    2, paused by its part of `maxconnrate 4` (2 a second) until the clock's
+    next second, can take the waiting clients."""
+    s1, s2 = servers
+    port = free_port()
+    stats = tmp_path / "stats.sock"
+    cfg = tmp_path / "lb.cfg"
+    cfg.write_text(
+        "global\n    nbthread 2\n    maxconn 4\n    maxconnrate 4\n"
+        f"    stats socket {stats} level admin\n"
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 10s\n"
+        "    timeout server 10s\n"
+        f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
+        f"backend be\n    server s1 127.0.0.1:{s1.port}\n    server s2 127.0.0.1:{s2.port}\n")
+    p, workers = start_two(lb, cfg, port)
+    wait_for(lambda: "keeplb: lb worker 1" in map(title, workers), what="the workers' titles")
+    w1 = next(w for w in workers if title(w) == "keeplb: lb worker 1")
+    w2 = next(w for w in workers if w != w1)
+    s1.release()
+    s2.release()
+    time.sleep(2.0)  # the probes' sessions have ended and the rates are back to 0
+    # A rate counts per second of the monotonic clock (FreqCtr): begin right
+    # after one starts, so that worker 2's pause lasts most of a second.
+    deadline = time.monotonic() + 2
+    while not 0.02 < time.monotonic() % 1.0 < 0.1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # worker 2 reaches its rate limit; its sessions end (it is not full)
+    assert b"" not in [through(port, w2, workers) for _ in range(2)]
+    s1.release()
+    s2.release()
+    # worker 1 fills its part of maxconn (the servers hold these open)
+    assert b"" not in [through(port, w1, workers) for _ in range(2)]
+    time.sleep(0.05)  # worker 2's sessions have ended
+    waiting = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(2)]
+    try:
+        assert select.select(waiting, [], [], 0.1)[0] == []  # nobody takes them
+        assert time.monotonic() % 1.0 < 0.5, "too slow to test within one second"
+        t0 = time.monotonic()
+        assert admin(stats, "set rate-limit connections global 0") == "\n"
+        for c in waiting:
+            c.settimeout(2)
+            assert c.recv(16) in (b"s1", b"s2")
+        took = time.monotonic() - t0
+    finally:
+        for c in waiting:
+            c.close()
+    assert took < 0.3, f"served {took:.2f} s after the limit was lifted"

@@ -228,3 +228,16 @@ def test_a_worker_ignores_a_line_of_no_known_kind_and_applies_the_next(
         assert asyncio.run(follow(apply=True)).admin is AdminState.MAINT
         assert asyncio.run(follow(apply=False)).admin is AdminState.READY  # the checker
     assert [r for r in caplog.records if r.name == "keeplb.sync"] == []
+
+
+def test_the_counters_line_ends_with_its_rates_and_an_older_one_is_still_counters(
+        cfg: HaproxyConfig) -> None:
+    rt = app.build_runtime(cfg, resolve=False)
+    rt.max_conn_rate, rt.max_sess_rate = 3, 2
+    line = sync.encode(sync.counters_record(rt, 2))
+    # the new keys come last: an older worker reads the ones it knows, as before
+    assert line.endswith(b',"cr":0,"sr":0,"mcr":3,"msr":2,"fr":{"fe":0}}\n')
+    older = sync.decode(line.rstrip(b"\n")) or {}
+    for key in ("cr", "sr", "mcr", "msr", "fr"):
+        del older[key]
+    assert sync.kind_of(older) is Kind.COUNTERS and sync.record_key(older) is None

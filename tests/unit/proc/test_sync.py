@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -16,7 +17,7 @@ import pytest
 from keeplb.config import haproxy
 from keeplb.config.model import HaproxyConfig
 from keeplb.lb import app
-from keeplb.lb.server import AdminState, OpState, ProcessRuntime, ServerRuntime
+from keeplb.lb.server import AdminState, FreqCtr, OpState, ProcessRuntime, ServerRuntime
 from keeplb.proc import sync
 
 CFG = """\
@@ -447,3 +448,134 @@ def test_the_checker_applies_a_request_through_its_control_and_publishes(
 
     asyncio.run(run())
     assert seen == [("s1", "maint", 1), ("s1", "maint", 7)]
+
+
+def at_rate(ctr: FreqCtr, n: int) -> None:
+    """`ctr` with `n` events in the second that begins now (its rate() is `n`
+    for that second)."""
+    ctr.start, ctr.curr, ctr.prev = time.monotonic(), n, 0
+
+
+def info(rt: ProcessRuntime) -> dict[str, Any]:
+    from keeplb.lb import stats
+
+    return dict(stats.info_fields(rt))
+
+
+def test_rates_add_up_every_workers_and_an_older_line_counts_as_zero(
+        fe_cfg: HaproxyConfig) -> None:
+    from keeplb.lb import stats
+
+    own, peer = (app.build_runtime(fe_cfg, resolve=False) for _ in range(2))
+    for rt, conns, sess in ((own, 5, 4), (peer, 7, 6)):
+        at_rate(rt.conn_rate, conns)
+        at_rate(rt.sess_rate, sess)
+        at_rate(rt.frontends[0].sess_rate, sess)
+        rt.max_conn_rate, rt.max_sess_rate = conns, sess
+    line = sync.counters_record(peer, 2)
+    assert (line["cr"], line["sr"], line["mcr"], line["msr"], line["fr"]) == (
+        7, 6, 7, 6, {"fe": 6})
+    own.peer_counters[2] = sync.decode(sync.encode(line)) or {}
+    got = info(own)
+    assert (got["ConnRate"], got["SessRate"]) == (12, 10)
+    row = stats.frontend_row(own, own.frontends[0])
+    assert (row["rate"], row["conn_rate"]) == (10, 10)
+    # no line has arrived through follow() here: the maxima are each worker's
+    assert (got["MaxConnRate"], got["MaxSessRate"]) == (7, 6)
+    assert (row["rate_max"], row["conn_rate_max"]) == (0, 0)
+    stats.note_rate_peaks(own, time.monotonic())  # as when it arrives
+    got = info(own)
+    assert (got["MaxConnRate"], got["MaxSessRate"]) == (12, 10)
+    row = stats.frontend_row(own, own.frontends[0])
+    assert (row["rate_max"], row["conn_rate_max"]) == (10, 10)
+    # an older worker's line has no rates: it adds nothing (and breaks nothing)
+    for key in ("cr", "sr", "mcr", "msr", "fr"):
+        del own.peer_counters[2][key]
+    got = info(own)
+    assert (got["ConnRate"], got["SessRate"], got["MaxConnRate"]) == (5, 4, 12)
+    assert stats.frontend_row(own, own.frontends[0])["rate"] == 4
+    own.peer_counters[2].update(cr="x", sr=-3, fr={"fe": None})  # nor does a broken one
+    assert (info(own)["ConnRate"], info(own)["SessRate"]) == (5, 4)
+
+
+def test_max_rates_are_the_sums_seen_as_lines_arrive_not_the_sum_of_the_maxima(
+        fe_cfg: HaproxyConfig) -> None:
+    from keeplb.lb import stats
+
+    own, peer = (app.build_runtime(fe_cfg, resolve=False) for _ in range(2))
+    own.frontends[0].counters.conn_rate_max = own.max_conn_rate = 9  # an earlier peak of its own
+    at_rate(own.conn_rate, 5)
+    at_rate(own.frontends[0].sess_rate, 5)
+    at_rate(peer.conn_rate, 7)
+    at_rate(peer.frontends[0].sess_rate, 7)
+    peer.frontends[0].counters.conn_rate_max = peer.max_conn_rate = 8
+    own.peer_counters[2] = sync.counters_record(peer, 2)
+    stats.note_rate_peaks(own, time.monotonic())  # the line arrived: 5 + 7 now
+    assert own.max_conn_rate == own.frontends[0].counters.conn_rate_max == 12
+    # both workers calm down: the peak of the sum stays, the sum of the two
+    # workers' peaks (9 + 8, never reached together) is not reported
+    at_rate(own.conn_rate, 0)
+    at_rate(own.frontends[0].sess_rate, 0)
+    at_rate(peer.conn_rate, 1)
+    at_rate(peer.frontends[0].sess_rate, 1)
+    own.peer_counters[2] = sync.counters_record(peer, 2)
+    stats.note_rate_peaks(own, time.monotonic())
+    got = info(own)
+    assert (got["ConnRate"], got["MaxConnRate"]) == (1, 12)
+    row = stats.frontend_row(own, own.frontends[0])
+    assert (row["rate"], row["rate_max"], row["conn_rate_max"]) == (1, 12, 12)
+    # a peer's own peak between two of its lines counts too
+    own.peer_counters[2]["mcr"] = 15
+    assert info(own)["MaxConnRate"] == 15
+    # `clear counters`: every maximum restarts at 0, as haproxy's, until the
+    # next event or line raises it (the peer's is cleared until its next line)
+    own.clear_counters(False)
+    got = info(own)
+    assert (got["ConnRate"], got["MaxConnRate"], got["MaxSessRate"]) == (1, 0, 0)
+    assert stats.frontend_row(own, own.frontends[0])["rate_max"] == 0
+    stats.note_rate_peaks(own, time.monotonic())
+    assert info(own)["MaxConnRate"] == 1
+
+
+def test_a_counters_line_arriving_raises_the_maxima_to_the_sum(fe_cfg: HaproxyConfig) -> None:
+    own, peer = (app.build_runtime(fe_cfg, resolve=False) for _ in range(2))
+    lb = app.LoadBalancer(fe_cfg, own)
+    at_rate(own.sess_rate, 3)
+    at_rate(peer.sess_rate, 4)
+    mine, theirs = socket.socketpair()
+    mine.sendall(sync.encode(sync.counters_record(peer, 2)))
+    mine.close()
+
+    async def follow() -> None:
+        link = sync.WorkerLink(theirs.detach())
+        link.sock.setblocking(False)
+        await link.follow(lb, 1, apply=False)
+        link.sock.close()
+        await lb.close()
+
+    asyncio.run(follow())
+    assert (own.max_sess_rate, own.max_conn_rate) == (7, 0)
+
+
+@pytest.mark.usefixtures("lb_filters")
+def test_a_lifted_rate_limit_resumes_a_followers_frontends_at_once(
+        fe_cfg: HaproxyConfig) -> None:
+    async def run() -> None:
+        rt = app.build_runtime(fe_cfg, resolve=False)
+        rt.rate_limits = {"connections": 4, "sessions": 6}
+        follower = app.LoadBalancer(fe_cfg, rt)
+        follower.control = app.AppControl(follower)
+        follower.control.shared_sockets = True
+        sync.silence_follower(follower)
+        front = follower.frontends[0]
+        at_rate(rt.conn_rate, 9)
+        front.pause()  # as its listener does at the limit, with a timer up to 2 s away
+        lowered = sync.global_record(rt) | {"rl": {"connections": 3, "sessions": 6}}
+        assert sync.apply_live(follower, lowered)
+        assert front.paused and rt.rate_limits == {"connections": 3, "sessions": 6}
+        assert sync.apply_live(follower, sync.global_record(rt) | {"rl": {"sessions": 6}})
+        assert not front.paused and not front.rt.paused  # at once, not at the timer
+        assert rt.rate_limits == {"sessions": 6}
+        await follower.close()
+
+    asyncio.run(run())
