@@ -8,6 +8,7 @@ the service could not start, 130 after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import signal
@@ -102,6 +103,47 @@ def _missing(paths: Sequence[str]) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
 
+def parse_pids(option: str, values: Sequence[str] | None) -> list[int] | str:
+    """The PIDs given to -sf/-st, or haproxy's complaint about one. A PID of 0
+    or below would signal a whole process group (ours, with kill(0)), so it is
+    refused as haproxy refuses it."""
+    pids: list[int] = []
+    for text in values or ():
+        m = re.match(r"\s*[+-]?\d+", text)
+        if m is None or m.end() != len(text):
+            rest = text[m.end():] if m else text
+            return f"{option} option: some bytes unconsumed in PID list {{{rest}}}"
+        pid = int(text)
+        if pid > 2**31 - 1 or pid < -(2**31):
+            return f"{option} option: failed to parse {{{text}}}: Numerical result out of range"
+        if pid <= 0:
+            return f"{option} option: PID {text} is not a process id (must be above 0)"
+        pids.append(pid)
+    return pids
+
+
+def pidfile_problem(path: str) -> str | None:
+    """Why `path` cannot be a pidfile (strerror), or None. Tried as write_pidfile()
+    writes it, a temporary file next to it, before anything starts: otherwise
+    the error comes after daemonizing, where nobody sees it."""
+    if os.path.isdir(path):
+        return os.strerror(errno.EISDIR)
+    tmp = f"{path}.{os.getpid()}.check"
+    try:
+        with open(tmp, "w"):
+            pass
+        os.unlink(tmp)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _absolute(path: str | None) -> str | None:
+    # A daemon changes directory to "/" and a master re-reads its files on
+    # reload: a relative -f, -k or -p would then name another file.
+    return os.path.abspath(path) if path else path
+
+
 # --------------------------------------------------------------------------
 # keeplb check
 # --------------------------------------------------------------------------
@@ -115,6 +157,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = EXIT_CONFIG
             continue
         fmt = args.format or detect_format(path)
+        if fmt == "haproxy" and not _haproxy_files([path]):
+            _err(f"{path}: error: no configuration file found in {path}")
+            status = EXIT_CONFIG
+            continue
         if fmt == "keepalived":
             _, diags = _parse_keepalived(path)
         else:
@@ -168,18 +214,28 @@ def cmd_lb(args: argparse.Namespace) -> int:
     if diags.has_errors:
         _err("Fatal errors found in configuration.")
         return EXIT_CONFIG
+    soft = parse_pids("-sf", args.sf)
+    hard = parse_pids("-st", args.st)
+    if isinstance(soft, str) or isinstance(hard, str):
+        _err(f"keeplb lb: error: {soft if isinstance(soft, str) else hard}")
+        return EXIT_CONFIG
+    global_ = getattr(cfg, "global_", None)
+    pidfile = args.pidfile or getattr(global_, "pidfile", None)
+    if args.worker is None and pidfile and (why := pidfile_problem(pidfile)):
+        _err(f"keeplb lb: error: [haproxy.main()] Cannot create pidfile {pidfile} ({why})")
+        return EXIT_CONFIG
     if args.worker is None:
         del cfg  # the process model parses again: a worker must see the file as it is now
     from keeplb.proc import lbmain
 
     return lbmain.main(
-        list(args.file),
+        [os.path.abspath(p) for p in args.file],
         daemon=args.daemon,
         foreground=args.foreground,
-        pidfile=args.pidfile,
+        pidfile=_absolute(args.pidfile),
         master_worker=args.master_worker,
-        soft_stop_pids=[int(p) for p in args.sf or []],
-        hard_stop_pids=[int(p) for p in args.st or []],
+        soft_stop_pids=soft,
+        hard_stop_pids=hard,
         health_fd=args.health_fd,
         worker=args.worker,
         ready_fd=args.ready_fd,
@@ -212,12 +268,15 @@ def cmd_vrrp(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not keepalived_can_run(diags):
         return EXIT_CONFIG
+    if args.pidfile and (why := pidfile_problem(args.pidfile)):
+        _err(f"pidfile_write : Cannot open {args.pidfile} pidfile ({why})")
+        return EXIT_CONFIG
     from keeplb.vrrp import daemon
 
     return daemon.main(
-        path,
+        os.path.abspath(path),
         foreground=args.dont_fork or not args.daemon,
-        pidfile=args.pidfile,
+        pidfile=_absolute(args.pidfile),
         log_console=args.log_console or args.dont_fork or not args.daemon,
         lb_health_fd=args.lb_health_fd,
     )
@@ -234,6 +293,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for p in missing:
             _err(f"{p}: error: no such file or directory")
         return EXIT_CONFIG
+    if not _haproxy_files(args.file):
+        _err("keeplb run: error: no configuration file found in " + ", ".join(args.file))
+        return EXIT_CONFIG
     _, hdiags = _parse_haproxy(args.file)
     _, kdiags = _parse_keepalived(args.keepalived)
     print_diagnostics([*hdiags, *kdiags], quiet=args.quiet)
@@ -242,13 +304,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print("Configuration files are valid")
         return EXIT_OK
+    if args.pidfile and (why := pidfile_problem(args.pidfile)):
+        _err(f"keeplb run: error: Cannot create pidfile {args.pidfile} ({why})")
+        return EXIT_CONFIG
     from keeplb.proc import supervisor
 
     return supervisor.main(
-        list(args.file),
-        args.keepalived,
+        [os.path.abspath(p) for p in args.file],
+        os.path.abspath(args.keepalived),
         daemon=args.daemon,
-        pidfile=args.pidfile,
+        pidfile=_absolute(args.pidfile),
         track_lb=not args.no_track_lb,
     )
 

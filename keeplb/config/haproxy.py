@@ -15,6 +15,7 @@ parser and `keyword_table()`, the docs table, so the two cannot drift.
 from __future__ import annotations
 
 import copy
+import errno
 import grp
 import ipaddress
 import os
@@ -22,6 +23,7 @@ import pwd
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import TextIO
 
 from keeplb.config.diagnostics import Diagnostics, Span, did_you_mean
 from keeplb.config.lexer import Lexer, Line
@@ -1303,12 +1305,18 @@ class _Parser:
     def read_file(self, path: str) -> None:
         """Parse one file; every file starts outside any section, as in haproxy."""
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-                text = fh.read()
+            # newline="": a lone CR is a blank to haproxy, not a line end
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+                text = read_config_text(fh)
         except OSError as exc:
             self.d.error(None, f"could not open configuration file {path} : {exc.strerror}")
             return
+        if text is None:
+            self.d.error(None, f"could not open configuration file {path} : "
+                         f"{os.strerror(errno.EFBIG)}")
+            return
         self.cfg.files.append(path)
+        text = self._cut_at_nul(path, text)
         if text and not text.endswith("\n"):
             last = text.count("\n") + 1
             self.d.error(Span(path, last, len(text) - text.rfind("\n")),
@@ -1319,6 +1327,25 @@ class _Parser:
         for line in lexer.lines():
             self.line(line)
             lexer.section = self._section_name()
+
+    def _cut_at_nul(self, path: str, text: str) -> str:
+        """haproxy reads lines with fgets() and strlen(): a line ends at its first
+        NUL byte, and the file ends there too, with a fatal error."""
+        nul = text.find("\0")
+        if nul < 0:
+            return text
+        start = text.rfind("\n", 0, nul) + 1
+        span = Span(path, text.count("\n", 0, nul) + 1, nul - start + 1)
+        eol = text.find("\n", nul)
+        line_end = eol + 1 if eol >= 0 else len(text)
+        # haproxy's next fgets() (LINESIZE 2048) finds more text: a stray NUL;
+        # none: the line looks cut short, the file truncated.
+        if len(text) > min(line_end, start + 2047):
+            self.d.error(span, f"Stray NUL character at position {span.col}")
+        else:
+            self.d.error(span, "missing LF on last line, file might have been truncated "
+                         f"at position {span.col}")
+        return text[:nul] + "\n"
 
     def _section_name(self) -> str:
         if self.info is not None:
@@ -3014,6 +3041,28 @@ class _Parser:
         if has_format and not has_log:
             self.d.warning(proxy.span, f"log format ignored for {word} '{proxy.name}' since it "
                            "has no log address")
+
+
+MAX_CONFIG_CHARS = 64 * 1024 * 1024  # far above a real haproxy.cfg; /dev/zero stops here
+_READ_CHUNK = 1 << 16
+
+
+def read_config_text(fh: TextIO) -> str | None:
+    """The text of an open config file, None when it is over MAX_CONFIG_CHARS.
+
+    Reading stops one chunk after a NUL byte, where haproxy stops parsing
+    (see _Parser._cut_at_nul): a device like /dev/zero ends at once."""
+    parts: list[str] = []
+    size = 0
+    while chunk := fh.read(_READ_CHUNK):
+        parts.append(chunk)
+        size += len(chunk)
+        if "\0" in chunk:
+            parts.append(fh.read(_READ_CHUNK))  # whether lines follow the NUL's line
+            break
+        if size > MAX_CONFIG_CHARS:
+            return None
+    return "".join(parts)
 
 
 def expand_paths(paths: Sequence[str], diags: Diagnostics) -> list[str]:

@@ -133,7 +133,9 @@ class _Reader:
         self.files.append(path)
         self.stack.append(real)
         try:
-            for number, raw in enumerate(text.splitlines(), start=1):
+            # "\n" only, as keepalived reads lines: str.splitlines() would also cut
+            # at \x0b, \x0c, \x85 or U+2028 and shift every later line number.
+            for number, raw in enumerate(text.split("\n"), start=1):
                 self._line(path, number, raw)
         finally:
             self.stack.pop()

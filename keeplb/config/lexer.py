@@ -28,6 +28,8 @@ FEATURES = frozenset(
 
 MAX_LINE_ARGS = 64  # haproxy's MAX_LINE_ARGS: more words are an error
 
+# parse_line()'s isspace() in the C locale: a vertical tab or form feed separates words too
+_BLANKS = " \t\r\n\x0b\x0c"
 _NAME_START = re.compile(r"[A-Za-z_]")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.]")
 
@@ -94,7 +96,7 @@ def split_words(
                 cur.append(c)
             i += 1
             continue
-        if c in " \t\r\n" and not dquote:
+        if c in _BLANKS and not dquote:
             if in_word:
                 words.append("".join(cur))
                 cols.append(start + 1)
@@ -395,7 +397,11 @@ class Lexer:
     def lines(self) -> Iterator[Line]:
         """Yield each active statement; preprocessor lines are consumed here."""
         blocks: list[_Block] = []
-        for lineno, raw in enumerate(self.text.splitlines(), start=1):
+        # "\n" only, as haproxy's fgets(): str.splitlines() would also cut at \x0b,
+        # \x0c, \x1c-\x1e, \x85 and U+2028/9, shifting every later line number and
+        # turning the end of a comment into a statement.
+        for lineno, raw in enumerate(self.text.split("\n"), start=1):
+            raw = raw.removesuffix("\r")
             if self.stopped:
                 return
             span = Span(self.file, lineno, 1)

@@ -39,6 +39,7 @@ log = logging.getLogger("keeplb.master")
 
 READY_TIMEOUT_S = 15.0
 RESTART_DELAY_S = 0.5
+STARTUP_FAILURE = 3  # cli.STARTUP_FAILURE: the first workers could not start
 
 
 @dataclass(eq=False)
@@ -47,8 +48,12 @@ class Worker:
     generation: int
     proc: asyncio.subprocess.Process
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
     leaving: bool = False
     link: asyncio.StreamWriter | None = None
+    # A worker of a generation being started: if it dies before READY the
+    # generation (and the reload) fails instead of the worker being restarted.
+    starting: bool = False
 
     @property
     def pid(self) -> int:
@@ -96,6 +101,7 @@ class Master:
             # Inherited as inheritable: without this every worker (uvloop spawns
             # keep inheritable descriptors) would hold the pipe, not worker 1 only.
             os.set_inheritable(health_fd, False)
+        self.last_generation = 0  # generation numbers are never reused, even a failed one's
         self.soft_stop_pids = list(soft_stop_pids)
         self.hard_stop_pids = list(hard_stop_pids)
         self.relays: dict[int, sync.Relay] = {}
@@ -105,7 +111,7 @@ class Master:
     def nbproc(self) -> int:
         return max(1, self.cfg.global_.nbthread or 1)
 
-    async def _spawn(self, relative_id: int) -> Worker:
+    async def _spawn(self, relative_id: int, *, starting: bool = False) -> Worker:
         rfd, wfd = os.pipe()
         env = dict(os.environ)
         env[listeners.ENV_FDS] = listeners.export_fds(self.sockets)
@@ -132,7 +138,7 @@ class Master:
             os.close(wfd)
             if mine is not None:
                 theirs.close()
-        worker = Worker(relative_id, self.generation, proc)
+        worker = Worker(relative_id, self.generation, proc, starting=starting)
         self.workers.append(worker)
         if mine is not None:
             reader, writer = await asyncio.open_unix_connection(sock=mine)
@@ -163,6 +169,7 @@ class Master:
         finally:
             transport.close()
         rc = await worker.proc.wait()
+        worker.exited.set()
         self.workers.remove(worker)
         relay = self.relays.get(worker.generation)
         if relay is not None and worker.link is not None:
@@ -173,20 +180,50 @@ class Master:
         if worker.leaving or self.stop.is_set():
             log.info("Former worker #%d (%d) exited with code %d", worker.relative_id, worker.pid, rc)
             return
+        if worker.starting:
+            # _start_generation() sees it and refuses the generation: restarting a
+            # worker whose config cannot start would loop while the old ones leave.
+            log.warning("New worker #%d (%d) exited with code %d before it was ready",
+                        worker.relative_id, worker.pid, rc)
+            return
         log.warning("Current worker #%d (%d) exited with code %d; restarting",
                     worker.relative_id, worker.pid, rc)
         await asyncio.sleep(RESTART_DELAY_S)
-        if not self.stop.is_set():
+        if not self.stop.is_set() and not worker.leaving:
             await self._spawn(worker.relative_id)
 
-    async def _start_generation(self) -> list[Worker]:
-        self.generation += 1
-        new = [await self._spawn(i + 1) for i in range(self.nbproc)]
-        waits = [asyncio.create_task(w.ready.wait()) for w in new]
-        done, pending = await asyncio.wait(waits, timeout=READY_TIMEOUT_S)
-        for t in pending:
-            t.cancel()
-        return new
+    async def _start_generation(self) -> list[Worker] | None:
+        """Starts nbproc workers of a new generation and waits until each is
+        READY (a slow one is kept after READY_TIMEOUT_S) or a stop is asked.
+        Returns them, or None when one exited before READY: then the others of
+        that generation are stopped and self.generation is the previous one."""
+        previous = self.generation
+        self.last_generation += 1
+        self.generation = self.last_generation
+        new = [await self._spawn(i + 1, starting=True) for i in range(self.nbproc)]
+
+        async def settled(w: Worker) -> None:
+            ready = asyncio.create_task(w.ready.wait())
+            exited = asyncio.create_task(w.exited.wait())
+            stop = asyncio.create_task(self.stop.wait())
+            try:
+                await asyncio.wait({ready, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (ready, exited, stop):
+                    t.cancel()
+
+        await asyncio.wait([asyncio.create_task(settled(w)) for w in new],
+                           timeout=READY_TIMEOUT_S)
+        failed = [w for w in new if w.exited.is_set() and not w.ready.is_set()]
+        if not failed:
+            for w in new:
+                w.starting = False
+            return new
+        for w in new:
+            w.leaving = True
+            w.signal(signal.SIGTERM)
+        self.generation = previous
+        return None
 
     async def _reload(self) -> None:
         notify.reloading()
@@ -230,9 +267,23 @@ class Master:
             path = serverstate.state_file_path(cfg, os.getpid())
             if serverstate.save(path, dump):
                 self.state_file = path
+        old_cfg, kept_sockets = self.cfg, self.sockets
         self.cfg = cfg
         self.sockets = new_sockets
-        await self._start_generation()
+        if await self._start_generation() is None:
+            # A config that parses may still not start (a stats socket in a missing
+            # directory, a bind the worker refuses): the old workers never got
+            # SIGUSR1, so they serve on with their config and sockets.
+            self.cfg, self.sockets = old_cfg, kept_sockets
+            kept = {id(s) for s in kept_sockets.values()}
+            listeners.close_all(s for s in new_sockets.values() if id(s) not in kept)
+            self.reloads_failed += 1
+            log.error("Reload failed: the new workers exited before they were ready; "
+                      "the current workers keep serving")
+            notify.ready("reload refused: the new workers could not start")
+            return
+        if self.stop.is_set():
+            return  # a SIGTERM during the reload: run() stops every worker, old and new
         for w in old_workers:
             w.leaving = True
             w.signal(signal.SIGUSR1)
@@ -262,7 +313,13 @@ class Master:
 
         loop.add_signal_handler(signal.SIGUSR1, soft_stop)
         self.sockets = _open_listeners(self.cfg, None)
-        await self._start_generation()
+        if await self._start_generation() is None:
+            # haproxy exits when its first workers cannot start; restarting them
+            # would loop for ever on the same error.
+            log.error("the workers exited before they were ready; exiting")
+            listeners.close_all(self.sockets.values())
+            notify.stopping()
+            return STARTUP_FAILURE
         # -sf/-st (nbthread without -W): the old process goes once the workers serve.
         for pids, sig in ((self.soft_stop_pids, signal.SIGUSR1),
                           (self.hard_stop_pids, signal.SIGTERM)):
