@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -122,6 +123,20 @@ def parse_pids(option: str, values: Sequence[str] | None) -> list[int] | str:
     return pids
 
 
+def health_fd_problem(fd: int) -> str | None:
+    """Why `fd` cannot carry the balancer's health lines (the hidden --health-fd
+    that `keeplb run` passes), or None. Checked before anything starts: the
+    writer would otherwise fail deep in the start-up with a bare OSError."""
+    try:
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except (OSError, OverflowError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(errno.EBADF)
+        return f"--health-fd option: cannot use file descriptor {fd} ({why})"
+    if mode == os.O_RDONLY:
+        return f"--health-fd option: file descriptor {fd} is not open for writing"
+    return None
+
+
 def pidfile_problem(path: str) -> str | None:
     """Why `path` cannot be a pidfile (strerror), or None. Tried as write_pidfile()
     writes it, a temporary file next to it, before anything starts: otherwise
@@ -218,6 +233,9 @@ def cmd_lb(args: argparse.Namespace) -> int:
     hard = parse_pids("-st", args.st)
     if isinstance(soft, str) or isinstance(hard, str):
         _err(f"keeplb lb: error: {soft if isinstance(soft, str) else hard}")
+        return EXIT_CONFIG
+    if args.health_fd is not None and (why := health_fd_problem(args.health_fd)):
+        _err(f"keeplb lb: error: {why}")
         return EXIT_CONFIG
     global_ = getattr(cfg, "global_", None)
     pidfile = args.pidfile or getattr(global_, "pidfile", None)

@@ -1414,7 +1414,9 @@ class _Parser:
             self.global_seen = True
             if self.cfg.global_.span is None:
                 self.cfg.global_.span = line.span
-            if len(line) > 1:
+            # haproxy's alertif_too_many_args() looks at the first extra word only
+            # and stops at an empty one: `global ""` or `global '' x` pass.
+            if len(line) > 1 and line.words[1]:
                 self.d.error(line.at(1), f"'global' cannot handle unexpected argument '{line.words[1]}'")
             return
         if head in UNSUPPORTED_SECTIONS:

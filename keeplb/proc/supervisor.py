@@ -22,7 +22,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from keeplb.proc import notify
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
@@ -30,7 +32,6 @@ from keeplb.proc.title import set_title
 
 log = logging.getLogger("keeplb.run")
 
-RESTART_DELAY_S = 1.0
 VRRP_STATUS_ENV = "KEEPLB_VRRP_STATUS_FILE"
 STOP_TIMEOUT_S = 10.0
 
@@ -63,6 +64,44 @@ def catches(pid: int, sig: int) -> bool:
     return True
 
 
+RESPAWN_STABLE_S = 60.0  # a child that ran this long is restarted at once, as keepalived does
+RESPAWN_MAX_DELAY_S = 60.0
+
+
+@dataclass
+class RespawnDelay:
+    """keepalived's calc_restart_delay() for its VRRP and checker children: a
+    child that ran for a minute is restarted at once and the delay starts
+    over; otherwise each restart waits 0, 1, 2, 4 ... seconds, up to a minute.
+    A balancer that can never start (a port in use, an address not there yet)
+    is then retried about once a minute, not twice a second for ever."""
+
+    stable_s: float = RESPAWN_STABLE_S
+    max_delay_s: float = RESPAWN_MAX_DELAY_S
+    next_s: float = 0.0
+
+    def after_exit(self, ran_for: float) -> float:
+        """Called once per exit with how long the child ran; the seconds to wait."""
+        if ran_for >= self.stable_s:
+            self.next_s = 0.0
+            return 0.0
+        delay = self.next_s
+        self.next_s = min(delay * 2, self.max_delay_s) if delay else 1.0
+        return delay
+
+
+def exit_status_text(rc: int) -> str:
+    """keepalived's report_child_status() words for a wait status (asyncio's
+    returncode: negative for a signal)."""
+    if rc < 0:
+        try:
+            name = signal.strsignal(-rc) or f"signal {-rc}"
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"exited due to signal {-rc} ({name})"
+    return f"exited with status {rc}"
+
+
 class Child:
     """One supervised child process and how to start it again."""
 
@@ -71,6 +110,11 @@ class Child:
         self.argv = argv
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.respawn = RespawnDelay()
+        self.started_at = 0.0  # time.monotonic() of the last start
+        # set by a reload: a child waiting out its respawn delay starts now, so
+        # that `systemctl reload` after fixing the cause needs no full restart
+        self.wake = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -112,7 +156,7 @@ class Supervisor:
         self.lb_state: dict[str, object] | None = None
         self._vrrp_writer: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.vrrp: Child | None = None  # set once each child has been started
+        self.vrrp: Child | None = None  # set when each child's loop starts
         self.lb: Child | None = None
         self._ready_sent = False
 
@@ -129,7 +173,8 @@ class Supervisor:
             pass
 
     async def _run_vrrp(self) -> None:
-        child = Child("vrrp", [])
+        child = Child("VRRP", [])
+        self.vrrp = child  # a reload finds it even before a first start succeeded
         while not self.stop.is_set():
             rfd, wfd = os.pipe()
             os.set_blocking(wfd, False)
@@ -137,24 +182,32 @@ class Supervisor:
             if self.track_lb:
                 argv += ["--lb-health-fd", str(rfd)]
             child.argv = argv
-            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(rfd,))
-            os.close(rfd)
+            child.started_at = time.monotonic()
+            try:
+                child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(rfd,))
+            except OSError as exc:
+                os.close(wfd)
+                log.warning("Unable to start %s process: %s", child.name, exc.strerror or exc)
+                if self.stop.is_set():
+                    return
+                await self._respawn(child, None, 127)  # 127: a shell's "cannot run"
+                continue
+            finally:
+                os.close(rfd)
             self._vrrp_writer = wfd
-            self.vrrp = child
             self._send_vrrp()
             rc = await child.proc.wait()
             self._vrrp_writer = None
             os.close(wfd)
             if self.stop.is_set():
                 return
-            child.restarts += 1
-            log.warning("VRRP child exited with status %s, restarting", rc)
-            await self._sleep_or_stop(RESTART_DELAY_S)
+            await self._respawn(child, child.proc.pid, rc)
 
     # --- the balancer side --------------------------------------------------
 
     async def _run_lb(self) -> None:
-        child = Child("lb", [])
+        child = Child("load balancer", [])
+        self.lb = child
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
             rfd, wfd = os.pipe()
@@ -168,9 +221,20 @@ class Supervisor:
             # The balancer's /metrics adds keeplb_vrrp_* from the VRRP child's status file.
             env.setdefault(VRRP_STATUS_ENV, os.path.join(
                 os.environ.get("KEEPLB_VRRP_STATE_DIR") or "/tmp", "keeplb-vrrp.json"))
-            child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(wfd,), env=env)
-            os.close(wfd)
-            self.lb = child
+            child.started_at = time.monotonic()
+            try:
+                child.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(wfd,), env=env)
+            except OSError as exc:
+                os.close(rfd)
+                log.warning("Unable to start %s process: %s", child.name, exc.strerror or exc)
+                self.lb_state = {"lb": False, "backends": {}}
+                self._send_vrrp()
+                if self.stop.is_set():
+                    return
+                await self._respawn(child, None, 127)
+                continue
+            finally:
+                os.close(wfd)
             reader = asyncio.StreamReader()
 
             def protocol(r: asyncio.StreamReader = reader) -> asyncio.StreamReaderProtocol:
@@ -202,13 +266,37 @@ class Supervisor:
             rc = await child.proc.wait()
             if self.stop.is_set():
                 return
-            child.restarts += 1
-            log.warning("load balancer child exited with status %s, restarting", rc)
-            await self._sleep_or_stop(RESTART_DELAY_S)
+            await self._respawn(child, child.proc.pid, rc)
 
-    async def _sleep_or_stop(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), delay)
+    async def _respawn(self, child: Child, pid: int | None, rc: int) -> None:
+        """After `child` exited with `rc` (the supervisor not stopping): logs it
+        as keepalived's parent does and waits out the respawn delay, cut short
+        by a stop or a reload."""
+        child.restarts += 1
+        delay = child.respawn.after_exit(time.monotonic() - child.started_at)
+        what = f"{child.name} child process({pid})" if pid else f"{child.name} child process"
+        log.warning("%s %s", what, exit_status_text(rc))
+        # One line with the exit and the delay for `systemctl status`; the
+        # balancer's health was sent to VRRP as "lb": false at its pipe's EOF
+        # and stays so until a new balancer reports.
+        notify.sd_notify(f"STATUS={child.name} {exit_status_text(rc)}; "
+                         f"restart in {delay:.0f} s")
+        log.warning("Restart of %s process delayed %.0f seconds to limit respawn rate",
+                    child.name, delay)
+        child.wake.clear()
+        if delay > 0 and await self._sleep_or_wake(delay, child.wake):
+            log.warning("Restart of %s process brought forward by a reload", child.name)
+
+    async def _sleep_or_wake(self, delay: float, wake: asyncio.Event) -> bool:
+        """Sleeps `delay` seconds or until a stop or `wake`; True when woken by `wake`."""
+        waiters = [asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return wake.is_set() and not self.stop.is_set()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -248,7 +336,8 @@ class Supervisor:
         notify.reloading()
         for child in (self.vrrp, self.lb):
             if child is not None:
-                child.deliver(signal.SIGHUP if child.name == "vrrp" else signal.SIGUSR2)
+                child.wake.set()  # a child waiting to be restarted starts now
+                child.deliver(signal.SIGHUP if child is self.vrrp else signal.SIGUSR2)
 
 
 def main(haproxy_paths: Sequence[str], keepalived_path: str, *, daemon: bool = False,

@@ -1511,22 +1511,52 @@ async def _serve(
 
 
 def print_status(status_file: str) -> int:
-    """`keeplb vrrp status`: a table of the instances in a status JSON file."""
+    """`keeplb vrrp status`: a table of the instances in a status JSON file.
+
+    Any file may be named with --status-file: one that is not the daemon's
+    JSON gets one line naming it and exit status 1, never a codec message."""
     try:
-        with open(status_file, encoding="utf-8") as f:
-            st = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.stderr.write(f"{status_file}: cannot read status: {e}\n"
-                         "(send SIGUSR1 to the daemon to write it)\n")
+        with open(status_file, "rb") as f:
+            # bounded: the daemon's file is a few kB, /dev/zero never ends
+            raw = f.read(1 << 24)
+    except OSError as e:
+        hint = "(send SIGUSR1 to the daemon to write it)\n" if isinstance(e, FileNotFoundError) else ""
+        sys.stderr.write(f"{status_file}: cannot read status: {e.strerror or e}\n{hint}")
         return 1
+    why = None
+    try:
+        st = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        why = f"not JSON: {e.msg} at line {e.lineno} column {e.colno}"
+    except (ValueError, RecursionError):
+        why = "not JSON"
+    instances: list[dict[str, Any]] = []
+    if why is None:
+        found = st.get("instances", []) if isinstance(st, dict) else None
+        if isinstance(found, list) and all(isinstance(i, dict) for i in found):
+            instances = found
+        else:
+            why = "no list of instances in it"
+    if why is not None:
+        sys.stderr.write(f"{status_file}: cannot read status: not a keeplb status file ({why})\n")
+        return 1
+
+    def count(value: object) -> int:
+        # a hand-edited or older file may hold anything where a number belongs
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
     rows = [("INSTANCE", "STATE", "PRIO", "EFF", "MASTER", "SENT", "RECV", "DROPS")]
-    for i in st.get("instances", []):
+    for i in instances:
+        counters: dict[str, Any] = c if isinstance(c := i.get("counters"), dict) else {}
+        drops: dict[str, Any] = d if isinstance(d := i.get("drops"), dict) else {}
         rows.append((
             str(i.get("name")), str(i.get("state")), str(i.get("base_priority")),
             str(i.get("effective_priority")), str(i.get("master_address") or "-"),
-            str(i.get("counters", {}).get("adverts_sent", 0)),
-            str(i.get("counters", {}).get("adverts_received", 0)),
-            str(sum(i.get("drops", {}).values())),
+            str(count(counters.get("adverts_sent", 0))),
+            str(count(counters.get("adverts_received", 0))),
+            str(sum(count(v) for v in drops.values())),
         ))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
