@@ -135,7 +135,7 @@ id F L B
 ignore-persist L B
 load-server-state-from-file D L B
 log D F L B
-log-format D F L
+log-format D F L B
 log-format-sd D F L
 log-tag D F L B
 max-keep-alive-queue D L B
@@ -234,7 +234,6 @@ PROXY_SUPPORTED = {
 # Parsed and checked as haproxy does (its errors and warnings), but the relay does
 # not act on them: reported as not supported, listed so in docs/keywords.md.
 PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session",
-                      "log-format",  # keeplb logs haproxy's tcplog format, not custom ones
                       # haproxy shows these on its stats page and in `show stat` (iid);
                       # keeplb's stats show neither
                       "description", "id"}
@@ -1566,6 +1565,7 @@ class _Parser:
         proxy.default_server = b.default_server
         proxy.stats = b.stats
         proxy.log_format = b.log_format
+        proxy.log_format_span = b.log_format_span
         proxy.disabled = b.disabled
         # rules of a named defaults run before the proxy's own (2.5+); check rules are copied
         proxy.rules = list(b.rules)
@@ -2202,12 +2202,13 @@ class _Parser:
             previous = info.spans.get("own log option")
             if proxy.kind is ProxyKind.DEFAULTS and previous is not None:
                 self.d.warning(line.at(at), f"'option {name}' overrides previous "
-                               f"'option {info.own_log_option}' in 'defaults' section")
+                               f"'{info.own_log_option}' in 'defaults' section")
             info.spans["own log option"] = line.span
-            info.own_log_option = name
-            # one log format per proxy: the last of these wins
+            info.own_log_option = f"option {name}"
+            # one log format per proxy: the last of these and `log-format` wins
             for other in ("tcplog", "httplog", "httpslog"):
                 proxy.options.pop(other, None)
+            proxy.log_format = proxy.log_format_span = None
         if name in ("httpchk", "tcp-check", "ssl-hello-chk", "mysql-check", "pgsql-check",
                     "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check"):
             # one check type per backend: the last one wins
@@ -2347,14 +2348,54 @@ class _Parser:
             proxy.disabled = False
 
     def p_log_format(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
-        if len(line) < 2:
-            self.d.error(line.at(0), "'log-format' expects an argument")
+        """`log-format`: kept as text here, compiled per frontend by
+        _check_log_format() once its mode is known (haproxy 2.6 parses it in
+        check_config_validity(), so a format in a defaults section is only
+        checked in the proxies that use it)."""
+        if len(line) < 2 or not line.words[1]:
+            self.d.error(line.at(0), "log-format expects an argument")
             return
-        if len(line) > 2:
-            self.d.error(line.at(2), "'log-format' expects only one argument, possibly quoted")
+        if len(line) > 2 and line.words[2]:
+            self.d.error(line.at(2), "log-format expects only one argument, don't forget to "
+                         "escape spaces!")
             return
+        if proxy.kind is ProxyKind.BACKEND:  # haproxy checks the arguments first
+            self.d.warning(line.at(0), f"backend '{proxy.name}' : 'log-format' directive is "
+                           "ignored in backends")
+            return
+        previous = info.spans.get("own log option")
+        if proxy.kind is ProxyKind.DEFAULTS and previous is not None:
+            self.d.warning(line.at(0), f"'log-format' overrides previous '{info.own_log_option}' "
+                           "in 'defaults' section")
+        info.spans["own log option"] = line.span
+        info.own_log_option = "log-format"
+        # one log format per proxy: the last of `log-format` and the log options wins
+        for other in ("tcplog", "httplog", "httpslog"):
+            proxy.options.pop(other, None)
         proxy.log_format = line.words[1]
+        proxy.log_format_span = line.at(1)
         info.spans["log-format"] = line.span
+
+    def _check_log_format(self, proxy: Proxy) -> bool:
+        """Compile a frontend's `log-format` for its mode: haproxy's error
+        ('failed to parse log-format : ...') at the line of the `log-format`,
+        in the defaults section when inherited, once per proxy using it as
+        haproxy reports it; keeplb's warnings for what it logs as '-'. Whether
+        haproxy keeps a format (all of it, or what it had parsed before an error)."""
+        if not proxy.log_format:
+            return True
+        # here, not at the top: importing keeplb.lb loads the relay, which imports this module
+        from keeplb.lb.logformat import LogFormatError, compile_format
+        span = proxy.log_format_span or proxy.span
+        try:
+            fmt = compile_format(proxy.log_format, http=proxy.mode is Mode.HTTP,
+                                 known_fetch=fetch_known)
+        except LogFormatError as exc:
+            self.d.error(span, f"failed to parse log-format : {exc}")
+            return exc.partial
+        for warning in fmt.warnings:
+            self.d.warning(span, warning)
+        return True
 
     def p_mode(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
         if len(line) < 2:
@@ -3038,7 +3079,9 @@ class _Parser:
                            "'mode http'). Falling back to 'option tcplog'")
             proxy.options.pop("httplog", None)
             proxy.options["tcplog"] = True
-        has_format = proxy.option("httplog") or proxy.option("tcplog") or proxy.log_format
+        kept = self._check_log_format(proxy)
+        has_format = proxy.option("httplog") or proxy.option("tcplog") or (
+            proxy.log_format and kept)
         has_log = bool(proxy.logs) or (proxy.log_global and bool(global_logs))
         if has_format and not has_log:
             self.d.warning(proxy.span, f"log format ignored for {word} '{proxy.name}' since it "

@@ -280,6 +280,9 @@ class Proxy:
     stats: StatsPage = field(default_factory=StatsPage)
     disabled: bool = False
     log_format: str | None = None
+    """`log-format` (own or inherited), uncompiled; None when `option tcplog` or
+    `httplog` came after it."""
+    log_format_span: Span | None = None  # where that `log-format` is (its argument)
 
     def timeout(self, name: str, default: int | None = None) -> int | None:
         return self.timeouts.get(name, default)

@@ -1,5 +1,5 @@
 """haproxy's log targets and formats: syslog over /dev/log or UDP, stdout/stderr,
-and the `option tcplog` line.
+the `option tcplog` line and `log-format` ones (compiled by keeplb.lb.logformat).
 
 Formats were checked against haproxy 2.6 on loopback:
 
@@ -18,9 +18,10 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from keeplb.config.model import LogTarget, Proxy
+from keeplb.config.model import LogTarget, Mode, Proxy
+from keeplb.lb.logformat import Dates, LogFormatError, Renderer, compile_format
+from keeplb.lb.logformat import SessionLog as SessionLog  # its home for the relay and tests
 
 _log = logging.getLogger("keeplb.lb")
 
@@ -52,6 +53,27 @@ def accept_date(wall: float) -> str:
             f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}.{ms:03d}")
 
 
+def gmt_date(wall: float) -> str:
+    """haproxy's %T (gmt2str_log): '04/Dec/2026:16:33:00 +0000'."""
+    tm = time.gmtime(int(wall))
+    return (f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
+            f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} +0000")
+
+
+def local_date(wall: float) -> str:
+    """haproxy's %Tl (localdate2str_log): local time and its UTC offset, '+0100'."""
+    tm = time.localtime(int(wall))
+    off = tm.tm_gmtoff or 0
+    sign = "-" if off < 0 else "+"
+    minutes = abs(off) // 60
+    return (f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year:04d}:"
+            f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} "
+            f"{sign}{minutes // 60:02d}{minutes % 60:02d}")
+
+
+DATES = Dates(accept_date, gmt_date, local_date)
+
+
 def rfc3164_header(pri: int, wall: float, tag: str, pid: int) -> str:
     """'<134>Nov 25 11:29:26 haproxy[5939]: ' as haproxy 2.6 writes it (no hostname)."""
     tm = time.localtime(wall)
@@ -66,40 +88,32 @@ def rfc5424_header(pri: int, wall: float, tag: str, pid: int) -> str:
     return f"<{pri}>1 {stamp}.{int((wall % 1) * 1e6):06d}{offset} - {tag} {pid} - - "
 
 
-@dataclass(frozen=True, slots=True)
-class SessionLog:
-    """What `option tcplog` reports about one finished session; -1 means 'not reached'."""
-
-    client_ip: str
-    client_port: int
-    accept_wall: float
-    frontend: str
-    backend: str
-    server: str  # '<NOSRV>' when none was assigned
-    tw: int  # ms waiting for a server slot (queue)
-    tc: int  # ms to connect to the server
-    tt: int  # ms total
-    bytes_out: int  # %B: bytes sent to the client
-    bytes_in: int  # bytes read from the client (for dontlognull)
-    termination: str  # %ts: two characters, '--' for a normal end
-    actconn: int
-    feconn: int
-    beconn: int
-    srvconn: int
-    retries: int
-    redispatched: bool
-    srv_queue: int
-    be_queue: int
-
-
 def format_tcplog(s: SessionLog) -> str:
-    """The default tcplog format:
-    %ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq"""
-    # haproxy writes an IPv6 client as '::1:40000', without brackets.
+    """The `option tcplog` line: haproxy's default TCP log-format,
+    %ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq
+    (an IPv6 client is written '::1:40000', without brackets, as haproxy does).
+    Written out rather than rendered from logformat.TCPLOG: half the cost per
+    logged session (3 us against 6); tests/unit/lb/test_logformat.py checks
+    that the two agree byte for byte."""
     rc = f"+{s.retries}" if s.redispatched else str(s.retries)
     return (f"{s.client_ip}:{s.client_port} [{accept_date(s.accept_wall)}] {s.frontend} "
             f"{s.backend}/{s.server} {s.tw}/{s.tc}/{s.tt} {s.bytes_out} {s.termination} "
             f"{s.actconn}/{s.feconn}/{s.beconn}/{s.srvconn}/{rc} {s.srv_queue}/{s.be_queue}")
+
+
+def session_renderer(proxy: Proxy, pid: int) -> Renderer | None:
+    """The renderer of a frontend's `log-format`, or None when it has none (then
+    `option tcplog`/`httplog` decide). Called once per frontend at start; the
+    config check has already reported a format that does not compile, so such
+    a one falls back to None here instead of raising."""
+    if not proxy.log_format:
+        return None
+    try:
+        fmt = compile_format(proxy.log_format, http=proxy.mode is Mode.HTTP)
+    except LogFormatError:
+        return None
+    # %H: haproxy's `hostname`, gethostname() at start
+    return fmt.renderer(DATES, pid, socket.gethostname() if fmt.uses("H") else "")
 
 
 def session_error(s: SessionLog) -> bool:

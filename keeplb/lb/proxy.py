@@ -50,6 +50,7 @@ from keeplb.lb.log import (
     SessionLog,
     format_tcplog,
     session_level,
+    session_renderer,
     should_log_session,
 )
 from keeplb.lb.reactor import (
@@ -738,6 +739,7 @@ class Limits:
         self.process = process
         self.frontends: list[Frontend] = []
         self.seq = itertools.count()
+        self.uniq_id = 0  # the next session's number (haproxy's global.req_count)
         self.stopping = False
         self.sessions: set[Session] = set()
         self.conn_gate = RateGate()
@@ -872,7 +874,17 @@ class Frontend:
         self.paused = False
         self.routes: list[Route] = []
         self.default: Backend | None = None
-        self.tcplog = self.cfg.option("tcplog") or self.cfg.option("httplog")
+        # `log-format`, else `option tcplog`/`httplog` (which keeplb logs in
+        # tcplog's format); the config keeps only the last of them.
+        self.log_format = session_renderer(self.cfg, log.pid) if log.enabled else None
+        fmt = self.log_format.format if self.log_format is not None else None
+        # what a format needs the relay to note: the address the client reached,
+        # the source address of the server connection (one syscall each)
+        self.log_dst = fmt is not None and fmt.uses("fi", "fp")
+        self.log_source = fmt is not None and fmt.uses("bi", "bp")
+        self.log_server = fmt is not None and fmt.uses("si", "sp")
+        self.tcplog = (self.log_format is not None or self.cfg.option("tcplog")
+                       or self.cfg.option("httplog"))
         self.connect_log = self.log.enabled and not self.tcplog
         self.dontlognull = self.cfg.option("dontlognull")
         self.rate_limit = self.cfg.rate_limit_sessions or 0  # `rate-limit sessions`
@@ -989,9 +1001,9 @@ class Frontend:
     def accepted(self, fd: int, addr: object) -> None:
         """The Reactor accepted a client connection on one of our listeners."""
         local: tuple[str, int] | None = None
-        if self.conn_rules is not None:
+        if self.conn_rules is not None or self.log_dst:  # %fi/%fp: read while open
             local = address(fdsock.getsockname(fd), ("", 0))
-            if self._rejected(fd, addr, local):
+            if self.conn_rules is not None and self._rejected(fd, addr, local):
                 return
         if self.sockopts and isinstance(addr, tuple):  # TCP only, after the rules, as haproxy
             if self.clitcpka:
@@ -1246,7 +1258,8 @@ class Session:
                  "server_lost", "phase", "term", "t_assigned", "t_connected", "retries",
                  "redispatched", "srv_queue", "be_queue", "finished", "server_name",
                  "t_connect_ms", "pending", "wake", "wbuf", "idle_s", "idle",
-                 "connect_deadline", "key", "sticky", "avoid", "stream", "retry", "t_start")
+                 "connect_deadline", "key", "sticky", "avoid", "stream", "retry", "t_start",
+                 "uniq_id", "source")
 
     def __init__(self, fe: Frontend, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -1298,6 +1311,10 @@ class Session:
         self.stream: Stream | None = None  # the server connection being made
         self.retry: asyncio.TimerHandle | None = None  # turn-around before a retry
         self.t_start = 0.0  # when the current connect attempt began
+        limits = fe.limits
+        self.uniq_id = limits.uniq_id  # %rt: haproxy's stream number, from 0
+        limits.uniq_id += 1
+        self.source: tuple[str, int] | None = None  # %bi/%bp, noted when a format logs them
 
     @property
     def dst(self) -> tuple[str, int]:
@@ -1449,6 +1466,8 @@ class Session:
         except (OSError, ValueError, TypeError, OverflowError) as exc:
             self._connect_failed(exc, timed_out=False)
             return
+        if self.fe.log_source:
+            self.source = address(fdsock.getsockname(st.fd), ("", -1))
         if sent < 0:
             self.stream = st  # _on_connect() follows
             return
@@ -1850,7 +1869,10 @@ class Session:
         if fe.tcplog and fe.log.enabled:
             entry = self._log_entry(now, be, slot)
             if should_log_session(entry, fe.dontlognull, fe.dontlog_normal):
-                fe.log.send(session_level(entry, fe.log_separate_errors), format_tcplog(entry))
+                lf = fe.log_format
+                line = format_tcplog(entry) if lf is None else lf.render(entry)
+                if line:  # haproxy sends no empty line
+                    fe.log.send(session_level(entry, fe.log_separate_errors), line)
         fe.rt.counters.session_ended()
         fe.limits.sessions.discard(self)
         fe.limits.session_ended()
@@ -1868,6 +1890,14 @@ class Session:
         if self.term == "s" and self.phase == "Q":
             phase = "Q"
         process = self.fe.limits.process
+        fe = self.fe
+        fi, fp, bi, bp, si, sp = "", -1, "", -1, "", -1
+        if fe.log_dst and self._dst is not None:
+            fi, fp = self._dst
+        if fe.log_source and self.source is not None:
+            bi, bp = self.source
+        if fe.log_server and slot is not None and not slot.rt.local:
+            si, sp = slot.rt.host, self._server_port(slot)
         return SessionLog(
             client_ip=self.src[0], client_port=self.src[1], accept_wall=self.wall0,
             frontend=self.fe.name, backend=be.name if be is not None else self.fe.name,
@@ -1878,4 +1908,7 @@ class Session:
             beconn=be.sessions if be is not None else 0,
             srvconn=len(slot.sessions) if slot is not None else 0,
             retries=self.retries, redispatched=self.redispatched,
-            srv_queue=self.srv_queue, be_queue=self.be_queue)
+            srv_queue=self.srv_queue, be_queue=self.be_queue,
+            td=ms(now) - ms(self.t_connected) if self.t_connected >= 0 else -1,
+            frontend_ip=fi, frontend_port=fp, source_ip=bi, source_port=bp, server_ip=si,
+            server_port=sp, uniq_id=self.uniq_id)

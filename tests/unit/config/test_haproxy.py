@@ -654,8 +654,9 @@ def test_content_and_session_rules_are_checked_but_reported_not_supported() -> N
     assert any("unknown action 'bogus'" in d.message for d in diags.errors)  # still checked
 
 
-def test_a_custom_log_format_is_reported_not_supported() -> None:
-    _, diags = parse_text(TIMEOUTS + """\
+def test_a_custom_log_format_is_supported() -> None:
+    # keeplb logs `log-format` (keeplb/lb/logformat.py, tests/unit/lb/test_logformat.py)
+    cfg, diags = parse_text(TIMEOUTS + """\
 frontend f
     bind 127.0.0.1:1
     log stdout local0
@@ -664,9 +665,8 @@ frontend f
 backend b
     server s 127.0.0.1:2
 """)
-    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
-        (8, "keyword 'log-format' is not supported by keeplb"),
-    ]
+    assert not diags.warnings and not diags.errors
+    assert cfg.proxies[0].log_format == "%ci:%cp %ft"
 
 
 # Keywords that were listed as supported while nothing at run time read them: each is
