@@ -21,7 +21,7 @@ import ipaddress
 import os
 import pwd
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TextIO
 
@@ -44,6 +44,7 @@ from keeplb.config.model import (
     ServerOptions,
     StatsSocket,
     TcpRequestConnection,
+    TcpRequestContent,
     UseBackend,
 )
 
@@ -233,7 +234,10 @@ PROXY_SUPPORTED = {
 }
 # Parsed and checked as haproxy does (its errors and warnings), but the relay does
 # not act on them: reported as not supported, listed so in docs/keywords.md.
-PROXY_CHECKED_ONLY = {"tcp-request content", "tcp-request inspect-delay", "tcp-request session",
+# `tcp-request content` and `inspect-delay` act in frontends and listens only: a
+# backend's are reported as not supported by _tcp_request.
+_FRONTEND_SIDE_ONLY = frozenset({"tcp-request content", "tcp-request inspect-delay"})
+PROXY_CHECKED_ONLY = {"tcp-request session",
                       # haproxy shows these on its stats page and in `show stat` (iid);
                       # keeplb's stats show neither
                       "description", "id"}
@@ -457,6 +461,213 @@ SERVER_SUPPORTED = {
 SERVER_ONLY = {"id", "track", "redir", "cookie"}
 
 
+# --------------------------------------------------------------------------
+# argument counts of the keywords keeplb does not act on (it still checks them,
+# with haproxy 2.6's texts, so that a file haproxy refuses is refused here too)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arity:
+    """What haproxy 2.6's parser of one keyword checks on its argument count.
+
+    `low`: arguments it needs (fewer is `missing`, its text); `high`: the
+    alertif_too_many_args() limit (None: it does not call it), `extra`
+    replacing that function's text where the keyword words it its own way
+    ({what} and {arg} filled in). `what` is the name in the too-many text
+    (haproxy gives the first word only for some two-word keywords).
+    `severity`: 'warning' where haproxy reports the problem and goes on.
+    `count_first`: haproxy counts before it looks for a missing argument (most
+    keywords; not the timeouts)."""
+
+    low: int = 0
+    high: int | None = None
+    missing: str = ""
+    extra: str = ""
+    what: str = ""
+    severity: str = "error"
+    count_first: bool = True
+
+
+_GLOBAL_DIR = "global statement '{kw}' expects a directory path as an argument."
+_GLOBAL_CIPHERS = "global statement '{kw}' expects a cipher suite as an argument."
+_GLOBAL_INT = "'{kw}' expects an integer argument."
+_FORMAT = Arity(1, 1, "{kw} expects an argument.",
+                "{kw} expects only one argument, don't forget to escape spaces!")
+_TIMER_INT = Arity(1, None, "'{kw}' expects an integer value")
+_PERSIST = Arity(1, None, "'{kw}' requires either 'if' or 'unless' followed by a condition.")
+_ERRORFILE = Arity(2, None, "{kw} : expects <status_code> and <{what}> as arguments.")
+_STICK = Arity(1, None, "'stick' expects a fetch method.")
+
+ARITY: dict[str, Arity] = {
+    # global (cfgparse-global.c, and the keywords registered by other files)
+    "busy-polling": Arity(0, 0), "external-check": Arity(0, 0),
+    "h1-accept-payload-with-any-method": Arity(0, 0),
+    "h2-workaround-bogus-websocket-clients": Arity(0, 0), "insecure-fork-wanted": Arity(0, 0),
+    "insecure-setuid-wanted": Arity(0, 0), "no-memory-trimming": Arity(0, 0),
+    "noepoll": Arity(0, 0), "noevports": Arity(0, 0), "nogetaddrinfo": Arity(0, 0),
+    "nokqueue": Arity(0, 0), "nopoll": Arity(0, 0), "noreuseport": Arity(0, 0),
+    "nosplice": Arity(0, 0), "pp2-never-send-local": Arity(0, 0), "set-dumpable": Arity(0, 0),
+    "strict-limits": Arity(0, 0), "tune.ssl.force-private-cache": Arity(0, 0),
+    "ca-base": Arity(1, 1, _GLOBAL_DIR), "crt-base": Arity(1, 1, _GLOBAL_DIR),
+    "issuers-chain-path": Arity(1, 1, _GLOBAL_DIR),
+    "ssl-provider-path": Arity(1, None, _GLOBAL_DIR),
+    "close-spread-time": Arity(1, None, "'{kw}' expects <time> as argument."),
+    "grace": Arity(1, None, "'{kw}' expects <time> as argument."),
+    "cluster-secret": Arity(1, 1, "expects an ASCII string argument."),
+    "default-path": Arity(1, None, "missing default-path mode '' for 'default-path', supported "
+                          "modes include 'current', 'config', 'parent', and 'origin'."),
+    "fd-hard-limit": Arity(1, 1, _GLOBAL_INT), "maxpipes": Arity(1, 1, _GLOBAL_INT),
+    "maxsslconn": Arity(1, 1, _GLOBAL_INT), "maxsslrate": Arity(1, 1, _GLOBAL_INT),
+    "maxzlibmem": Arity(1, 1, _GLOBAL_INT), "ssl-server-verify": Arity(1, 1, _GLOBAL_INT),
+    # haproxy 2.6 reports its errors as warnings (its return code misses ERR_ALERT)
+    # and starts; keeplb warns too, without the "(null)" haproxy prints
+    "mworker-max-reloads": Arity(1, 1, _GLOBAL_INT, severity="warning"),
+    "h1-case-adjust": Arity(2, 2, "'{kw}' expects <from> and <to> as argument."),
+    "h1-case-adjust-file": Arity(1, 1, "'{kw}' expects <file> as argument."),
+    "httpclient.resolvers.id": Arity(1, 1, "Proxy '<HTTPCLIENT>': Can't find resolvers section "
+                                     "'' for do-resolve action."),
+    "httpclient.resolvers.prefer": Arity(1, 1, "'{kw}' expects 'ipv4' or 'ipv6' as argument."),
+    "httpclient.ssl.ca-file": Arity(1, 1, "Couldn't open the ca-file '' (No such file or "
+                                    "directory)."),
+    "httpclient.ssl.verify": Arity(1, 1, "'{kw}' expects 'none' or 'required' as argument."),
+    "localpeer": Arity(1, 1, "'{kw}' expects a name as an argument."),
+    "lua-load": Arity(1, None, "'{kw}' expects a file name as parameter."),
+    "lua-load-per-thread": Arity(1, None, "'{kw}' expects a file as parameter."),
+    "lua-prepend-path": Arity(1, None, "'{kw}' expects to receive a <path> as argument"),
+    "max-spread-checks": Arity(1, 1, "'{kw}' expects an integer argument (0..50)."),
+    "spread-checks": Arity(1, 1, "'{kw}' expects an integer argument (0..50)."),
+    "maxcompcpuusage": Arity(1, 1, "'{kw}' expects an integer argument between 0 and 100."),
+    "maxcomprate": Arity(1, 1, "'{kw}' expects an integer argument in kb/s."),
+    "profiling.tasks": Arity(1, 1, "'{kw}' expects either 'on', 'auto', or 'off' but got ''."),
+    "set-var": Arity(2, None, "'{kw}' requires a process-wide variable name ('proc.<name>') "
+                     "and a sample expression."),
+    "set-var-fmt": Arity(2, None, "'{kw}' requires a process-wide variable name ('proc.<name>') "
+                         "and a format string."),
+    "ssl-default-bind-ciphers": Arity(1, 1, _GLOBAL_CIPHERS),
+    "ssl-default-bind-ciphersuites": Arity(1, 1, _GLOBAL_CIPHERS),
+    "ssl-default-server-ciphers": Arity(1, 1, _GLOBAL_CIPHERS),
+    "ssl-default-server-ciphersuites": Arity(1, 1, _GLOBAL_CIPHERS),
+    "ssl-default-bind-curves": Arity(1, 1, "global statement '{kw}' expects a curves suite as "
+                                     "an arguments."),
+    "ssl-default-bind-options": Arity(1, None, "global statement '{kw}' expects an option as an "
+                                      "argument."),
+    "ssl-default-server-options": Arity(1, None, "global statement '{kw}' expects an option as "
+                                        "an argument."),
+    "ssl-load-extra-files": Arity(1, None, "'{kw}' expects one or multiple arguments (none, "
+                                  "all, bundle, sctl, ocsp, issuer)."),
+    "ssl-propquery": Arity(1, None, "global statement '{kw}' expects a property string as an "
+                           "argument."),
+    "ssl-provider": Arity(1, None, "global statement '{kw}' expects a valid engine provider name "
+                          "as an argument."),
+    "thread-group": Arity(1, None, "'{kw}' passed a missing or unparsable integer value in ''"),
+    "thread-groups": Arity(1, 1, "'{kw}' passed a missing or unparsable integer value in ''"),
+    # tune.*: haproxy reads these with atoi() and never counts them
+    **{kw: Arity(0, 1) for kw in (
+        "tune.fail-alloc", "tune.h2.initial-window-size", "tune.h2.max-concurrent-streams")},
+    **{kw: Arity(0, None) for kw in (
+        "tune.lua.forced-yield", "tune.vars.global-max-size", "tune.vars.proc-max-size",
+        "tune.vars.reqres-max-size", "tune.vars.sess-max-size", "tune.vars.txn-max-size")},
+    "tune.lua.maxmem": Arity(1, None, "'{kw}' expects an integer argument (Lua memory size in "
+                             "MB)."),
+    **{kw: Arity(1, None, "{kw}: invalid timeout") for kw in (
+        "tune.lua.service-timeout", "tune.lua.session-timeout", "tune.lua.task-timeout")},
+    "tune.pattern.cache-size": Arity(1, None, "'{kw}' expects a positive numeric value"),
+    **{kw: Arity(1, 1, "'{kw}' expects either 'on' or 'off' but got ''.") for kw in (
+        "tune.idle-pool.shared", "tune.listener.multi-queue", "tune.sched.low-latency",
+        "tune.ssl.keylog", "tune.fd.edge-triggered")},
+    "tune.comp.maxlevel": Arity(1, 1, "'{kw}' expects a numeric value between 1 and 9"),
+    "tune.h2.header-table-size": Arity(1, 1, "'{kw}' expects a numeric value between 4096 and "
+                                       "65536."),
+    "tune.h2.max-frame-size": Arity(1, 1, "'{kw}' expects a numeric value between 16384 and "
+                                    "16777215."),
+    "tune.idletimer": Arity(1, 1, "'{kw}' expects a timer value between 0 and 65535 ms."),
+    "tune.peers.max-updates-at-once": Arity(1, 1, "'{kw}' expects an integer argument greater "
+                                            "than 0."),
+    "tune.pool-high-fd-ratio": Arity(1, 1, "'{kw}' expects an integer argument between 0 and "
+                                     "100."),
+    "tune.pool-low-fd-ratio": Arity(1, 1, "'{kw}' expects an integer argument between 0 and "
+                                    "100."),
+    "tune.ssl.lifetime": Arity(1, 1, "'{kw}' expects ssl sessions <lifetime> in seconds as "
+                               "argument."),
+    # proxies (cfgparse-listen.c, proxy.c, and the keywords registered by other files)
+    "transparent": Arity(0, 0),
+    "http-reuse": Arity(1, 1, "'{kw}' only supports 'never', 'safe', 'aggressive', 'always'.",
+                        "'{kw} {value}' cannot handle unexpected argument '{arg}'."),
+    "http-after-response": Arity(1, None, "'{kw}' expects 'ot-group', 'add-header', 'allow', "
+                                 "'capture', 'del-header', 'replace-header', 'replace-value', "
+                                 "'set-header', 'set-status', 'strict-mode', 'set-var-fmt(*)', "
+                                 "'set-var(*)', 'unset-var(*)', but got '' (missing argument)."),
+    "http-response": Arity(1, None, "'{kw}' expects 'ot-group', 'set-log-level', 'set-nice', "
+                           "'sc-inc-gpc(*)', 'sc-inc-gpc0(*)', 'sc-inc-gpc1(*)', "
+                           "'sc-set-gpt(*)', 'sc-set-gpt0(*)', 'send-spoe-group', "
+                           "'cache-store', 'add-acl(*)', 'add-header', 'allow', 'capture', "
+                           "'del-acl(*)', 'del-header', 'del-map(*)', 'deny', 'redirect', "
+                           "'replace-header', 'replace-value', 'return', 'set-header', "
+                           "'set-map(*)', 'set-status', 'strict-mode', 'track-sc(*)', "
+                           "'wait-for-body', 'set-var-fmt(*)', 'set-var(*)', 'unset-var(*)', "
+                           "'set-mark', 'set-tos', 'silent-drop', but got '' (missing "
+                           "argument)."),
+    # haproxy lists its 61 http-request actions here; keeplb's own list is HTTP_REQUEST_ACTIONS
+    "stats http-request": Arity(1, None, "'http-request' expects an action but got '' "
+                                "(missing argument)."),
+    "tcp-response content": Arity(1, None, "'{kw}' expects 'accept', 'close', 'reject', "
+                                  "'ot-group', 'set-log-level', 'set-nice', 'sc-inc-gpc(*)', "
+                                  "'sc-inc-gpc0(*)', 'sc-inc-gpc1(*)', 'sc-set-gpt(*)', "
+                                  "'sc-set-gpt0(*)', 'send-spoe-group', 'set-var-fmt(*)', "
+                                  "'set-var(*)', 'unset-var(*)', 'set-mark', 'set-tos', "
+                                  "'silent-drop' in {proxy} (got '')"),
+    "clitcpka-cnt": _TIMER_INT, "clitcpka-idle": _TIMER_INT, "clitcpka-intvl": _TIMER_INT,
+    "srvtcpka-cnt": _TIMER_INT, "srvtcpka-idle": _TIMER_INT, "srvtcpka-intvl": _TIMER_INT,
+    "declare capture": Arity(1, None, "'{kw}' requires a direction ('request' or 'response')"),
+    "dispatch": Arity(1, 1, "'{kw}' : '' resolves to an empty address (environment variable "
+                      "missing?)"),
+    "email-alert level": Arity(1, None, "unknown log level 'level' after ''"),
+    "error-log-format": _FORMAT, "log-format-sd": _FORMAT, "unique-id-format": _FORMAT,
+    "unique-id-header": Arity(1, None, "{kw} expects an argument."),
+    "errorfile": replace(_ERRORFILE, missing=_ERRORFILE.missing.replace("{what}", "file")),
+    **{kw: replace(_ERRORFILE, missing=_ERRORFILE.missing.replace("{what}", "url"))
+       for kw in ("errorloc", "errorloc302", "errorloc303")},
+    "external-check command": Arity(1, 1, "missing argument after 'command'.",
+                                    what="external-check"),
+    "external-check path": Arity(1, 1, "missing argument after 'path'.", what="external-check"),
+    "filter": Arity(1, None, "missing argument for 'filter' in {proxy}."),
+    "force-persist": _PERSIST, "ignore-persist": _PERSIST, "monitor fail": _PERSIST,
+    "http-error": Arity(1, None, "http-error : expects at least a <status> as arguments."),
+    "http-send-name-header": Arity(1, None, "'{kw}' requires a header string."),
+    "load-server-state-from-file": Arity(1, None, "'{kw}' expects 'global', 'local' or 'none'. "
+                                         "Got ''"),
+    "log-tag": Arity(1, None, "'{kw}' expects a tag for use in syslog."),
+    "max-keep-alive-queue": Arity(1, None, "'{kw}' expects expects an integer value (or -1 to "
+                                  "disable)"),
+    "monitor-uri": Arity(1, 1, "'{kw}' expects an URI."),
+    "redirect": Arity(1, None, "error detected in {proxy} while parsing redirect rule : "
+                      "redirection type expected ('prefix', 'location', or 'scheme')."),
+    "retry-on": Arity(1, None, "'{kw}' needs at least one keyword to specify when to retry"),
+    "server-state-file-name": Arity(0, 1),
+    "server-template": Arity(3, None, "'{kw}' expects <prefix> <nb | range> <addr>[:<port>] as "
+                             "arguments."),
+    "stats scope": Arity(1, None, "'scope' needs a proxy name."),
+    "stick match": _STICK, "stick on": _STICK, "stick store-request": _STICK,
+    "stick store-response": _STICK,
+    "stick-table": Arity(1, None, "stick-table: missing size."),
+    "tcp-response inspect-delay": Arity(1, None, "'{kw}' expects a positive delay in "
+                                        "milliseconds, in {proxy}"),
+    "use-server": Arity(1, None, "'{kw}' expects a server name."),
+    # proxy_parse_timeout(): the value first, then `*args[3]`
+    **{f"timeout {name}": Arity(1, 1, "'{kw}' expects an integer value (in milliseconds)",
+                                "'{kw}' : unexpected extra argument '{arg}' after value "
+                                "'{value}'.", count_first=False)
+       for name in TIMEOUTS},
+}
+# tune.* not in ARITY: one integer, as most of haproxy's tune parsers want
+_TUNE_ARITY = Arity(1, 1, "'{kw}' expects an integer argument.")
+# retry-on's keywords (proxy.c, proxy_parse_retry_on)
+RETRY_ON = ("none", "conn-failure", "empty-response", "junk-response", "response-timeout",
+            "0rtt-rejected", "all-retryable-errors", "401", "403", "404", "408", "425", "500",
+            "501", "502", "503", "504")
+
+
 def keyword_table() -> list[tuple[str, str, str]]:
     """(section, keyword, status) for every keyword keeplb reads, for the docs.
 
@@ -474,7 +685,8 @@ def keyword_table() -> list[tuple[str, str, str]]:
         for section, letter in (("defaults", "D"), ("frontend", "F"), ("listen", "L"),
                                 ("backend", "B")):
             if letter in caps or (letter == "D" and "N" in caps):
-                rows.append((section, kw, status))
+                rows.append((section, kw, UNSUPPORTED if section == "backend"
+                             and kw in _FRONTEND_SIDE_ONLY else status))
     for name, (caps, _inv, _args) in sorted(OPTIONS.items()):
         status = SUPPORTED if name in OPTIONS_SUPPORTED else UNSUPPORTED
         for section, letter in (("defaults", "D"), ("frontend", "F"), ("listen", "L"),
@@ -559,6 +771,31 @@ def _atoi(text: str) -> int:
     """C's atoi() as haproxy uses it for most integers: leading digits, else 0."""
     m = re.match(r"\s*([-+]?\d+)", text)
     return int(m.group(1)) if m else 0
+
+
+def words_until_empty(line: Line) -> Line:
+    """The statement as haproxy's keyword parsers read it: up to its first empty word.
+
+    parse_line() keeps an empty word ("" or '') as an empty argument, and the
+    parsers walk their arguments with `while (*args[cur_arg])` or test
+    `*args[N] == 0` for a missing one: an empty word ends the statement for
+    them (`bind :80 "" ssl` is a plain bind, `maxconn ""` lacks its number).
+    Only too_many_args() looks past it (see _Parser._too_many)."""
+    try:
+        end = line.words.index("", 1)
+    except ValueError:
+        return line
+    return replace(line, words=line.words[:end], cols=line.cols[:end])
+
+
+def unexpected_arg(words: Sequence[str], index: int) -> str | None:
+    """The word at `index` when it is a real argument, else None.
+
+    haproxy's parser leaves every missing word as "", and its checks test the
+    first character of one word (`*args[i] == 0`): an empty word ("" or '') is
+    the same as no word, and words after it are not looked at by that check."""
+    word = words[index] if 0 <= index < len(words) else ""
+    return word or None
 
 
 def _is_int(text: str) -> bool:
@@ -984,6 +1221,16 @@ def _int_pattern_error(acl: Acl) -> str | None:
     return int_patterns(acl.values)[1]
 
 
+def _l4_checked(acl: Acl) -> Callable[[tuple[str, int], tuple[str, int]], bool] | None:
+    """A stand-in layer-4 matcher for config checks: one exactly when
+    keeplb.lb.proxy.compile_condition compiles the expression."""
+    return None if l4_unsupported(acl) is not None else _never_matches
+
+
+def _never_matches(src: tuple[str, int], dst: tuple[str, int]) -> bool:
+    return False
+
+
 def condition_unsupported(cond: Condition, acls: Sequence[Acl]) -> str | None:
     """What keeplb's layer-4 ACLs cannot evaluate in a condition as haproxy does
     (l4_unsupported of the first ACL expression it uses that they cannot), or None.
@@ -1216,6 +1463,25 @@ TCP_REQUEST_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# http_parse_http_reply(): the words of deny, tarpit and return, with their argument counts
+_HTTP_REPLY_WORDS = {"status": 1, "deny_status": 1, "content-type": 1, "errorfiles": 1,
+                     "errorfile": 1, "file": 1, "lf-file": 1, "string": 1, "lf-string": 1,
+                     "hdr": 2, "default-errorfiles": 0}
+HTTP_REPLY_ACTIONS = ("deny", "tarpit", "return")
+
+
+def http_reply_bad_word(args: Sequence[str]) -> int | None:
+    """Index in `args` (the words of a deny/tarpit/return before its condition) of the
+    first one haproxy refuses, or None."""
+    j = 0
+    while j < len(args):
+        n = _HTTP_REPLY_WORDS.get(args[j])
+        if n is None:
+            return j
+        j += 1 + n
+    return None
+
+
 def http_request_action_known(action: str) -> bool:
     """Whether `action` (with its optional '(args)') is an http-request action of 2.6."""
     base = action.split("(", 1)[0]
@@ -1289,6 +1555,7 @@ class _Parser:
         self.cfg = HaproxyConfig()
         self.section: str | None = None
         self.info: _ProxyInfo | None = None
+        self.whole: Line | None = None  # the statement being read, before words_until_empty()
         self.last_defaults: _ProxyInfo | None = None
         self.infos: list[_ProxyInfo] = []
         self.defaults_infos: dict[str, _ProxyInfo] = {}
@@ -1352,6 +1619,10 @@ class _Parser:
         return self.section or ""
 
     def line(self, line: Line) -> None:
+        if not line.words[0]:
+            return  # readcfgfile(): a statement whose first word is empty is skipped
+        self.whole = line
+        line = words_until_empty(line)
         head = line.words[0]
         if head in SECTIONS:
             self.start_section(line)
@@ -1572,6 +1843,8 @@ class _Parser:
         # and they keep the ACLs of their defaults section
         proxy.tcp_request_connection = [r if r.acls is not None else replace(r, acls=tuple(b.acls))
                                         for r in b.tcp_request_connection]
+        proxy.tcp_request_content = [r if r.acls is not None else replace(r, acls=tuple(b.acls))
+                                     for r in b.tcp_request_content]
         return proxy
 
     # --------------------------------------------------------------- global
@@ -1589,11 +1862,11 @@ class _Parser:
                 return
             if kw not in TUNE_SUPPORTED:
                 self._unsupported(line, kw)
-            if not args:
-                self.d.error(line.at(0), f"'{kw}' expects an argument")
+            if not self._check_arity(line, kw, _TUNE_ARITY):
                 return
-            if self._too_many(line, 1):
-                return
+            if kw == "tune.ssl.capture-cipherlist-size":
+                self.d.warning(line.at(0), f"'{kw}' is deprecated and will be removed in version "
+                               "2.7. Please use 'tune.ssl.capture-buffer-size' instead.")
             if kw == "tune.bufsize":
                 size, err = parse_size(args[0])
                 if err or not size:
@@ -1603,6 +1876,9 @@ class _Parser:
             return
         if kw in GLOBAL_UNSUPPORTED:
             self._unsupported(line, kw)
+            if not self._check_arity(line, kw):
+                return
+            self._check_global_words(line)
             if kw in ("ssl-default-bind-options", "ssl-default-server-options"):
                 self._check_ssl_options(line)
             return
@@ -1613,6 +1889,22 @@ class _Parser:
             self._unsupported(line, kw)
         handler = getattr(self, "g_" + kw.replace("-", "_"))
         handler(line, g)
+
+    def _check_global_words(self, line: Line) -> None:
+        """The words after the count that haproxy checks on global keywords keeplb does
+        not act on (their count is ARITY's)."""
+        kw, args = line.words[0], line.words[1:]
+        if kw == "lua-prepend-path" and len(args) > 1 and args[1] not in ("path", "cpath"):
+            self.d.error(line.at(2), f"'{kw}' expects <type> to either be 'path' or 'cpath'")
+        elif kw == "ssl-load-extra-files" and len(args) > 1 and {"none", "all"} & set(args):
+            self.d.error(line.at(1), f"'{kw}' 'none' and 'all' can be only used alone")
+        elif kw == "unix-bind":
+            options = ("prefix", "mode", "uid", "gid", "user", "group")
+            for j in range(0, len(args), 2):
+                if args[j] not in options:
+                    self.d.error(line.at(1 + j), f"'{kw}' only supports the 'prefix', 'mode', "
+                                 "'uid', 'gid', 'user' and 'group' options")
+                    return
 
     def _check_ssl_options(self, line: Line) -> None:
         words = line.words
@@ -1646,12 +1938,51 @@ class _Parser:
                            hint="haproxy 2.6 ignores it; later versions refuse it")
         return value, err
 
-    def _too_many(self, line: Line, allowed: int, what: str | None = None) -> bool:
-        """haproxy's alertif_too_many_args(): True (and an error) past `allowed` arguments."""
-        if len(line) - 1 > allowed:
+    def _check_arity(self, line: Line, key: str, default: Arity | None = None) -> bool:
+        """ARITY's checks for `key` (its words first on `line`): False after an error.
+
+        Called for the keywords keeplb does not act on and for the timeouts,
+        before anything else reads their arguments; `default` is for keywords
+        ARITY does not list (None: no check)."""
+        arity = ARITY.get(key, default)
+        if arity is None:
+            return True
+        at = key.count(" ") + 1
+        args = line.words[at:]
+        proxy = self.info.proxy if self.info is not None else None
+        where = f"{_proxy_word(proxy.kind)} '{proxy.name}'" if proxy is not None else ""
+        warn = arity.severity == "warning"
+        report = self.d.warning if warn else self.d.error
+        for check in ("count", "missing") if arity.count_first else ("missing", "count"):
+            if check == "count" and arity.high is not None:
+                value = args[arity.high - 1] if 0 < arity.high <= len(args) else ""
+                text = arity.extra.replace("{value}", value) if arity.extra else None
+                if self._too_many(line, at - 1 + arity.high, arity.what or key, text=text,
+                                  warn=warn):
+                    return warn
+            if check == "missing" and len(args) < arity.low:
+                text = arity.missing.replace("{kw}", key).replace("{proxy}", where)
+                report(line.at(at + len(args) if args else at - 1), text.removesuffix("."))
+                return warn
+        return True
+
+    def _too_many(self, line: Line, allowed: int, what: str | None = None, *,
+                  text: str | None = None, warn: bool = False) -> bool:
+        """haproxy's alertif_too_many_args(): True (and an error) past `allowed` arguments.
+
+        Called by a keyword's handler before it reads its arguments. As haproxy,
+        only the word right after the allowed ones counts, in the whole
+        statement (not cut at an empty word), and an empty one there is no
+        argument: too_many_args() tests `*args[maxarg + 1]`, so `daemon ""` and
+        `maxconn 10 "" x` pass while `maxconn "" 10` fails."""
+        whole = self.whole if self.whole is not None and self.whole.span == line.span else line
+        extra = unexpected_arg(whole.words, allowed + 1)
+        if extra is not None:
             what = what or line.words[0]
-            self.d.error(line.at(allowed + 1),
-                         f"'{what}' cannot handle unexpected argument '{line.words[allowed + 1]}'")
+            text = text or "'{kw}' cannot handle unexpected argument '{arg}'"
+            report = self.d.warning if warn else self.d.error
+            report(whole.at(allowed + 1),
+                   text.replace("{kw}", what).replace("{arg}", extra).removesuffix("."))
             return True
         return False
 
@@ -1678,10 +2009,10 @@ class _Parser:
     def _int_arg(self, line: Line, what: str, *, lo: int | None = None, hi: int | None = None,
                  lax: bool = True) -> int | None:
         """One integer argument; haproxy reads most with atol(), so junk is 0 (warned)."""
+        if self._too_many(line, 1, what):  # haproxy counts first: `maxconn "" 10` is too many
+            return None
         if len(line) < 2:
             self.d.error(line.at(0), f"'{what}' expects an integer argument")
-            return None
-        if self._too_many(line, 1, what):
             return None
         text = line.words[1]
         if not _is_int(text):
@@ -1777,10 +2108,10 @@ class _Parser:
         g.gid = self._int_arg(line, "gid", lax=False)
 
     def _string_arg(self, line: Line, what: str, expect: str) -> str | None:
+        if self._too_many(line, 1):  # before the missing argument, as in haproxy
+            return None
         if len(line) < 2 or not line.words[1]:
             self.d.error(line.at(0), f"'{line.words[0]}' expects {expect}")
-            return None
-        if self._too_many(line, 1):
             return None
         return line.words[1]
 
@@ -1842,7 +2173,8 @@ class _Parser:
     # which keeplb does not run, would read it.
 
     def g_setenv(self, line: Line, g: Global) -> None:
-        if len(line) != 3:
+        # haproxy 2.6 reads two words and ignores any after them
+        if len(line) < 3:
             self.d.error(line.at(0), f"'{line.words[0]}' expects a name and a value")
             return
         name, value = line.words[1], line.words[2]
@@ -2064,6 +2396,48 @@ class _Parser:
     def check_unsupported(self, line: Line, key: str) -> None:
         """Argument checks haproxy makes on keywords keeplb does not act on."""
         words = line.words
+        if not self._check_arity(line, key):
+            return
+        at = key.count(" ") + 1
+        if key in ("force-persist", "ignore-persist", "monitor fail", "use-server"):
+            # the condition's ACLs must exist, as in haproxy (use-server names a server first)
+            start = at + (key == "use-server")
+            if len(words) > start:
+                self._condition(line, list(words[start:]), start)
+            return
+        if key == "bind-process":
+            self.d.warning(line.at(0), "'bind-process' has no effect, is deprecated, and will be "
+                           "removed in version 2.7.")
+            return
+        if key == "retry-on":
+            for j, word in enumerate(words[1:], start=1):
+                if word not in RETRY_ON:
+                    self.d.error(line.at(j), f"'retry-on': unknown keyword '{word}'")
+                    return
+            return
+        if key.startswith("stick ") and len(words) > 3 and words[3] not in ("table", "if",
+                                                                              "unless"):
+            self.d.error(line.at(3), f"'stick': unknown keyword '{words[3]}'")
+            return
+        if key in ("http-response", "http-after-response", "stats http-request"):
+            # the actions with a fixed count of arguments, as for http-request
+            args, _ = _split_condition(words[at + 1 :])
+            arity = HTTP_REQUEST_ARITY.get(words[at].split("(", 1)[0], -1)
+            if words[at] in HTTP_REPLY_ACTIONS:
+                bad_at = http_reply_bad_word(args)
+                arity = -1 if bad_at is None else bad_at
+            if 0 <= arity < len(args):
+                self.d.error(line.at(at + 1 + arity), f"'{words[at - 1]} {words[at]}' expects "
+                             "either 'if' or 'unless' followed by a condition but found "
+                             f"'{args[arity]}'")
+            return
+        if key == "tcp-response content" and words[2] in ("accept", "close", "reject"):
+            if len(words) > 3 and words[3] not in ("if", "unless"):
+                assert self.info is not None
+                where = f"{_proxy_word(self.info.proxy.kind)} '{self.info.proxy.name}'"
+                self.d.error(line.at(3), f"'{key} {words[2]}' only accepts 'if' or 'unless', "
+                             f"in {where} (got '{words[3]}')")
+            return
         if key in ("capture request", "capture response"):
             if len(words) < 6 or words[2] != "header" or words[4] != "len":
                 self.d.error(line.at(0), f"'{key}' expects 'header' <header_name> 'len' <len>")
@@ -2087,6 +2461,12 @@ class _Parser:
                 addr = None
             if addr is None:
                 self.d.error(line.at(1), f"'source' : {err or 'expects <addr>[:<port>]'}")
+                return
+            for j in range(2, len(words), 2):
+                if words[j] not in ("usesrc", "interface"):
+                    self.d.error(line.at(j), "'source' only supports optional keywords "
+                                 "'interface' and 'usesrc'")
+                    return
         elif key == "compression":
             sub = words[1] if len(words) > 1 else ""
             if sub not in ("algo", "type", "offload"):
@@ -2178,10 +2558,17 @@ class _Parser:
                          f"'{name}' ('default option' is refused by haproxy 2.6)")
             return
         limit = 0 if negate is not None and name != "redispatch" else max_args
-        if limit >= 0 and len(args) > limit:
-            self.d.error(line.at(at + 1 + limit),
-                         f"'option {name}' cannot handle unexpected argument '{args[limit]}'")
-            return
+        if name == "httpslog" and args and negate is None:
+            # haproxy 2.6 forgets to count httpslog's arguments and drops them; a word
+            # there is most likely a mistake, so say it, without refusing the file
+            self.d.warning(line.at(at + 1), f"'option {name}' cannot handle unexpected argument "
+                           f"'{args[0]}'", hint="haproxy 2.6 ignores it")
+            args = ()
+        elif limit >= 0:
+            # this one is parsed by its own function, which names the keyword 'option'
+            what = "option" if name == "http-restrict-req-hdr-names" else f"option {name}"
+            if self._too_many(line, at + limit, what):
+                return
         key = f"option {name}"
         if proxy.kind is ProxyKind.BACKEND and name == "tcplog":
             self.d.warning(line.at(at), f"backend '{proxy.name}' : 'option tcplog' directive is "
@@ -2218,6 +2605,26 @@ class _Parser:
                 proxy.option_args.pop(other, None)
         if name == "httplog" and args and args[0] != "clf":
             self.d.error(line.at(at + 1), f"'option httplog' only supports 'clf' (got '{args[0]}')")
+            return
+        if name == "originalto":
+            for j in range(0, len(args), 2):
+                if args[j] not in ("except", "header") or j + 1 >= len(args):
+                    self.d.error(line.at(at + 1 + j), "'option originalto' only supports "
+                                 "optional values: 'except' and 'header'")
+                    return
+        if name == "mysql-check" and args and args[0] != "user":
+            self.d.error(line.at(at + 1), "'option mysql-check' only supports optional values: "
+                         f"'user' (got '{args[0]}')")
+            return
+        if name == "pgsql-check" and (not args or args[0] != "user" or len(args) < 2):
+            self.d.error(line.at(at + 1 if args else at),
+                         "'option pgsql-check' expects 'user <username>' as argument")
+            return
+        if name == "http-restrict-req-hdr-names" and (not args or args[0] not in (
+                "preserve", "reject", "delete")):
+            self.d.error(line.at(at + 1 if args else at),
+                         "missing parameter. option 'http-restrict-req-hdr-names' expects "
+                         "'preserve', 'reject' or 'delete' option")
             return
         if name == "forwardfor":
             j = 0
@@ -2398,10 +2805,10 @@ class _Parser:
         return True
 
     def p_mode(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
+        if self._too_many(line, 1):
+            return
         if len(line) < 2:
             self.d.error(line.at(0), "'mode' expects 'tcp' or 'http'")
-            return
-        if self._too_many(line, 1):
             return
         value = line.words[1]
         if value == "health":
@@ -2426,10 +2833,7 @@ class _Parser:
 
     def _timeout(self, line: Line, proxy: Proxy, name: str) -> None:
         what = f"timeout {name}"
-        if len(line) < 3:
-            self.d.error(line.at(1), f"'{what}' expects an integer value (in milliseconds)")
-            return
-        if self._too_many(line, 2, what):
+        if not self._check_arity(line, what):
             return
         value, err = self._time(line.words[2], line.at(2))
         if value is None:
@@ -2462,10 +2866,8 @@ class _Parser:
         self._timeout(line, proxy, "server-fin")
 
     def p_balance(self, line: Line, proxy: Proxy, info: _ProxyInfo) -> None:
-        if len(line) < 2:
-            self.d.error(line.at(0), "'balance' expects an algorithm")
-            return
-        raw = line.words[1]
+        # backend_parse_balance(): no algorithm is roundrobin
+        raw = line.words[1] if len(line) > 1 else "roundrobin"
         algo, _, arg = raw.partition("(")
         arg = arg[:-1] if arg.endswith(")") else arg
         if algo not in BALANCE_ALGORITHMS:
@@ -2565,6 +2967,11 @@ class _Parser:
             self.d.error(line.at(action_at), f"'http-request' : unknown action '{action}'",
                          hint=did_you_mean(action, HTTP_REQUEST_ACTIONS))
             return None
+        bad_at = http_reply_bad_word(args) if action in HTTP_REPLY_ACTIONS else None
+        if bad_at is not None:
+            self.d.error(line.at(action_at + 1 + bad_at), f"'{keyword} {action}' expects either "
+                         f"'if' or 'unless' followed by a condition but found '{args[bad_at]}'")
+            return None
         if keyword == "http-request":
             arity = HTTP_REQUEST_ARITY.get(action.split("(", 1)[0], -1)
             if action.startswith(("set-var", "set-var-fmt")):
@@ -2608,6 +3015,9 @@ class _Parser:
 
     def _tcp_request(self, line: Line, proxy: Proxy) -> None:
         words = line.words
+        if words[1] in ("inspect-delay", "content") and proxy.kind is ProxyKind.BACKEND:
+            # haproxy runs a backend's content rules after use_backend; keeplb does not
+            self._unsupported(line, f"tcp-request {words[1]}")
         if words[1] == "inspect-delay":
             if len(words) < 3:
                 self.d.error(line.at(1), "'tcp-request inspect-delay' expects a delay")
@@ -2645,6 +3055,27 @@ class _Parser:
                 break
         if words[1] == "connection":
             self._tcp_request_connection(line, proxy, rule)
+        elif words[1] == "content" and proxy.kind is not ProxyKind.BACKEND:
+            self._tcp_request_content(line, proxy, rule)
+
+    def _tcp_request_content(self, line: Line, proxy: Proxy, rule: Rule) -> None:
+        """keeplb's warnings on a `tcp-request content` rule it does not act on;
+        accept and reject rules it can evaluate go to the model."""
+        from keeplb.lb.rules import content_unsupported  # keeplb.lb.rules imports this module
+
+        action = rule.args[0].split("(", 1)[0]
+        if action not in ("accept", "reject"):
+            self.d.warning(line.at(2), f"'tcp-request content {action}' is not supported by "
+                           "keeplb; the rule is ignored")
+            return
+        cond = rule.condition
+        if cond is not None and content_unsupported(cond, proxy.acls, _l4_checked):
+            cond_at = next((i for i, w in enumerate(line.words) if i > 2 and w in ("if", "unless")),
+                           len(line) - 1)
+            self.d.warning(line.at(cond_at), "a fetch, match method or flag in a 'tcp-request "
+                           "content' condition is not supported by keeplb; the rule is ignored")
+            return
+        proxy.tcp_request_content.append(TcpRequestContent(action, cond, None, line.span))
 
     def _tcp_request_connection(self, line: Line, proxy: Proxy, rule: Rule) -> None:
         """haproxy's warnings on a `tcp-request connection` rule, keeplb's on what it
@@ -3068,8 +3499,13 @@ class _Parser:
                 self.d.error(span or proxy.span, f"http {word} '{proxy.name}' ({proxy.span}) tries "
                              f"to use incompatible tcp backend '{target.name}' ({target.span}) "
                              f"as its {what} (see 'mode')")
+        from keeplb.lb.rules import content_unsupported  # keeplb.lb.rules imports this module
+
         for u in proxy.use_backends:
             why = condition_unsupported(u.condition, proxy.acls) if u.condition else None
+            if why is not None and proxy.tcp_request_content and u.condition is not None and \
+                    not content_unsupported(u.condition, proxy.acls, _l4_checked):
+                why = None  # evaluated after the content rules, on their data
             if why is not None:
                 self.d.warning(u.span or proxy.span, f"{why} in a 'use_backend' condition is not "
                                "supported by keeplb; the rule is ignored")

@@ -211,6 +211,19 @@ class TcpRequestConnection:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpRequestContent:
+    """A `tcp-request content accept|reject [if|unless cond]` rule: decides on a
+    session from what its client sent, before use_backend, the first matching
+    rule winning (haproxy's tcp_inspect_request)."""
+
+    action: str  # 'accept' | 'reject'
+    condition: Condition | None = None
+    acls: tuple[Acl, ...] | None = None
+    """As TcpRequestConnection.acls."""
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A `tcp-request`, `http-request`, `tcp-check` or `http-check` line, split into words."""
 
@@ -277,6 +290,8 @@ class Proxy:
     rules: list[Rule] = field(default_factory=list)
     tcp_request_connection: list[TcpRequestConnection] = field(default_factory=list)
     """The accept/reject ones, inherited ones first; other actions are in `rules` only."""
+    tcp_request_content: list[TcpRequestContent] = field(default_factory=list)
+    """The same for `tcp-request content` (frontend side: a frontend or listen)."""
     stats: StatsPage = field(default_factory=StatsPage)
     disabled: bool = False
     log_format: str | None = None

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from keeplb.config.haproxy import anonymous_acl, condition_acls, int_patterns, l4_unsupported
+from keeplb.config.haproxy import condition_acls, int_patterns, l4_unsupported
 from keeplb.config.model import Acl, Condition, Mode, Proxy
 from keeplb.lb import fdsock
 from keeplb.lb.balance import Balancer
@@ -61,7 +61,15 @@ from keeplb.lb.reactor import (
     open_connection,
     reactor_of,
 )
-from keeplb.lb.rules import ConnectionRules, address, compile_rules, holds
+from keeplb.lb.rules import (
+    ConnectionRules,
+    ContentRules,
+    address,
+    compile_content_rules,
+    compile_rules,
+    condition_terms,
+    holds,
+)
 from keeplb.lb.server import (
     AdminState,
     BackendRuntime,
@@ -260,21 +268,8 @@ def compile_condition(cond: Condition | None, acls: Sequence[Acl]) -> tuple[
             return None  # no such ACL (the config check refuses the file)
         # Several `acl` lines with one name are OR-ed (haproxy).
         named[name] = ms[0] if len(ms) == 1 else _any_of(ms)
-    out: list[tuple[tuple[bool, Matcher], ...]] = []
-    for conj in cond.terms:
-        items: list[tuple[bool, Matcher]] = []
-        for word in conj:
-            ref = word.lstrip("!")
-            neg = (len(word) - len(ref)) % 2 == 1  # each '!' negates (haproxy)
-            if ref.startswith("{"):
-                anon = _compile_expr(anonymous_acl(ref))
-                if anon is None:
-                    return None
-                items.append((neg, anon))
-            else:
-                items.append((neg, named[ref]))
-        out.append(tuple(items))
-    return tuple(out), cond.negate
+    terms = condition_terms(cond, named, _compile_expr)
+    return None if terms is None else (terms, cond.negate)
 
 
 def _path_ok(criterion: str, values: Sequence[str], path: str) -> bool | None:
@@ -908,6 +903,10 @@ class Frontend:
                 self.routes.append(Route(ub.backend, compiled[0], compiled[1]))
         # `tcp-request connection` rules; None (no rule): accepted() tests only that
         self.conn_rules: ConnectionRules | None = compile_rules(self.cfg, compile_condition)
+        # `tcp-request content` rules (and the use_backend rules as evaluated after
+        # them); None (no rule): Session.start() tests only that
+        self.content: ContentRules | None = compile_content_rules(self.cfg, _compile_expr,
+                                                                  list(backends))
         if self.cfg.default_backend and self.cfg.default_backend in backends:
             self.default = backends[self.cfg.default_backend]
         elif self.cfg.kind.has_backend and self.cfg.name in backends:
@@ -1344,6 +1343,8 @@ class Session:
                                   f"{self.dst[0]}:{self.dst[1]} ({fe.name}/{mode})")
         if fe.service:
             self.task = self.loop.create_task(self._serve())
+        elif fe.content is not None:
+            self.task = self.loop.create_task(self._inspect(fe.content))
         else:
             self._route()
 
@@ -1357,9 +1358,73 @@ class Session:
         self.task = None
         self._route()
 
+    async def _inspect(self, content: ContentRules) -> None:
+        """haproxy's tcp_inspect_request on a frontend with `tcp-request content`
+        rules: no server is chosen nor connected while a rule waits for data
+        (ClientSide keeps what arrives, in order, and _connect() sends it
+        first). The rules run again on each arrival until they decide, or, once
+        `tcp-request inspect-delay` has expired (or none is set), the client has
+        shut its side or PRECONNECT_BUFFER is full, one last time with what is
+        there. Then a reject, or use_backend on the same data."""
+        c = self.client
+        loop_time = self.loop_time
+        expire = loop_time() + content.inspect_delay
+        tc = self.fe.timeout_client
+        self.wake = wake = asyncio.Event()
+        data = b""
+        try:
+            for _ in range(PRECONNECT_BUFFER + 2):  # each turn needs new bytes, an end or time
+                if len(c.buf) > 1:
+                    c.buf = [b"".join(c.buf)]
+                data = c.buf[0] if c.buf else b""
+                now = loop_time()
+                final = (content.inspect_delay <= 0 or now >= expire or self.client_eof
+                         or c.buffered >= PRECONNECT_BUFFER)
+                verdict = content.decide(self.src, self.dst, data, final)
+                if verdict is not None:
+                    break
+                # the client timeout runs too, from the last byte read
+                idle_end = self.last + tc / 1000 if tc else expire
+                if idle_end <= now:
+                    self.term = "c"  # logged 'cR', as haproxy
+                    self.task = None  # on_lost() finishes the session
+                    self._abort()
+                    return
+                wake.clear()
+                try:
+                    async with asyncio.timeout(min(expire, idle_end) - now):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+            else:
+                verdict = content.decide(self.src, self.dst, data, True)
+        except asyncio.CancelledError:
+            self._finish()  # the client went away
+            return
+        finally:
+            self.wake = None
+        self.task = None
+        if not verdict:
+            # As haproxy: the frontend's denied requests (dreq), the client's
+            # connection reset, the session logged with 'PR'.
+            self.term = "P"
+            self.fe.rt.counters.denied_req += 1
+            ctr = c.transport
+            if ctr is not None and not self.client_lost:
+                fdsock.set_nolinger(ctr.fd)
+            self._close_client()
+            return
+        fe = self.fe
+        name = content.route(self.src, self.dst, data)
+        self._assign(fe.backends[name] if name is not None else fe.default)
+
     def _route(self) -> None:
         fe = self.fe
-        be = fe.route(self.src, self.dst) if fe.routes else fe.default
+        self._assign(fe.route(self.src, self.dst) if fe.routes else fe.default)
+
+    def _assign(self, be: Backend | None) -> None:
+        """The backend is chosen (None: none, the request is denied): pick a server."""
+        fe = self.fe
         if be is None:
             self.term = "R"
             self.fe.rt.counters.denied_req += 1

@@ -627,7 +627,6 @@ frontend f
     tcp-request connection accept if { src 1.2.3.4 }
 """)
     assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
-        (7, "keyword 'tcp-request content' is not supported by keeplb"),
         (8, "keyword 'tcp-request session' is not supported by keeplb"),
         (8, "a 'tcp-request' rule placed after a 'tcp-request content' rule will still be "
             "processed before."),
@@ -636,9 +635,9 @@ frontend f
     ]
 
 
-def test_content_and_session_rules_are_checked_but_reported_not_supported() -> None:
-    """The relay acts on `tcp-request connection` rules only: a content or session
-    rule (or an inspect-delay) is a warning, never a rule silently ignored."""
+def test_session_rules_are_checked_but_reported_not_supported() -> None:
+    """The relay acts on `tcp-request connection` and `content` rules (and
+    inspect-delay); a session rule is a warning, never a rule silently ignored."""
     cfg, diags = parse_text(TIMEOUTS + """frontend f
     bind 127.0.0.1:1
     tcp-request inspect-delay 5s
@@ -646,10 +645,10 @@ def test_content_and_session_rules_are_checked_but_reported_not_supported() -> N
     tcp-request session reject if { src 10.0.0.0/8 }
     tcp-request content bogus
 """)
-    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings][:3] == [
-        (7, "keyword 'tcp-request inspect-delay' is not supported by keeplb"),
-        (8, "keyword 'tcp-request content' is not supported by keeplb"),
+    assert [(d.span.line if d.span else 0, d.message) for d in diags.warnings] == [
         (9, "keyword 'tcp-request session' is not supported by keeplb"),
+        (9, "a 'tcp-request' rule placed after a 'tcp-request content' rule will still be "
+            "processed before."),
     ]
     assert any("unknown action 'bogus'" in d.message for d in diags.errors)  # still checked
 
