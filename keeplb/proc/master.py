@@ -355,7 +355,16 @@ class Master:
                 for w in list(self.workers):
                     w.signal(signal.SIGKILL)
         listeners.close_all(self.sockets.values())
+        self._remove_private_state()
         return 0
+
+    def _remove_private_state(self) -> None:
+        """The state file this master made for its own reloads (no
+        `server-state-file` configured) dies with it; a configured one stays,
+        as the operator's file."""
+        if self.state_file == serverstate.private_state_path(os.getpid()):
+            with contextlib.suppress(OSError):
+                os.unlink(self.state_file)
 
 
 def main(paths: Sequence[str], cfg: HaproxyConfig, *, daemon: bool = False,

@@ -44,6 +44,12 @@ def state_file_path(cfg: HaproxyConfig, master_pid: int) -> str:
         if os.path.isabs(g.server_state_file) or not g.server_state_base:
             return g.server_state_file
         return os.path.join(g.server_state_base, g.server_state_file)
+    return private_state_path(master_pid)
+
+
+def private_state_path(master_pid: int) -> str:
+    """Where a master without `server-state-file` keeps the servers' state for
+    its next generation of workers; it removes the file when it exits."""
     return f"/tmp/keeplb-servers-state-{master_pid}"
 
 

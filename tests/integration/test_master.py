@@ -195,6 +195,12 @@ def test_server_state_set_at_runtime_survives_a_reload(tmp_path, master):
         s1 = next(line.split() for line in state.splitlines() if " s1 " in f" {line} ")
         assert s1[6] == "1"  # SRV_ADMF_FMAINT, still in maintenance
         assert {request(port) for _ in range(6)} == {b"B"}
+        # the master's own state file (no server-state-file) lives as long as it
+        private = Path(f"/tmp/keeplb-servers-state-{p.pid}")
+        assert private.exists()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+        assert not private.exists()
     finally:
         a.close()
         b.close()
