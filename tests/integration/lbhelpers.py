@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -76,3 +81,59 @@ class UdpLog:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+class Lb:
+    """One `keeplb lb` process with its output in a file; every pid it ever
+    had as a child is remembered, so the teardown can kill leftovers too."""
+
+    def __init__(self, tmp: Path, args: list[str]) -> None:
+        self.log_path = tmp / "lb.log"
+        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", *args],
+                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        finally:
+            out.close()
+        self.seen: set[int] = set()
+
+    def workers(self) -> list[int]:
+        now = children_of(self.proc.pid)
+        self.seen.update(now)
+        return now
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        self.workers()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_all(self) -> None:
+        for pid in [self.proc.pid, *self.seen]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        """Teardown: SIGTERM, then SIGKILL to whatever is left."""
+        self.stop()
+        self.kill_all()

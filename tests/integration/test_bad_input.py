@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from keeplb.lab.poll import wait_for
-from tests.integration.lbhelpers import Echo, free_port, request
+from tests.integration.lbhelpers import Echo, Lb, free_port, request
 
 pytestmark = pytest.mark.slow
 
@@ -307,52 +307,6 @@ def serving(port: int, expect: bytes) -> bool:
         return request(port, 1.0) == expect
     except OSError:
         return False
-
-
-def children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
-
-
-class Lb:
-    """One `keeplb lb` process with its output in a file; its children are
-    remembered so that the teardown kills leftovers too."""
-
-    def __init__(self, tmp: Path, args: list[str]) -> None:
-        self.log_path = tmp / "lb.log"
-        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", *args],
-                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        finally:
-            out.close()
-        self.seen: set[int] = set()
-
-    def workers(self) -> list[int]:
-        now = children_of(self.proc.pid)
-        self.seen.update(now)
-        return now
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        self.workers()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in [self.proc.pid, *self.seen]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture

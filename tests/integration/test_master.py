@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lbhelpers import Echo, free_port, request
+from tests.integration.lbhelpers import Echo, children_of, free_port, request
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,6 @@ def config(tmp: Path, port: int, backend: int, extra_global: str = "", server_na
         f"backend be\n    server {server_name} 127.0.0.1:{backend}\n"
     )
     return path
-
-
-def children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from keeplb.lab.poll import wait_for
-from tests.integration.lbhelpers import Echo, free_port, request
+from tests.integration.lbhelpers import Echo, Lb, free_port, request
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +43,6 @@ def serving(port: int, expect: bytes) -> bool:
         return False
 
 
-def children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
-
-
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,52 +60,6 @@ def burst(pid: int, sigs: list[signal.Signals], count: int = BURST,
     for i in range(count):
         os.kill(pid, sigs[i % len(sigs)])
         time.sleep(span / count)
-
-
-class Lb:
-    """One `keeplb lb` process with its output in a file; every pid it ever
-    had as a child is remembered, so the teardown can kill leftovers too."""
-
-    def __init__(self, tmp: Path, args: list[str]) -> None:
-        self.log_path = tmp / "lb.log"
-        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", *args],
-                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        finally:
-            out.close()
-        self.seen: set[int] = set()
-
-    def workers(self) -> list[int]:
-        now = children_of(self.proc.pid)
-        self.seen.update(now)
-        return now
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        self.workers()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill_all(self) -> None:
-        for pid in [self.proc.pid, *self.seen]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture
