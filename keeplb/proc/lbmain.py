@@ -140,7 +140,6 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     """
     from keeplb.lb import app
 
-    bind_worker(cfg.global_.cpu_map, worker)
     saved = serverstate.load(state_file)
     runtime = app.build_runtime(cfg, last_addrs={(s.backend, s.server): s.addr
                                                  for s in saved if s.addr})
@@ -261,6 +260,8 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
         check_fd_limit(cfg)  # before forking, so the error reaches the terminal
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
     if worker is not None:
+        # Bound before the title is set: whoever sees "lb worker N" sees it bound.
+        bind_worker(g.cpu_map, worker)
         set_title(f"lb worker {worker}")
         _exit_with_master()
         inherited = listeners.import_fds(os.environ.pop(listeners.ENV_FDS, None))
@@ -284,6 +285,7 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
         daemonize()
     else:
         socks = None
+    bind_worker(g.cpu_map, 1)
     set_title("lb")
     pf = pidfile or g.pidfile
     if pf:
