@@ -80,6 +80,7 @@ from keeplb.lb.server import (
     ProcessRuntime,
     ServerRuntime,
 )
+from keeplb.lb.shared import SharedCounts
 
 if TYPE_CHECKING:
     from keeplb.lb.runtime import RuntimeControl
@@ -354,7 +355,8 @@ class Pending:
 class Slot:
     """A server as the relay sees it: its runtime counters plus live sessions and queue."""
 
-    __slots__ = ("rt", "name", "backend", "sessions", "queue", "queue_len", "ramp")
+    __slots__ = ("rt", "name", "backend", "sessions", "queue", "queue_len", "ramp",
+                 "shared", "served_i", "queued_i", "counted")
 
     def __init__(self, rt: ServerRuntime, backend: Backend) -> None:
         self.rt = rt
@@ -364,13 +366,29 @@ class Slot:
         self.queue: deque[Pending] = deque()
         self.queue_len = 0
         self.ramp: asyncio.TimerHandle | None = None
+        # nbthread with the master's table (keeplb.lb.shared): this server's
+        # entries there, and the sessions this worker counted in it
+        self.shared: SharedCounts | None = None
+        self.served_i = self.queued_i = 0
+        self.counted: set[Session] = set()
 
     @property
     def full(self) -> bool:
-        """At the server's maxconn: with nbthread, this worker's part of it
-        (each worker counts only its own sessions)."""
+        """At the server's maxconn: with nbthread, the sessions of every worker
+        (the master's table), or without a table this worker's part of it."""
         mc = self.rt.maxconn
-        return mc > 0 and len(self.sessions) >= self.backend.process.server_share(mc)
+        return mc > 0 and self._reached(mc, self.served_i, len(self.sessions))
+
+    def queue_full(self) -> bool:
+        """At the server's maxqueue (every worker's waiters, as `full`)."""
+        mq = self.rt.maxqueue
+        return mq > 0 and self._reached(mq, self.queued_i, self.queue_len)
+
+    def _reached(self, limit: int, entry: int, here: int) -> bool:
+        sh = self.shared
+        if sh is not None:
+            return sh.get(entry) >= limit
+        return here >= self.backend.process.server_share(limit)
 
 
 class Backend:
@@ -406,6 +424,19 @@ class Backend:
         self.nolinger = self.cfg.option("nolinger")
         self.on_health: Callable[[], None] | None = None
         self._was_up = rt.is_up
+        # nbthread: the master's table of every worker's sessions and waiters
+        # (keeplb.lb.shared); `wake` tells the other workers that a server of
+        # this backend has a free slot while some of their clients wait
+        self.shared: SharedCounts | None = None
+        self.queue_i = 0
+        self.wake: Callable[[str], None] | None = None
+        sh = process.shared
+        if isinstance(sh, SharedCounts) and sh.index is not None:
+            self.shared = sh
+            self.queue_i = sh.index[(self.name, "")][0]
+            for slot in self.slots.values():
+                slot.shared = sh
+                slot.served_i, slot.queued_i = sh.index[(self.name, slot.name)]
 
     @property
     def name(self) -> str:
@@ -444,8 +475,16 @@ class Backend:
                 return slot, False
         return None, True
 
-    def take(self, slot: Slot, session: Session) -> None:
-        """`session` now counts against `slot` (haproxy: srv->served++)."""
+    def take(self, slot: Slot, session: Session, force: bool = False) -> bool:
+        """`session` now counts against `slot` (haproxy: srv->served++); False
+        (nothing taken) when another worker took the last free slot since
+        `slot.full` was read. `force`: even beyond maxconn (a retry on the
+        server the session already had)."""
+        sh = slot.shared
+        if sh is not None and slot.rt.maxconn > 0:
+            if not sh.try_take(slot.served_i, 0 if force else slot.rt.maxconn):
+                return False
+            slot.counted.add(session)
         slot.sessions.add(session)
         self.balancer.take_conn(slot.name)
         rt = slot.rt
@@ -453,6 +492,7 @@ class Backend:
         rt.counters.session_started()
         if slot.full:
             self.full.add(slot.name)
+        return True
 
     def release(self, slot: Slot, session: Session) -> None:
         """Called once when a session leaves its server; serves the oldest waiter."""
@@ -461,9 +501,45 @@ class Backend:
         slot.sessions.discard(session)
         self.balancer.drop_conn(slot.name)
         slot.rt.counters.session_ended()
+        sh = slot.shared
+        if sh is not None and session in slot.counted:
+            slot.counted.discard(session)
+            sh.add(slot.served_i, -1)
         if self.full and not slot.full:
             self.full.discard(slot.name)
         if slot.queue or self.queue:
+            self.serve_queue(slot)
+        if sh is not None and self.wake is not None and slot.rt.maxconn > 0 \
+                and not slot.full and self._others_wait(sh, slot):
+            self.wake(slot.name)
+
+    def _others_wait(self, sh: SharedCounts, slot: Slot) -> bool:
+        """Other workers' clients wait for `slot` (in its queue, or in the
+        backend's while it may take them)."""
+        return (sh.get(slot.queued_i) > sh.mine(slot.queued_i)
+                or (slot.rt.usable and sh.get(self.queue_i) > sh.mine(self.queue_i)))
+
+    def _count_waiter(self, p: Pending, delta: int) -> None:
+        """`p` joins (+1) or leaves (-1) its queue in the master's table."""
+        sh = self.shared
+        if sh is not None:
+            sh.add(self.queue_i if p.server is None else p.server.queued_i, delta)
+
+    def recheck(self, slot: Slot | None) -> None:
+        """Right after a session queued: a slot another worker freed while
+        this one was deciding to queue (its `wake` read the queue before this
+        waiter was counted) is taken now rather than at the next release."""
+        if self.shared is None:
+            return
+        if slot is not None:
+            self.serve_queue(slot)
+        else:
+            self.serve_all()
+
+    def on_wake(self, server: str) -> None:
+        """Another worker freed a slot of `server` (sync's `wake` line)."""
+        slot = self.slots.get(server)
+        if slot is not None and (slot.queue_len or self.queue_len):
             self.serve_queue(slot)
 
     def enqueue(self, session: Session, slot: Slot | None, seq: int) -> Pending:
@@ -479,6 +555,7 @@ class Backend:
             slot.queue_len += 1
             slot.rt.queue_cur = slot.queue_len
             slot.rt.queue_max = max(slot.rt.queue_max, slot.queue_len)
+        self._count_waiter(p, 1)
         return p
 
     def dequeue(self, p: Pending) -> None:
@@ -492,6 +569,7 @@ class Backend:
         else:
             p.server.queue_len -= 1
             p.server.rt.queue_cur = p.server.queue_len
+        self._count_waiter(p, -1)
 
     @staticmethod
     def _head(q: deque[Pending]) -> Pending | None:
@@ -516,8 +594,23 @@ class Backend:
             self.dequeue(p)
             if p.future.done():
                 continue  # its session gave up (cancelled) a moment ago
-            self.take(slot, p.session)
+            if not self.take(slot, p.session):
+                self._put_back(p, slot if p is mine else None)
+                return  # another worker took the slot: this waiter stays first
             p.future.set_result(slot)
+
+    def _put_back(self, p: Pending, slot: Slot | None) -> None:
+        """`p` back at the head of the queue it was taken from."""
+        p.done = False
+        if slot is None:
+            self.queue.appendleft(p)
+            self.queue_len += 1
+            self.rt.queue_cur = self.queue_len
+        else:
+            slot.queue.appendleft(p)
+            slot.queue_len += 1
+            slot.rt.queue_cur = slot.queue_len
+        self._count_waiter(p, 1)
 
     def serve_all(self) -> None:
         for slot in self.slots.values():
@@ -548,6 +641,7 @@ class Backend:
             p.done = False
             p.server = None
             self.queue_len += 1
+            self._count_waiter(p, 1)
         slot.queue.clear()
         if moved:
             merged = sorted(itertools.chain(moved, (p for p in self.queue if not p.done)),
@@ -1458,15 +1552,17 @@ class Session:
         assert be is not None
         sticky = self.sticky
         if sticky is not None and sticky.rt.usable:
-            be.take(sticky, self)
+            be.take(sticky, self, force=True)
             self._connect(sticky)
             return
         self.phase = "Q"
         slot, must_queue = be.pick(self.key, self.avoid)
         if slot is not None and not must_queue:
-            be.take(slot, self)  # the common case
-            self._connect(slot)
-        elif must_queue:
+            if be.take(slot, self):  # the common case
+                self._connect(slot)
+                return
+            must_queue = True  # another worker took its last free slot meanwhile
+        if must_queue:
             self.task = self.loop.create_task(self._queued(be, slot))
         else:
             self.phase = "C"
@@ -1604,8 +1700,7 @@ class Session:
         """A server slot after waiting in a queue; raises _NoServer. `slot` is the
         full server be.pick() answered, or None."""
         target = slot if (be.deterministic and slot is not None) else None
-        if target is not None and target.rt.maxqueue and \
-                target.queue_len >= be.process.server_share(target.rt.maxqueue):
+        if target is not None and target.queue_full():
             if not be.redispatch:
                 self.term = "s"
                 raise _NoServer()
@@ -1616,6 +1711,7 @@ class Session:
         self.srv_queue = target.queue_len if target is not None else 0
         self.be_queue = be.queue_len if target is None else 0
         pending = self.pending
+        be.recheck(target)
         try:
             async with asyncio.timeout(be.timeout_queue):
                 return await pending.future

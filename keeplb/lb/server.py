@@ -260,6 +260,9 @@ class ProcessRuntime:
     peer_counters: dict[int, dict[str, Any]] = field(default_factory=dict)
     # nbthread: which of the nbthread worker processes this is (1..nbthread)
     worker: int = 1
+    # nbthread: the servers' sessions and queues counted for every worker
+    # (keeplb.lb.shared.SharedCounts), when the master gave a table
+    shared: Any = None
     # nbthread: how many `clear counters` the process has seen (worker 1
     # numbers them, keeplb.proc.sync relays them); a worker's counters line
     # carries it, so one sent before a clear is not added in after it

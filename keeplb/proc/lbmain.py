@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from keeplb.config.model import HaproxyConfig
 from keeplb.errors import KeeplbError
+from keeplb.lb import shared
 from keeplb.lb.server import AdminState, OpState, ProcessRuntime
 from keeplb.proc import listeners, notify, serverstate, sync
 from keeplb.proc.affinity import bind_worker
@@ -144,6 +146,9 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
     runtime = app.build_runtime(cfg, last_addrs={(s.backend, s.server): s.addr
                                                  for s in saved if s.addr})
     runtime.worker = worker
+    if link is not None:
+        runtime.shared = shared.SharedCounts.from_env(shared.shape(cfg),
+                                                      cfg.global_.nbthread or 1, worker)
     if saved:
         n = serverstate.apply_servers_state(runtime, saved)
         log.info("loaded the state of %d server(s) from %s", n, state_file)
@@ -174,6 +179,8 @@ def serve_process(cfg: HaproxyConfig, *, sockets: dict[str, socket.socket] | Non
             for be in runtime.backends:
                 for srv in be.servers:
                     link.publish(srv)
+        for relay_be in lb.backends.values():
+            relay_be.wake = functools.partial(link.wake, relay_be.name)
         # Every worker's counters reach every other one: the stats page and
         # /metrics count the whole process whichever worker serves them.
         tasks.append(loop.create_task(link.follow(lb, worker, apply=follower)))

@@ -31,6 +31,7 @@ from typing import Any
 
 from keeplb.config.diagnostics import Diagnostics
 from keeplb.config.model import HaproxyConfig
+from keeplb.lb import shared
 from keeplb.proc import listeners, notify, serverstate, sync
 from keeplb.proc.pidfile import remove_pidfile, write_pidfile
 from keeplb.proc.title import set_title
@@ -105,6 +106,8 @@ class Master:
         self.soft_stop_pids = list(soft_stop_pids)
         self.hard_stop_pids = list(hard_stop_pids)
         self.relays: dict[int, sync.Relay] = {}
+        # nbthread: each generation's table of the servers' sessions and queues
+        self.tables: dict[int, shared.SharedCounts] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -127,6 +130,10 @@ class Master:
             argv += ["--health-fd", str(self.health_fd)]
             fds.append(self.health_fd)
         mine: socket.socket | None = None
+        table = self.tables.get(self.generation)
+        if table is not None:
+            env[shared.ENV_SHARED_FD] = str(table.fd)
+            fds.append(table.fd)
         if self.nbproc > 1:
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             env[sync.ENV_SYNC_FD] = str(theirs.fileno())
@@ -171,12 +178,19 @@ class Master:
         rc = await worker.proc.wait()
         worker.exited.set()
         self.workers.remove(worker)
+        table = self.tables.get(worker.generation)
+        if table is not None:
+            # its sessions and waiters died with it; its replacement starts at 0
+            table.reclaim(worker.relative_id)
         relay = self.relays.get(worker.generation)
         if relay is not None and worker.link is not None:
             relay.remove_worker(worker.relative_id, worker.link)
         if not any(w.generation == worker.generation for w in self.workers) \
                 and worker.generation != self.generation:
             self.relays.pop(worker.generation, None)
+            gone = self.tables.pop(worker.generation, None)
+            if gone is not None:
+                gone.close()
         if worker.leaving or self.stop.is_set():
             log.info("Former worker #%d (%d) exited with code %d", worker.relative_id, worker.pid, rc)
             return
@@ -200,6 +214,13 @@ class Master:
         previous = self.generation
         self.last_generation += 1
         self.generation = self.last_generation
+        if self.nbproc > 1:
+            try:
+                self.tables[self.generation] = shared.SharedCounts.create(
+                    shared.shape(self.cfg), self.nbproc)
+            except OSError as e:
+                log.warning("no shared server counts (%s): each worker keeps its part "
+                            "of every server's maxconn", e)
         new = [await self._spawn(i + 1, starting=True) for i in range(self.nbproc)]
 
         async def settled(w: Worker) -> None:

@@ -70,6 +70,12 @@ rate now plus the others' last reported ones, so they too lag by up to a
 second. The maxima are kept of those sums, taken as each line arrives
 (keeplb.lb.stats.process_max_rates says why not the sum of the maxima).
 
+A server's maxconn and maxqueue are counted for all workers in the master's
+shared table (keeplb.lb.shared), not through these lines; only the moment a
+worker frees a slot that another worker's clients wait for travels here:
+`{"wake": backend, "s": server}`, passed to every other worker, each of
+which serves its waiters for that server if the table still has room.
+
 Which kind a line is, where the master passes it and how a worker applies it
 is written once, in the table `Kind` (kind_of); the readers below consult it.
 """
@@ -518,6 +524,20 @@ def _live_clear(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
     return True
 
 
+def wake_record(backend: str, server: str) -> dict[str, Any]:
+    """A worker freed a slot of `server` while other workers' clients wait
+    for it (keeplb.lb.shared): whoever has a waiter takes the slot."""
+    return {"wake": backend, "s": server}
+
+
+def _live_wake(lb: LoadBalancer, rec: dict[str, Any]) -> bool:
+    be = lb.backends.get(str(rec.get("wake")))
+    if be is None:
+        return False
+    be.on_wake(str(rec.get("s")))
+    return True
+
+
 def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, Any]) -> None:
     result = RelayedResult(str(rec.get("desc") or ""), str(rec.get("info") or ""),
                            srv.check_duration_ms, srv.check_code)
@@ -540,7 +560,8 @@ def _apply_op(lb: LoadBalancer, srv: ServerRuntime, op: OpState, rec: dict[str, 
 class Route(Enum):
     """Where the master passes a line of a kind, and who acts on it."""
 
-    # from any worker to every other one, which keeps the latest per sender
+    # from any worker to every other one (counters: which keeps the latest
+    # per sender; wake: which serves its queue)
     PEERS = "peers"
     # from a follower to worker 1 only, which applies it (apply_request)
     CHECKER = "checker"
@@ -569,6 +590,7 @@ class Kind(Enum):
     more member here, and a worker that does not know it ignores it."""
 
     COUNTERS = RecordKind(lambda r: isinstance(r.get("ctr"), int), Route.PEERS)
+    WAKE = RecordKind(lambda r: isinstance(r.get("wake"), str), Route.PEERS, live=_live_wake)
     REQUEST = RecordKind(lambda r: "req" in r, Route.CHECKER)
     FRONTEND = RecordKind(lambda r: isinstance(r.get("f"), str), Route.FOLLOWERS,
                           slot=lambda r: ("f", r["f"]),
@@ -695,7 +717,12 @@ class WorkerLink:
         async for rec in self._records():
             kind = kind_of(rec)
             route = kind.value.route if kind is not None else None
-            if route is Route.PEERS:
+            if kind is Kind.WAKE:
+                try:
+                    apply_live(lb, rec)
+                except Exception:
+                    log.exception("sync: serving the queue of %s failed", rec.get("wake"))
+            elif route is Route.PEERS:
                 ctr, clr = rec["ctr"], rec.get("clr")
                 if ctr != worker and (clr if isinstance(clr, int) else 0) >= runtime.clear_epoch:
                     runtime.peer_counters[ctr] = rec
@@ -738,6 +765,10 @@ class WorkerLink:
     def publish_global(self, runtime: ProcessRuntime) -> None:
         """The checker's LoadBalancer.on_process_change."""
         self.send(global_record(runtime))
+
+    def wake(self, backend: str, server: str) -> None:
+        """Backend.wake: the other workers' waiters for `server` may go."""
+        self.send(wake_record(backend, server))
 
     def publish_clear(self, epoch: int, everything: bool) -> None:
         """The checker's LoadBalancer.on_counters_clear."""

@@ -709,39 +709,81 @@ def names_within(conns: list[socket.socket], wait: float) -> list[bytes]:
     return [got[c] for c in conns if got.get(c)]
 
 
-def test_server_maxconn_is_the_whole_process(tmp_path: Path, servers: tuple[Holder, Holder],
-                                             lb: dict[str, object]) -> None:
-    """`maxconn 2` on each server holds the process (both workers) to 2 sessions
-    per server, as haproxy's threads share it: each worker takes 1. Each worker
-    is tried alone (the other SIGSTOPped) with more clients than it may serve."""
+def start_maxconn_2(tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]
+                    ) -> tuple[subprocess.Popen[bytes], list[int], int]:
+    """Two workers, `maxconn 2` on each server; the probes' sessions ended."""
     s1, s2 = servers
     port = free_port()
     cfg, _ = write_config(tmp_path, port, s1, s2)
     cfg.write_text(cfg.read_text().replace(" rise 1 fall 1\n", " rise 1 fall 1 maxconn 2\n")
                    .replace("    timeout server 10s\n", "    timeout server 10s\n"
                             "    timeout queue 10s\n"))
-    p, workers = start_two(lb, cfg, port)
-    s1.release()
-    s2.release()  # the sessions of start_two's probes end with their servers' side
-    wait_for(lambda: not owners([s1.port, s2.port]), 5, "the probes' sessions to end")
-    held: list[socket.socket] = []
-    served: list[bytes] = []
+    p, _ = start_two(lb, cfg, port)
+    workers = [worker_pid(p, 1), worker_pid(p, 2)]
+    for s in servers:
+        s.release()  # the sessions of start_two's probes end with their servers' side
+    wait_for(lambda: not owners([s.port for s in servers]), 5, "the probes' sessions to end")
+    return p, workers, port
+
+
+def alone(worker: int, workers: list[int], port: int, n: int, wait: float = 1.5
+          ) -> tuple[list[socket.socket], list[bytes]]:
+    """`n` clients accepted by `worker` (the others SIGSTOPped meanwhile), and
+    the server names that reached them within `wait` seconds."""
+    others = [o for o in workers if o != worker]
+    for o in others:
+        os.kill(o, signal.SIGSTOP)
     try:
-        for w in workers:
-            others = [o for o in workers if o != w]
-            for o in others:
-                os.kill(o, signal.SIGSTOP)
-            try:
-                conns = burst(port, 6)
-                held += conns
-                got = names_within(conns, 1.5)
-            finally:
-                for o in others:
-                    os.kill(o, signal.SIGCONT)
-            # this worker's part: 1 session on each server, the rest wait in its queue
-            assert sorted(got) == [b"s1", b"s2"], got
-            served += got
-        assert sorted(served) == [b"s1", b"s1", b"s2", b"s2"]
+        conns = burst(port, n)
+        return conns, names_within(conns, wait)
+    finally:
+        for o in others:
+            os.kill(o, signal.SIGCONT)
+
+
+def test_server_maxconn_is_the_whole_process(tmp_path: Path, servers: tuple[Holder, Holder],
+                                             lb: dict[str, object]) -> None:
+    """`maxconn 2` on each server holds the process (both workers) to 2 sessions
+    per server, as haproxy's threads share srv->served: worker 1 alone may take
+    all 4; worker 2's clients then wait, and are served as soon as worker 1's
+    sessions end (worker 1 wakes worker 2 through the master)."""
+    p, workers, port = start_maxconn_2(tmp_path, servers, lb)
+    w1, w2 = workers
+    held: list[socket.socket] = []
+    try:
+        conns, got = alone(w1, workers, port, 4)
+        held += conns
+        assert sorted(got) == [b"s1", b"s1", b"s2", b"s2"], got
+        waiting, got = alone(w2, workers, port, 2)
+        held += waiting
+        assert got == [], "the process is at maxconn on both servers: they must wait"
+        for c in conns:  # worker 1's four sessions end, both sides closed
+            c.close()
+        for s in servers:
+            s.release()
+        assert len(names_within(waiting, 5)) == 2
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_a_dead_workers_server_slots_come_back(tmp_path: Path, servers: tuple[Holder, Holder],
+                                               lb: dict[str, object]) -> None:
+    """Worker 2 killed while it holds every server's maxconn: its sessions died
+    with it, so the master gives their slots back before it restarts it; worker 1
+    may then take all 4 again."""
+    p, workers, port = start_maxconn_2(tmp_path, servers, lb)
+    w1, w2 = workers
+    held: list[socket.socket] = []
+    try:
+        conns, got = alone(w2, workers, port, 4)
+        held += conns
+        assert sorted(got) == [b"s1", b"s1", b"s2", b"s2"], got
+        os.kill(w2, signal.SIGKILL)
+        w2 = worker_pid(p, 2, former=w2)
+        conns, got = alone(w1, [w1, w2], port, 4)
+        held += conns
+        assert sorted(got) == [b"s1", b"s1", b"s2", b"s2"], got
     finally:
         for c in held:
             c.close()

@@ -63,6 +63,7 @@ def written(rt: ProcessRuntime) -> dict[Kind, dict[str, Any]]:
         Kind.CLEAR: sync.clear_record(4, True),
         Kind.COUNTERS: sync.counters_record(rt, 2),
         Kind.REQUEST: sync.request_record(s1(rt), "admin", "maint"),
+        Kind.WAKE: sync.wake_record("be", "s1"),
     }
 
 
@@ -73,8 +74,8 @@ def test_every_writer_s_line_is_of_its_kind_with_its_route_and_slot(
     assert set(lines) == set(Kind)  # the table has no kind that nobody writes
     slots = {Kind.SERVER: ("s", "be", "s1"), Kind.FRONTEND: ("f", "fe"),
              Kind.GLOBAL: ("global",), Kind.CLEAR: ("clear",),
-             Kind.COUNTERS: None, Kind.REQUEST: None}
-    routes = {Kind.COUNTERS: Route.PEERS, Kind.REQUEST: Route.CHECKER}
+             Kind.COUNTERS: None, Kind.REQUEST: None, Kind.WAKE: None}
+    routes = {Kind.COUNTERS: Route.PEERS, Kind.REQUEST: Route.CHECKER, Kind.WAKE: Route.PEERS}
     for kind, rec in lines.items():
         wire = sync.decode(sync.encode(rec).rstrip(b"\n"))
         assert wire is not None
@@ -96,11 +97,13 @@ def test_the_wire_format_keeps_its_bytes(cfg: HaproxyConfig) -> None:
         b'{"b":"be","s":"s1","admin":"ready","op":"UP",')
     assert sync.encode(sync.global_record(rt)).startswith(b'{"global":true,"maxconn":')
     assert sync.encode(sync.counters_record(rt, 2)).startswith(b'{"ctr":2,"clr":0,')
+    assert sync.encode(sync.wake_record("be", "s1")) == b'{"wake":"be","s":"s1"}\n'
 
 
 @pytest.mark.parametrize("rec", [
     {}, {"ctr": "2"}, {"ctr": None}, {"f": 3}, {"f": None}, {"global": False},
     {"global": "yes"}, {"b": "be"}, {"s": "s1"}, {"n": 1}, {"newkind": 1},
+    {"wake": 1}, {"wake": None, "s": "s1"},
 ])
 def test_a_line_of_no_known_kind_has_no_kind_and_no_slot(rec: dict[str, Any]) -> None:
     assert sync.kind_of(rec) is None
@@ -185,6 +188,18 @@ def test_the_master_drops_a_line_of_no_known_kind() -> None:
     state = sync.encode({"b": "be", "s": "s1", "op": "DOWN"})
     relay.on_line(1, state)  # the same relay still passes a known one
     assert w2.data == sync.SYNCED + state and list(relay.snapshot) == [("s", "be", "s1")]
+
+
+def test_a_wake_goes_to_every_other_worker_and_is_not_kept() -> None:
+    relay = sync.Relay()
+    writers = {n: FakeWriter() for n in (1, 2, 3)}
+    for n, w in writers.items():
+        relay.add_worker(n, cast(Any, w))
+    wake = sync.encode(sync.wake_record("be", "s1"))
+    relay.on_line(2, wake)
+    assert {n: w.data for n, w in writers.items()} == {
+        1: sync.SYNCED + wake, 2: sync.SYNCED, 3: sync.SYNCED + wake}
+    assert relay.snapshot == {}
 
 
 def test_before_serving_a_line_of_no_known_kind_is_not_counted(cfg: HaproxyConfig) -> None:
