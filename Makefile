@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PKGS := keepalived haproxy iproute2 psmisc hatop tmux wrk procps python3-venv gcc python3-dev
 # The relay modules compiled with mypyc (tools/build_native.py); rebuilt when they change.
 NATIVE_SRC := keeplb/lb/server.py keeplb/lb/balance.py keeplb/lb/reactor.py keeplb/lb/proxy.py \
-	keeplb/lb/_fdsock.c \
+	keeplb/lb/_fdsock.c keeplb/lb/_shared.c \
 	keeplb/lb/native.py tools/build_native.py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

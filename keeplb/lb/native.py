@@ -20,7 +20,7 @@ from types import ModuleType
 COMPILED = ("keeplb.lb.server", "keeplb.lb.balance", "keeplb.lb.reactor", "keeplb.lb.proxy")
 
 # Written in C (not mypyc), with a Python twin that runs when they are not built.
-C_EXTENSIONS = ("keeplb.lb._fdsock",)
+C_EXTENSIONS = ("keeplb.lb._fdsock", "keeplb.lb._shared")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -17,10 +17,12 @@ test, and one cell per worker, which only says how much of the total that
 worker holds: when a worker dies its sessions die with it, and the master
 takes its cells out of the totals (reclaim) before it starts the replacement.
 
-Every change holds an fcntl lock on the whole table (lockf): the kernel drops
-a dead process's lock, so a worker killed in the middle of a change never
-blocks the others. Only servers with a `maxconn` or `maxqueue` (and backends
-queueing for them) pay for it; the others never touch the table.
+Every change is an atomic instruction on the shared memory (keeplb/lb/_shared.c,
+built with the relay). Where that is not built, each change holds an fcntl
+lock on the whole table (lockf) instead: the kernel drops a dead process's
+lock, so a worker killed in the middle of a change never blocks the others.
+Only servers with a `maxconn` (and backends queueing for them) pay for it;
+the others never touch the table.
 
 Layout: one signed 64-bit count per entry, `entries` entries per row; row 0
 holds the totals, row w the cells of worker w (1..nbthread). Entry order:
@@ -39,7 +41,9 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from keeplb.lb import native
 
 if TYPE_CHECKING:
     from keeplb.config.model import HaproxyConfig
@@ -48,6 +52,7 @@ log = logging.getLogger("keeplb.lb")
 
 ENV_SHARED_FD = "KEEPLB_SHARED_FD"
 _COUNT = struct.Struct("=q")
+_ATOMIC = native.load_c_extension("keeplb.lb._shared")
 Shape = Sequence[tuple[str, Sequence[str]]]
 
 
@@ -99,6 +104,8 @@ class SharedCounts:
         if os.fstat(fd).st_size != size:
             raise ValueError(f"shared table is {os.fstat(fd).st_size} bytes, not {size}")
         self.map = mmap.mmap(fd, size)
+        # the C build's atomic operations, or None: the locked ones below
+        self.atomic: Any = _ATOMIC
         self._cell = worker * entries_ * _COUNT.size
         if worker == 0 and not any(self.map[:_COUNT.size]):
             _COUNT.pack_into(self.map, 0, signature(backends))
@@ -155,6 +162,8 @@ class SharedCounts:
 
     def try_take(self, i: int, limit: int) -> bool:
         """One more on entry `i` if the total is below `limit` (0: no limit)."""
+        if self.atomic is not None:
+            return bool(self.atomic.take(self.map, i * 8, self._cell + i * 8, limit))
         self._lock()
         try:
             if limit > 0 and self.get(i) >= limit:
@@ -166,6 +175,8 @@ class SharedCounts:
 
     def add(self, i: int, delta: int) -> int:
         """Entry `i` changed by `delta` for this worker; returns the new total."""
+        if self.atomic is not None:
+            return int(self.atomic.add(self.map, i * 8, self._cell + i * 8, delta))
         self._lock()
         try:
             return self._add(i, delta)
@@ -180,6 +191,10 @@ class SharedCounts:
             return 0
         held = 0
         base = worker * self.entries * 8
+        if self.atomic is not None:
+            for i in range(self.entries):
+                held += abs(int(self.atomic.reclaim(self.map, i * 8, base + i * 8)))
+            return held
         self._lock()
         try:
             for i in range(self.entries):

@@ -15,22 +15,31 @@ from typing import Any
 import pytest
 
 from keeplb.config import haproxy
-from keeplb.lb import app, shared
+from keeplb.lb import app, native, shared
 from keeplb.lb.proxy import Session
 from keeplb.lb.shared import SharedCounts
 
 SHAPE = [("be", ["s1", "s2"]), ("other", ["x"])]
 
 
-@pytest.fixture
-def table() -> Iterator[SharedCounts]:
+ATOMIC = native.load_c_extension("keeplb.lb._shared")
+# the C build's atomic operations and shared.py's locked ones must agree
+IMPLEMENTATIONS = [pytest.param(ATOMIC, id="c", marks=pytest.mark.skipif(
+    ATOMIC is None, reason="keeplb/lb/_shared.c not built")), pytest.param(None, id="python")]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def table(request: pytest.FixtureRequest) -> Iterator[SharedCounts]:
     t = SharedCounts.create(SHAPE, 2)
+    t.atomic = request.param
     yield t
     t.close()
 
 
-def view(table: SharedCounts, worker: int) -> SharedCounts:
-    return SharedCounts(os.dup(table.fd), SHAPE, 2, worker)
+def view(table: SharedCounts, worker: int, shape: shared.Shape = SHAPE) -> SharedCounts:
+    v = SharedCounts(os.dup(table.fd), shape, 2, worker)
+    v.atomic = table.atomic
+    return v
 
 
 def test_the_entries_follow_the_config_order() -> None:
@@ -122,7 +131,9 @@ backend be
 """
 
 
-def test_a_waiter_of_one_worker_gets_the_slot_another_frees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("atomic", IMPLEMENTATIONS)
+def test_a_waiter_of_one_worker_gets_the_slot_another_frees(tmp_path: Path,
+                                                            atomic: Any) -> None:
     """Two workers' backends on one table (in one process here): worker 1 holds
     s1's only slot, worker 2's client queues; worker 1's release wakes worker 2
     (sync relays the wake line), which serves its waiter."""
@@ -131,13 +142,14 @@ def test_a_waiter_of_one_worker_gets_the_slot_another_frees(tmp_path: Path) -> N
     cfg, diags = haproxy.parse([str(path)])
     assert not diags.has_errors
     table = SharedCounts.create(shared.shape(cfg), 2)
+    table.atomic = atomic
 
     async def run() -> None:
         lbs = []
         for w in (1, 2):
             rt = app.build_runtime(cfg, resolve=False)
             rt.nbthread, rt.worker = 2, w
-            rt.shared = view_of(table, cfg, w)
+            rt.shared = view(table, w, shared.shape(cfg))
             lbs.append(app.LoadBalancer(cfg, rt))
         be1, be2 = (lb.backends["be"] for lb in lbs)
         woken: list[str] = []
@@ -174,5 +186,14 @@ def test_a_waiter_of_one_worker_gets_the_slot_another_frees(tmp_path: Path) -> N
         table.close()
 
 
-def view_of(table: SharedCounts, cfg: Any, worker: int) -> SharedCounts:
-    return SharedCounts(os.dup(table.fd), shared.shape(cfg), 2, worker)
+@pytest.mark.skipif(ATOMIC is None, reason="keeplb/lb/_shared.c not built")
+@pytest.mark.parametrize("offsets", [(-8, 8), (8, 4), (0, 9 * 8 * 3), (3, 8)])
+def test_the_c_build_refuses_an_offset_outside_the_table(offsets: tuple[int, int]) -> None:
+    t = SharedCounts.create(SHAPE, 2)
+    try:
+        with pytest.raises(ValueError, match="outside the table"):
+            ATOMIC.take(t.map, *offsets, 1)
+        with pytest.raises(TypeError):
+            ATOMIC.add(t.map, 8, 8)
+    finally:
+        t.close()
