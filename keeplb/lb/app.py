@@ -168,10 +168,13 @@ def make_backend_balancer(p: Proxy, servers: Sequence[ServerRuntime],
                           process: ProcessRuntime | None = None) -> Balancer:
     """The backend's balancer with its usable servers set up; unsupported
     algorithms fall back to roundrobin (the config checker warns about them).
-    `process`: with nbthread, `balance first` fills this worker's part of each
-    server's maxconn."""
+    `process`: with nbthread, `balance first` fills each server to its maxconn
+    when the workers count it together (the master's table: a server another
+    worker filled is skipped as full), else this worker's part of it."""
+    split = process is not None and process.shared is None
     bs = [BalancedServer(s.name, s.uweight * BE_WEIGHT_SCALE, s.backup,
-                         process.server_share(s.maxconn) if process and s.maxconn else s.maxconn)
+                         process.server_share(s.maxconn) if split and process and s.maxconn
+                         else s.maxconn)
           for s in servers]
     allb = p.option("allbackups")
     try:

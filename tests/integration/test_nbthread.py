@@ -709,7 +709,8 @@ def names_within(conns: list[socket.socket], wait: float) -> list[bytes]:
     return [got[c] for c in conns if got.get(c)]
 
 
-def start_maxconn_2(tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]
+def start_maxconn_2(tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object],
+                    balance: str = "roundrobin"
                     ) -> tuple[subprocess.Popen[bytes], list[int], int]:
     """Two workers, `maxconn 2` on each server; the probes' sessions ended."""
     s1, s2 = servers
@@ -717,7 +718,8 @@ def start_maxconn_2(tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str
     cfg, _ = write_config(tmp_path, port, s1, s2)
     cfg.write_text(cfg.read_text().replace(" rise 1 fall 1\n", " rise 1 fall 1 maxconn 2\n")
                    .replace("    timeout server 10s\n", "    timeout server 10s\n"
-                            "    timeout queue 10s\n"))
+                            "    timeout queue 10s\n")
+                   .replace("backend be\n", f"backend be\n    balance {balance}\n"))
     p, _ = start_two(lb, cfg, port)
     workers = [worker_pid(p, 1), worker_pid(p, 2)]
     for s in servers:
@@ -762,6 +764,24 @@ def test_server_maxconn_is_the_whole_process(tmp_path: Path, servers: tuple[Hold
         for s in servers:
             s.release()
         assert len(names_within(waiting, 5)) == 2
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_balance_first_fills_a_server_for_the_whole_process(
+        tmp_path: Path, servers: tuple[Holder, Holder], lb: dict[str, object]) -> None:
+    """`balance first` with `maxconn 2`: worker 1 puts its two clients on s1
+    (its whole maxconn, not a half), and worker 2's next client goes to s2, the
+    first server the process has not filled."""
+    p, workers, port = start_maxconn_2(tmp_path, servers, lb, balance="first")
+    w1, w2 = workers
+    held: list[socket.socket] = []
+    try:
+        for worker, n, names in ((w1, 2, [b"s1", b"s1"]), (w2, 1, [b"s2"])):
+            conns, got = alone(worker, workers, port, n)
+            held += conns
+            assert got == names
     finally:
         for c in held:
             c.close()
