@@ -47,6 +47,7 @@ from keeplb.config.model import (
     TcpRequestContent,
     UseBackend,
 )
+from keeplb.config.patterns import load_pattern_files
 
 SUPPORTED = "supported"
 UNSUPPORTED = "unsupported"
@@ -1141,7 +1142,8 @@ CONNECTION_FETCHES = frozenset("""
 _STICK_COUNTER_FETCH = re.compile(r"sc[0-2]?_")
 
 # What keeplb's layer-4 ACLs evaluate (keeplb.lb.proxy.compile_acl; a test keeps the
-# two in step): no pattern files, no converters; ports as haproxy reads integer
+# two in step): no converters; pattern files are read into the values when the
+# config is parsed (keeplb.config.patterns); ports as haproxy reads integer
 # patterns (values, ranges, open ranges, eq/ge/gt/le/lt: int_patterns).
 L4_CRITERIA = frozenset({"always_true", "always_false", "src", "dst", "src_port", "dst_port"})
 _INT_OPERATORS = frozenset({"eq", "ge", "gt", "le", "lt"})
@@ -1173,7 +1175,14 @@ def acl_flags(words: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def anonymous_acl(term: str) -> Acl:
-    """The ACL of an anonymous condition term, '{ src -f list.lst }' (without its '!')."""
+    """The ACL of an anonymous condition term, '{ src -f list.lst }' (without its
+    '!'), its pattern files read (one that cannot be read stays a `-f` flag,
+    which the relay cannot evaluate; the config check has refused it)."""
+    return load_pattern_files(written_anonymous_acl(term))[0]
+
+
+def written_anonymous_acl(term: str) -> Acl:
+    """anonymous_acl as written, its pattern files not read."""
     words = term.strip().removeprefix("{").removesuffix("}").split()
     flags, values = acl_flags(words[1:])
     return Acl("", words[0] if words else "", tuple(flags), tuple(values))
@@ -1211,14 +1220,34 @@ def l4_unsupported(acl: Acl) -> str | None:
     return None
 
 
-def _int_pattern_error(acl: Acl) -> str | None:
-    """haproxy's error on the patterns of a port ACL (src_port, dst_port), or None."""
+def _int_pattern_error(acl: Acl, where: Sequence[str] = ()) -> str | None:
+    """haproxy's error on the patterns of a port ACL (src_port, dst_port), or None.
+    `where`: each value's origin in a pattern file (load_pattern_files), whose
+    lines haproxy reads one pattern each (no operators)."""
     flags = acl.flags
     if acl.criterion not in ("src_port", "dst_port") or "-f" in flags or "-M" in flags:
         return None
     if any(f == "-m" and flags[i + 1 : i + 2] != ("int",) for i, f in enumerate(flags)):
         return None  # another match method reads the patterns otherwise
-    return int_patterns(acl.values)[1]
+    origins = list(where) or [""] * len(acl.values)
+    from_files = [(v, o) for v, o in zip(acl.values, origins, strict=True) if o]
+    for value, origin in from_files:
+        why = int_patterns((value,))[1]
+        if why is not None:
+            return why + origin
+    return int_patterns(acl.values[len(from_files):])[1]
+
+
+def _ip_pattern(value: str) -> bool:
+    """Whether haproxy takes `value` as an address pattern (src, dst)."""
+    # inet_aton() forms ('10', '10.1') are valid IPv4 for haproxy
+    if re.fullmatch(r"\d+(\.\d+){0,3}(/[\d.]+)?", value):
+        return True
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _l4_checked(acl: Acl) -> Callable[[tuple[str, int], tuple[str, int]], bool] | None:
@@ -2659,23 +2688,25 @@ class _Parser:
                          f"method '{criterion}' in ACL expression",
                          hint=did_you_mean(criterion, SAMPLE_FETCHES))
             return
-        if criterion in ("src", "dst") and "-f" not in flags and "-M" not in flags:
-            for k, value in enumerate(rest):
-                # inet_aton() forms ('10', '10.1') are valid IPv4 for haproxy
-                if re.fullmatch(r"\d+(\.\d+){0,3}(/[\d.]+)?", value):
-                    continue
-                try:
-                    ipaddress.ip_network(value, strict=False)
-                except ValueError:
-                    self.d.error(line.at(len(line) - len(rest) + k), "error detected while "
-                                 f"parsing ACL '{name}' : '{value}' is not a valid IPv4 or IPv6 "
-                                 "address")
+        acl, where, failed = load_pattern_files(
+            Acl(name, criterion, tuple(flags), tuple(rest), line.span))
+        if failed is not None:
+            self.d.error(line.at(2), f"error detected while parsing ACL '{name}' : {failed}")
+            return
+        from_line = len(acl.values) - len(rest)  # the values written on the line come last
+        if criterion in ("src", "dst") and "-M" not in acl.flags:
+            for k, value in enumerate(acl.values):
+                if not _ip_pattern(value):
+                    at = line.at(len(line) - len(rest) + k - from_line) if k >= from_line \
+                        else line.at(2)
+                    self.d.error(at, f"error detected while parsing ACL '{name}' : '{value}' "
+                                 f"is not a valid IPv4 or IPv6 address{where[k]}")
                     return
-        why = _int_pattern_error(Acl(name, criterion, tuple(flags), tuple(rest)))
+        why = _int_pattern_error(acl, where)
         if why is not None:
             self.d.error(line.at(2), f"error detected while parsing ACL '{name}' : {why}")
             return
-        proxy.acls.append(Acl(name, criterion, tuple(flags), tuple(rest), line.span))
+        proxy.acls.append(acl)
         info.acl_names.add(name)
 
     def _condition(self, line: Line, words: list[str],
@@ -2700,7 +2731,8 @@ class _Parser:
                                      f"'{what}' in anonymous ACL",
                                      hint=did_you_mean(what, SAMPLE_FETCHES) if what else None)
                         return False, None
-                    why = _int_pattern_error(anonymous_acl(ref))
+                    anon, where, why = load_pattern_files(written_anonymous_acl(ref))
+                    why = why or _int_pattern_error(anon, where)
                     if why is not None:
                         self.d.error(line.at(offset), f"'{line.words[0]}' : error detected while "
                                      f"parsing anonymous ACL : {why}")

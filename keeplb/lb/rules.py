@@ -16,7 +16,9 @@ whose condition holds decides; none: accept. An ACL on a fetch haproxy cannot
 evaluate at that point (a payload, a header, ...) never matches (haproxy
 warns), so `reject unless { req.len gt 0 }` rejects everything, as there. A
 rule keeplb cannot evaluate as haproxy would (src_is_local, stick counters,
-`-f` pattern files, ...) is left out; the config check warns about it.
+`-M` map files, ...) is left out; the config check warns about it. Pattern
+files (`-f`) are read into the ACL's values when the config is parsed
+(keeplb.config.patterns).
 """
 
 from __future__ import annotations

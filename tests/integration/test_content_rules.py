@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from lbhelpers import terminate  # noqa: E402
 from test_proxy import LO, TIMEOUT, Backend, free_port, run, running, stats_cmd  # noqa: E402
 
 from keeplb.config.haproxy import parse_text  # noqa: E402
@@ -171,12 +172,7 @@ def test_sni_routing_same_as_haproxy(tmp_path: Any, timeout_client: str) -> None
                 assert dreq(await stats_cmd(str(k_sock), "show stat")) == \
                     dreq(await stats_cmd(str(h_sock), "show stat")) == "1"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            terminate(proc)
             for b in (api, other):
                 if b.server is not None:
                     b.server.close()

@@ -582,7 +582,7 @@ frontend f from d
         # what keeplb's layer-4 ACLs do not evaluate: the rule is left out
         ("reject if { src_is_local }", "fetch 'src_is_local' in a 'tcp-request connection' "
          "condition is not supported by keeplb; the rule is ignored"),
-        ("accept if { src -f /etc/haproxy/allow.lst }", "ACL flag '-f' in a 'tcp-request"),
+        ("accept if { src -M /etc/haproxy/allow.map }", "ACL flag '-M' in a 'tcp-request"),
         ("reject if { dst_port -m str 443 }", "match method '-m str' in a 'tcp-request"),
         ("reject if WAIT_END", "fetch 'wait_end'"),
         ("expect-proxy layer4 if { src 10.0.0.0/8 }",
@@ -826,7 +826,7 @@ backend b
          "supported by keeplb; the rule is ignored"),
         ("use_backend b if admin || { hdr(host) -i x }", "fetch 'hdr(host)' in a 'use_backend'"),
         ("use_backend b unless HTTP", "fetch 'req.proto_http' in a 'use_backend'"),
-        ("use_backend b if { src -f /etc/haproxy/list.lst }", "ACL flag '-f' in a 'use_backend'"),
+        ("use_backend b if { src -M /etc/haproxy/list.map }", "ACL flag '-M' in a 'use_backend'"),
         ("use_backend b if { dst_port -m str 443 }", "match method '-m str' in a 'use_backend'"),
         ("use_backend b_%[dst_port]", "dynamic backend name 'b_%[dst_port]' in 'use_backend' is "
          "not supported by keeplb; the rule is ignored"),

@@ -121,7 +121,7 @@ def test_an_unrelated_layer7_acl_does_not_break_a_layer4_route() -> None:
 @pytest.mark.parametrize("cond", [
     "if { dst_port 8443 }", "unless { dst_port gt 1024 }", "if TRUE", "if !FALSE",
     "if LOCALHOST", "if { src -m ip 10.0.0.0/8 }", "if { dst_port -m int 1:9 }",
-    "if { dst_port -m str 8443 }", "if { src -f /etc/haproxy/list.lst }", "if HTTP",
+    "if { dst_port -m str 8443 }", "if { src -M /etc/haproxy/list.map }", "if HTTP",
     "if { path_beg /x } || { src 10.0.0.1 }", "if { src_is_local }", "if mixed",
     "if { always_true } !{ always_false }", "if !!LOCALHOST", "if",
 ])

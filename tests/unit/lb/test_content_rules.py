@@ -143,7 +143,7 @@ def test_no_content_rule_no_content_path() -> None:
 
 @pytest.mark.parametrize("body, warning", [
     ("    tcp-request content reject if { req.hdr(host) -m found }", "the rule is ignored"),
-    ("    tcp-request content reject if { req.ssl_sni -f /nonexistent }", "the rule is ignored"),
+    ("    tcp-request content reject if { req.ssl_sni -M /nonexistent }", "the rule is ignored"),
     ("    tcp-request content set-var(txn.x) int(1)", "is not supported by keeplb"),
     # without content rules, use_backend runs at once on no data: still not supported
     ("    use_backend api if { req.ssl_sni api.example }", "is not supported by keeplb"),

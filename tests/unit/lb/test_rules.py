@@ -100,7 +100,7 @@ def test_fetches_not_available_at_accept_never_match_as_in_haproxy() -> None:
 
 def test_rules_keeplb_cannot_evaluate_are_left_out() -> None:
     rules = compiled("""\
-    tcp-request connection reject if { src -f /etc/haproxy/deny.lst }
+    tcp-request connection reject if { src -M /etc/haproxy/deny.map }
     tcp-request connection reject if { dst_port -m str 1024 }
     tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 }
     tcp-request connection reject if { src 192.0.2.0/24 }
