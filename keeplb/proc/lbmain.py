@@ -289,7 +289,7 @@ def main(paths: Sequence[str], *, daemon: bool = False, foreground: bool = False
         socks = app.open_listeners(cfg)
         from keeplb.proc.daemonize import daemonize
 
-        daemonize()
+        daemonize(keep_cwd=True)
     else:
         socks = None
     bind_worker(g.cpu_map, 1)

@@ -397,7 +397,7 @@ def main(paths: Sequence[str], cfg: HaproxyConfig, *, daemon: bool = False,
     if daemon:
         from keeplb.proc.daemonize import daemonize
 
-        daemonize()
+        daemonize(keep_cwd=True)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] (%(process)d) : %(message)s")
     set_title("lb master")
     if pidfile:

@@ -346,7 +346,7 @@ def main(haproxy_paths: Sequence[str], keepalived_path: str, *, daemon: bool = F
     if daemon:
         from keeplb.proc.daemonize import daemonize
 
-        daemonize()
+        daemonize(keep_cwd=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keeplb-run: %(message)s")
     set_title("run")
     if pidfile:

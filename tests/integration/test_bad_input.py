@@ -252,11 +252,16 @@ def test_unwritable_pidfile_is_a_clear_error(tmp_path: Path, pidfile: str,
 
 
 def test_relative_paths_survive_daemon_mode(tmp_path: Path) -> None:
-    # A daemon changes directory to "/": the master of -W -D used to look for
-    # its relative -f there, its workers failed, and the pidfile went to /.
+    # haproxy -D stays in its directory; keeplb's daemon went to "/", where the
+    # master of -W -D looked for its relative -f, its workers failed, the pidfile
+    # went to /, and a relative ACL pattern file was not found by the workers.
     echo = Echo(b"s1")
     port = free_port()
-    listening_config(tmp_path, port, echo.port)
+    cfg = listening_config(tmp_path, port, echo.port)
+    cfg.write_text(cfg.read_text().replace(
+        "    default_backend be\n", "    acl ok src -f allow.lst\n"
+        "    tcp-request connection reject if !ok\n    default_backend be\n"))
+    (tmp_path / "allow.lst").write_text("127.0.0.1\n")
     name = f"klb-{os.getpid()}-lb.pid"  # unique, so a stray one in / is found and removed
     pidfile = tmp_path / name
     try:
