@@ -308,8 +308,9 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 
 OPTIONS_SUPPORTED = {
     "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog",
-    "log-health-checks", "log-separate-errors", "nolinger", "redispatch", "splice-auto",
-    "splice-request", "splice-response", "srvtcpka", "tcp-check", "tcpka", "tcplog",
+    "log-health-checks", "log-separate-errors", "nolinger", "redis-check", "redispatch",
+    "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",
+    "tcp-check", "tcpka", "tcplog",
 }
 # clitcpka/srvtcpka/tcpka (SO_KEEPALIVE) and nolinger (SO_LINGER 0 s, a RST on close)
 # are set by the relay (keeplb/lb/proxy.py) as haproxy 2.6 sets them. Not acted on

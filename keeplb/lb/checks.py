@@ -21,6 +21,7 @@ import os
 import random
 import re
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ class ExpectStep:
     ok_status: CheckStatus | None = None
     error_status: CheckStatus | None = None
     tout_status: CheckStatus | None = None
+    # haproxy's built-in checks (option redis-check, ...): the info of a pass
+    # (None: "(tcp-check)"), a failure's info being the response's first line
+    # (else haproxy's "TCPCHK did not match ..."; '' for none), the code shown
+    ok_msg: str | None = None
+    error_line: bool = False
+    error_msg: str | None = None
+    code: int | None = None
 
     def describe(self, http: bool) -> str:
         """haproxy's '(expect ...)' words in timeout messages."""
@@ -146,6 +154,9 @@ class CheckSpec:
     expects: tuple[ExpectStep, ...] = ()
     """httpchk: the `http-check expect` rules (empty: status 200-399)."""
     disable_on_404: bool = False
+    builtin: str | None = None
+    """tcp-check: the `option` whose ruleset this is (redis-check, ssl-hello-chk):
+    haproxy adds no " at step N of tcp-check" to its messages."""
     inter: int = 2000
     connect_timeout: int | None = None  # `timeout connect`, ms
     check_timeout: int | None = None  # `timeout check`, ms
@@ -176,27 +187,33 @@ class CheckSpec:
         )
         inter = opts.inter or 2000
         kind = CheckKind.TCP
+        builtin = next((b for b in BUILTIN_CHECKS if backend.option(b)), None)
+        steps: tuple[Step, ...] = ()
         if backend.option("httpchk"):
             kind = CheckKind.HTTP
         elif backend.option("tcp-check"):
             kind = CheckKind.TCP_CHECK
+        elif builtin is not None:
+            kind = CheckKind.TCP_CHECK
+            steps = (ConnectStep(implicit=True), *BUILTIN_CHECKS[builtin]())
         else:
-            for other in ("ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
-                          "smtpchk", "ldap-check", "spop-check", "external-check"):
+            for other in ("mysql-check", "pgsql-check", "smtpchk", "ldap-check", "spop-check",
+                          "external-check"):
                 if backend.option(other):
                     warnings.append(f"'option {other}' is not supported by keeplb; "
                                     "using a TCP connect check")
-        steps: tuple[Step, ...] = ()
         request: HttpRequest | None = None
         expects: tuple[ExpectStep, ...] = ()
         disable404 = False
-        if kind is CheckKind.TCP_CHECK:
+        if kind is CheckKind.TCP_CHECK and not steps:
+            builtin = None
             steps = _tcp_check_steps(backend, warnings)
         elif kind is CheckKind.HTTP:
             request, expects, disable404 = _http_check(backend, warnings)
         return cls(
             kind=kind, host=chk_host, port=chk_port, ssl=use_ssl, tls=tls, steps=steps,
-            request=request, expects=expects, disable_on_404=disable404, inter=inter,
+            request=request, expects=expects, disable_on_404=disable404, builtin=builtin,
+            inter=inter,
             connect_timeout=backend.timeout("connect"), check_timeout=backend.timeout("check"),
             warnings=tuple(warnings),
         )
@@ -293,6 +310,39 @@ def _connect(args: Sequence[str], warnings: list[str]) -> ConnectStep:
             warnings.append(f"'connect {a}' is not supported by keeplb; ignored")
             i += 1
     return ConnectStep(port=port, addr=addr, ssl=use_ssl, sni=sni, comment=comment)
+
+
+def ssl_hello() -> bytes:
+    """An SSLv3 ClientHello, which `option ssl-hello-chk` sends: any SSL/TLS
+    server answers it with a handshake or an alert record (first byte 0x16 or
+    0x15), whatever versions it accepts; anything else is not SSL."""
+    suites = (0x0035, 0x002F, 0x000A, 0x0005, 0x0004, 0x0009, 0x0003)
+    body = (b"\x03\x00" + struct.pack("!I", int(time.time())) + os.urandom(28) + b"\x00"
+            + struct.pack("!H", 2 * len(suites)) + b"".join(struct.pack("!H", c) for c in suites)
+            + b"\x01\x00")
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x00" + struct.pack("!H", len(handshake)) + handshake
+
+
+def _ssl_hello_check() -> tuple[Step, ...]:
+    return (SendStep(ssl_hello()),
+            ExpectStep("rbinary", "^1[56]", min_recv=5, ok_status=CheckStatus.L6OK,
+                       error_status=CheckStatus.L6RSP, tout_status=CheckStatus.L6TOUT,
+                       ok_msg="", error_msg=""))
+
+
+def _redis_check() -> tuple[Step, ...]:
+    return (SendStep(b"*1\r\n$4\r\nPING\r\n"),
+            ExpectStep("string", "+PONG", error_status=CheckStatus.L7STS,
+                       ok_msg="Redis server is ok", error_line=True, code=0))
+
+
+# haproxy 2.6's `option` checks that are tcp-check rulesets keeplb runs, with
+# their messages as haproxy logs them (checked against it: test_builtin_checks)
+BUILTIN_CHECKS: dict[str, Callable[[], tuple[Step, ...]]] = {
+    "ssl-hello-chk": _ssl_hello_check,
+    "redis-check": _redis_check,
+}
 
 
 def _tcp_check_steps(backend: Proxy, warnings: list[str]) -> tuple[Step, ...]:
@@ -451,7 +501,7 @@ class _Run:
 
     def where(self) -> str:
         """haproxy's " at step N of tcp-check (...)" suffix, for tcp-check rulesets only."""
-        if self.spec.kind is not CheckKind.TCP_CHECK:
+        if self.spec.kind is not CheckKind.TCP_CHECK or self.spec.builtin:
             return ""
         if self.step_id == 0:
             return " at initial connection step of tcp-check"
@@ -633,7 +683,7 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
             info = f"TCPCHK got an empty response at step {run.step_id}"
             if step.comment:
                 info += f" comment: '{step.comment}'"
-            raise _Done(step.error_status or CheckStatus.L7RSP, info)
+            raise _Done(step.error_status or CheckStatus.L7RSP, info, step.code)
         last = run.eof or len(run.buf) >= CHECK_BUFSIZE
         if not last and _need_more(step, run.buf):
             await _recv(run)
@@ -644,6 +694,12 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
             continue
         if match != step.negate:
             return
+        if step.error_line:
+            raise _Done(step.error_status or CheckStatus.L7RSP,
+                        re.split(rb"[\r\n]", run.buf, maxsplit=1)[0].decode("latin-1"),
+                        step.code)
+        if step.error_msg is not None:
+            raise _Done(step.error_status or CheckStatus.L7RSP, step.error_msg, step.code)
         word = "TCPCHK matched unwanted content" if match else "TCPCHK did not match content"
         kind = {"string": f" '{step.pattern}'", "binary": " (binary)", "rstring": " (regex)",
                 "rbinary": " (binary regex)"}.get(step.match, "")
@@ -676,7 +732,8 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
             await _tcp_expect(run, step)
         last = step
     if isinstance(last, ExpectStep):
-        return _result(last.ok_status or CheckStatus.L7OK, "(tcp-check)", run)
+        info = "(tcp-check)" if last.ok_msg is None else last.ok_msg
+        return _result(last.ok_status or CheckStatus.L7OK, info, run, last.code)
     if isinstance(last, ConnectStep):
         status = CheckStatus.L6OK if (last.ssl or (last.implicit and spec.ssl)) \
             else CheckStatus.L4OK
@@ -796,7 +853,8 @@ async def run_check(spec: CheckSpec, timeout_ms: int) -> CheckResult:
         await _do_connect(run, spec.host, spec.port, spec.ssl, spec.tls.sni)
         return _result(CheckStatus.L6OK if spec.ssl else CheckStatus.L4OK, "", run)
     except _Done as done:
-        return _result(done.status, done.info, run, done.code if done.code else run.code)
+        return _result(done.status, done.info, run,
+                       done.code if done.code is not None else run.code)
     except (OSError, ssl.SSLError, ValueError, UnicodeError) as exc:
         return _result(CheckStatus.SOCKERR, _errno_text(exc), run)
     finally:

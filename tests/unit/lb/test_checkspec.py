@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from keeplb.config.haproxy import parse_text
 from keeplb.lb.checks import (
     CheckKind,
@@ -76,9 +78,18 @@ def test_httpchk_defaults_to_options_slash() -> None:
 
 
 def test_unsupported_check_types_warn() -> None:
-    spec = _spec("  option redis-check")
+    spec = _spec("  option mysql-check")
     assert spec.kind is CheckKind.TCP
-    assert any("redis-check" in w for w in spec.warnings)
+    assert any("mysql-check" in w for w in spec.warnings)
+
+
+@pytest.mark.parametrize("option", ["redis-check", "ssl-hello-chk"])
+def test_builtin_checks_are_tcp_check_rulesets(option: str) -> None:
+    spec = _spec(f"  option {option}")
+    assert spec.kind is CheckKind.TCP_CHECK and spec.builtin == option and not spec.warnings
+    assert [type(s).__name__ for s in spec.steps] == ["ConnectStep", "SendStep", "ExpectStep"]
+    # the last check option of a backend wins, as in haproxy
+    assert _spec(f"  option {option}\n  option tcp-check").builtin is None
 
 
 def test_ascii_encode_is_haproxys() -> None:

@@ -1,0 +1,147 @@
+"""`option ssl-hello-chk` and `option redis-check`, with haproxy 2.6 as the oracle:
+the same small servers on 127.0.0.1 checked by both, and the reason, code and
+info of each result as haproxy logs them (`option log-health-checks`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+import trustme
+from test_checks import LOCAL, Handler, _closed_port, _haproxy_lines, _port, _serve, _silent
+
+from keeplb.config.haproxy import parse_text
+from keeplb.lb.checks import CheckSpec, run_check, ssl_hello
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None,
+                                reason="needs haproxy (the oracle)")
+
+_RESULT = re.compile(r'Health check for server (\S+)/s1 (?:succeeded|failed), reason: ([^,]+)'
+                     r'(?:, code: (\d+))?(?:, info: "(.*)")?, check duration')
+
+
+def _answer(data: bytes) -> Handler:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(4096)
+        w.write(data)
+        await w.drain()
+    return handler
+
+
+class TlsServer:
+    """A blocking OpenSSL server on a thread: it answers a hello it refuses with
+    an alert record, as TLS servers do (asyncio's TLS server closes silently)."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self.sock = socket.create_server((LOCAL, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2)
+            with contextlib.suppress(OSError), conn:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+BACKENDS = {
+    # name: (option, server)
+    "hello_tls": ("ssl-hello-chk", "tls"),
+    "hello_plain": ("ssl-hello-chk", "text"),
+    "hello_short_alert": ("ssl-hello-chk", "alert"),
+    "hello_silent": ("ssl-hello-chk", "silent"),
+    "hello_refused": ("ssl-hello-chk", "closed"),
+    "redis_pong": ("redis-check", "pong"),
+    "redis_error": ("redis-check", "error"),
+    "redis_later": ("redis-check", "later"),
+    "redis_short": ("redis-check", "short"),
+    "redis_silent": ("redis-check", "silent"),
+    "redis_refused": ("redis-check", "closed"),
+}
+
+
+def test_results_match_haproxy(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(ctx)
+
+    async def main() -> tuple[dict[str, tuple[str, str, str]], dict[str, tuple[str, str, str]]]:
+        tls = TlsServer(ctx)
+        servers = {
+            "text": await _serve(_answer(b"HTTP/1.0 400 Bad Request\r\n\r\n")),
+            "alert": await _serve(_answer(b"\x15\x03")),
+            "silent": await _serve(_silent),
+            "pong": await _serve(_answer(b"+PONG\r\n")),
+            "error": await _serve(_answer(b"-ERR not now\r\nmore")),
+            "later": await _serve(_answer(b"xx+PONG\r\n")),
+            "short": await _serve(_answer(b"+PON")),
+        }
+        ports = {name: _port(s) for name, s in servers.items()}
+        ports["closed"], ports["tls"] = _closed_port(), tls.port
+        text = ("global\n  log stdout format raw local0\n"
+                "defaults\n  mode tcp\n  log global\n  option log-health-checks\n"
+                "  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
+                "  timeout check 300ms\n  default-server inter 300 rise 1 fall 1\n"
+                f"frontend fe\n  bind 127.0.0.1:{_closed_port()}\n"
+                "  default_backend hello_tls\n")
+        for name, (option, server) in BACKENDS.items():
+            text += f"backend {name}\n  option {option}\n  server s1 127.0.0.1:{ports[server]} check\n"
+        cfg_file = tmp_path / "haproxy.cfg"
+        cfg_file.write_text(text)
+        cfg, diags = parse_text(text)
+        assert not diags.errors and not diags.warnings, [str(d) for d in diags]
+
+        ours: dict[str, tuple[str, str, str]] = {}
+        for be in cfg.backends:
+            srv = be.servers[0]
+            r = await run_check(CheckSpec.from_config(be, srv, LOCAL, srv.address.port_low), 300)
+            ours[be.name] = (r.status.description, "" if r.code is None else str(r.code), r.info)
+        theirs: dict[str, tuple[str, str, str]] = {}
+        try:
+            for line in await _haproxy_lines(cfg_file, _RESULT, len(BACKENDS)):
+                m = _RESULT.search(line)
+                assert m is not None
+                theirs.setdefault(m.group(1), (m.group(2), m.group(3) or "", m.group(4) or ""))
+        finally:
+            tls.close()
+            for s in servers.values():
+                s.close()
+                await s.wait_closed()
+        return ours, theirs
+
+    ours, theirs = asyncio.run(main())
+    assert set(theirs) == set(BACKENDS), theirs
+    assert ours == theirs
+    # the oracle behaves as documented, so the comparison means something
+    assert theirs["hello_tls"][0] == "Layer6 check passed"
+    assert theirs["redis_pong"] == ("Layer7 check passed", "0", "Redis server is ok")
+
+
+def test_the_hello_is_an_sslv3_client_hello() -> None:
+    hello = ssl_hello()
+    assert hello[:3] == b"\x16\x03\x00" and int.from_bytes(hello[3:5], "big") == len(hello) - 5
+    assert hello[5] == 1 and int.from_bytes(hello[6:9], "big") == len(hello) - 9
+    assert hello[9:11] == b"\x03\x00" and hello != ssl_hello()  # a fresh random each time
