@@ -308,7 +308,8 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 
 OPTIONS_SUPPORTED = {
     "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog",
-    "log-health-checks", "log-separate-errors", "nolinger", "redis-check", "redispatch",
+    "log-health-checks", "log-separate-errors", "nolinger", "pgsql-check", "redis-check",
+    "redispatch",
     "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",
     "tcp-check", "tcpka", "tcplog",
 }

@@ -85,6 +85,9 @@ class ExpectStep:
     # (else haproxy's "TCPCHK did not match ..."; '' for none), the code shown
     ok_msg: str | None = None
     error_line: bool = False
+    error_from: int | None = None
+    """A failure's info: the response from this offset to its first NUL
+    (option pgsql-check: the message of a PostgreSQL error)."""
     error_msg: str | None = None
     code: int | None = None
 
@@ -195,9 +198,10 @@ class CheckSpec:
             kind = CheckKind.TCP_CHECK
         elif builtin is not None:
             kind = CheckKind.TCP_CHECK
-            steps = (ConnectStep(implicit=True), *BUILTIN_CHECKS[builtin]())
+            steps = (ConnectStep(implicit=True),
+                     *BUILTIN_CHECKS[builtin](backend.option_args.get(builtin, ())))
         else:
-            for other in ("mysql-check", "pgsql-check", "smtpchk", "ldap-check", "spop-check",
+            for other in ("mysql-check", "smtpchk", "ldap-check", "spop-check",
                           "external-check"):
                 if backend.option(other):
                     warnings.append(f"'option {other}' is not supported by keeplb; "
@@ -324,24 +328,41 @@ def ssl_hello() -> bytes:
     return b"\x16\x03\x00" + struct.pack("!H", len(handshake)) + handshake
 
 
-def _ssl_hello_check() -> tuple[Step, ...]:
+def _ssl_hello_check(args: Sequence[str]) -> tuple[Step, ...]:
     return (SendStep(ssl_hello()),
             ExpectStep("rbinary", "^1[56]", min_recv=5, ok_status=CheckStatus.L6OK,
                        error_status=CheckStatus.L6RSP, tout_status=CheckStatus.L6TOUT,
                        ok_msg="", error_msg=""))
 
 
-def _redis_check() -> tuple[Step, ...]:
+def _redis_check(args: Sequence[str]) -> tuple[Step, ...]:
     return (SendStep(b"*1\r\n$4\r\nPING\r\n"),
             ExpectStep("string", "+PONG", error_status=CheckStatus.L7STS,
                        ok_msg="Redis server is ok", error_line=True, code=0))
 
 
+def _pgsql_check(args: Sequence[str]) -> tuple[Step, ...]:
+    """`option pgsql-check user <name>`: a StartupMessage (protocol 3.0) for the
+    user; an ErrorResponse fails with its message, an Authentication request
+    (whatever the method) passes."""
+    user = args[1] if len(args) >= 2 else ""
+    body = b"\x00\x03\x00\x00user\x00" + user.encode("latin-1", "replace") + b"\x00\x00"
+    return (SendStep(struct.pack("!I", len(body) + 4) + body),
+            ExpectStep("rstring", "^E", negate=True, min_recv=5,
+                       error_status=CheckStatus.L7RSP, error_from=6),
+            ExpectStep("rbinary", "^52000000[A-Z0-9]{2}000000(00|02|03|04|05|06|07|09|0A)",
+                       min_recv=9, error_status=CheckStatus.L7STS,
+                       ok_msg="PostgreSQL server is ok", error_msg="PostgreSQL unknown error",
+                       code=0))
+
+
 # haproxy 2.6's `option` checks that are tcp-check rulesets keeplb runs, with
-# their messages as haproxy logs them (checked against it: test_builtin_checks)
-BUILTIN_CHECKS: dict[str, Callable[[], tuple[Step, ...]]] = {
+# their messages as haproxy logs them (checked against it: test_builtin_checks);
+# each gets the option's arguments
+BUILTIN_CHECKS: dict[str, Callable[[Sequence[str]], tuple[Step, ...]]] = {
     "ssl-hello-chk": _ssl_hello_check,
     "redis-check": _redis_check,
+    "pgsql-check": _pgsql_check,
 }
 
 
@@ -697,6 +718,10 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
         if step.error_line:
             raise _Done(step.error_status or CheckStatus.L7RSP,
                         re.split(rb"[\r\n]", run.buf, maxsplit=1)[0].decode("latin-1"),
+                        step.code)
+        if step.error_from is not None:
+            raise _Done(step.error_status or CheckStatus.L7RSP,
+                        run.buf[step.error_from:].split(b"\0", 1)[0].decode("latin-1"),
                         step.code)
         if step.error_msg is not None:
             raise _Done(step.error_status or CheckStatus.L7RSP, step.error_msg, step.code)

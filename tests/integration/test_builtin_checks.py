@@ -1,4 +1,4 @@
-"""`option ssl-hello-chk` and `option redis-check`, with haproxy 2.6 as the oracle:
+"""`option ssl-hello-chk`, `redis-check` and `pgsql-check`, with haproxy 2.6 as the oracle:
 the same small servers on 127.0.0.1 checked by both, and the reason, code and
 info of each result as haproxy logs them (`option log-health-checks`)."""
 
@@ -80,6 +80,11 @@ BACKENDS = {
     "redis_short": ("redis-check", "short"),
     "redis_silent": ("redis-check", "silent"),
     "redis_refused": ("redis-check", "closed"),
+    "pgsql_ok": ("pgsql-check user alice", "pg_ok"),
+    "pgsql_md5": ("pgsql-check user alice", "pg_md5"),
+    "pgsql_error": ("pgsql-check user alice", "pg_error"),
+    "pgsql_junk": ("pgsql-check user alice", "pg_junk"),
+    "pgsql_silent": ("pgsql-check user alice", "silent"),
 }
 
 
@@ -98,6 +103,11 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
             "error": await _serve(_answer(b"-ERR not now\r\nmore")),
             "later": await _serve(_answer(b"xx+PONG\r\n")),
             "short": await _serve(_answer(b"+PON")),
+            "pg_ok": await _serve(_answer(b"R\0\0\0\x08\0\0\0\0")),
+            "pg_md5": await _serve(_answer(b"R\0\0\0\x0c\0\0\0\x05salt")),
+            "pg_error": await _serve(_answer(
+                b"E\0\0\0\x25SFATAL\0C28000\0Mrole \"alice\" does not exist\0\0")),
+            "pg_junk": await _serve(_answer(b"XYZ")),
         }
         ports = {name: _port(s) for name, s in servers.items()}
         ports["closed"], ports["tls"] = _closed_port(), tls.port
@@ -138,6 +148,7 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
     # the oracle behaves as documented, so the comparison means something
     assert theirs["hello_tls"][0] == "Layer6 check passed"
     assert theirs["redis_pong"] == ("Layer7 check passed", "0", "Redis server is ok")
+    assert theirs["pgsql_error"] == ("Layer7 invalid response", "", "FATAL")
 
 
 def test_the_hello_is_an_sslv3_client_hello() -> None:
