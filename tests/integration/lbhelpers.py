@@ -84,6 +84,15 @@ class UdpLog:
         self.sock.close()
 
 
+def default_signals() -> None:
+    """A Popen preexec_fn: the child starts with the signal dispositions a
+    service manager gives, whatever the test runner inherited (a runner started
+    with nohup or `&` ignores SIGHUP or SIGINT, and a child would inherit that)."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def terminate(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL if it is still there after 5 s; reaped either way."""
     proc.terminate()
@@ -108,7 +117,8 @@ class Lb:
         out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "keeplb", "lb", *args],
-                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                         preexec_fn=default_signals)
         finally:
             out.close()
         self.seen: set[int] = set()

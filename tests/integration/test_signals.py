@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from keeplb.lab.poll import wait_for
-from tests.integration.lbhelpers import Echo, Lb, free_port, request
+from tests.integration.lbhelpers import Echo, Lb, default_signals, free_port, request
 
 pytestmark = pytest.mark.slow
 
@@ -214,7 +214,8 @@ def test_catches_reads_the_handler_mask() -> None:
                               "import signal, sys, time\n"
                               "signal.signal(signal.SIGUSR2, lambda *a: None)\n"
                               "sys.stdout.write('ok\\n'); sys.stdout.flush(); time.sleep(30)"],
-                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             preexec_fn=default_signals)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ok\n"
         assert catches(child.pid, signal.SIGUSR2)
