@@ -787,6 +787,109 @@ def test_balance_first_fills_a_server_for_the_whole_process(
             c.close()
 
 
+class Counting:
+    """A backend server on a thread that holds each connection `hold` seconds,
+    sends its name and closes; it records the most connections it ever had open
+    at once (any connection counts, so no health checks may reach it)."""
+
+    def __init__(self, name: bytes, hold: float = 0.05) -> None:
+        self.name, self.hold = name, hold
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.open = self.most = self.served = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.open += 1
+                self.most = max(self.most, self.open)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            time.sleep(self.hold)
+            with contextlib.suppress(OSError):
+                conn.sendall(self.name)
+            with self.lock:
+                self.open -= 1
+                self.served += 1
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+def fetch_all(port: int, n: int, timeout: float) -> list[bytes]:
+    """`n` clients at once, each reading until the server closes, then closing:
+    what each got."""
+    conns = burst(port, n)
+    got: dict[socket.socket, bytes] = {c: b"" for c in conns}
+    pending = set(conns)
+    deadline = time.monotonic() + timeout
+    try:
+        while pending and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(pending), [], [], 0.1)
+            for c in readable:
+                try:
+                    data = c.recv(64)
+                except OSError:
+                    data = b""
+                got[c] += data
+                if not data:  # the server is done: this side closes too, so the session ends
+                    pending.discard(c)
+                    c.close()
+    finally:
+        for c in conns:
+            c.close()
+    return [got[c] for c in conns]
+
+
+def test_maxconn_holds_for_the_process_under_load(tmp_path: Path, lb: dict[str, object]
+                                                  ) -> None:
+    """60 clients at once through two workers onto two `maxconn 3` servers:
+    each server never has more than 3 connections open, whichever worker
+    carries them, and every client is served (the waiters of both workers
+    get the slots the other one frees)."""
+    backends = (Counting(b"s1"), Counting(b"s2"))
+    try:
+        port = free_port()
+        cfg = tmp_path / "lb.cfg"
+        cfg.write_text(
+            "global\n    nbthread 2\n"
+            "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 20s\n"
+            "    timeout server 20s\n    timeout queue 20s\n"
+            f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
+            "backend be\n"
+            + "".join(f"    server {b.name.decode()} 127.0.0.1:{b.port} maxconn 3\n"
+                      for b in backends))
+        start = lb["start"]
+        assert callable(start)
+        p = start(cfg, None)
+        wait_for(lambda: len(children_of(p.pid)) == 2, what="two workers")
+        wait_for(lambda: all(title(w).startswith("keeplb: lb worker")
+                             for w in children_of(p.pid)), what="workers titled")
+        wait_for(lambda: fetch_all(port, 1, 5) != [b""], 15, "the frontend to serve")
+        got = fetch_all(port, 60, 30)
+        assert sorted(set(got)) == [b"s1", b"s2"] and got.count(b"") == 0, (
+            got.count(b""), [b.served for b in backends], [b.most for b in backends])
+        assert [b.most for b in backends] == [3, 3]
+    finally:
+        for b in backends:
+            b.stop()
+
+
 def test_a_dead_workers_server_slots_come_back(tmp_path: Path, servers: tuple[Holder, Holder],
                                                lb: dict[str, object]) -> None:
     """Worker 2 killed while it holds every server's maxconn: its sessions died
