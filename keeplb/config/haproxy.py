@@ -307,7 +307,7 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 }
 
 OPTIONS_SUPPORTED = {
-    "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog",
+    "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog", "ldap-check",
     "log-health-checks", "log-separate-errors", "nolinger", "pgsql-check", "redis-check",
     "redispatch",
     "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",

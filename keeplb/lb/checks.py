@@ -201,8 +201,7 @@ class CheckSpec:
             steps = (ConnectStep(implicit=True),
                      *BUILTIN_CHECKS[builtin](backend.option_args.get(builtin, ())))
         else:
-            for other in ("mysql-check", "smtpchk", "ldap-check", "spop-check",
-                          "external-check"):
+            for other in ("mysql-check", "smtpchk", "spop-check", "external-check"):
                 if backend.option(other):
                     warnings.append(f"'option {other}' is not supported by keeplb; "
                                     "using a TCP connect check")
@@ -356,6 +355,18 @@ def _pgsql_check(args: Sequence[str]) -> tuple[Step, ...]:
                        code=0))
 
 
+# An LDAPv3 anonymous simple bind (RFC 4511 4.2): LDAPMessage { messageID 1,
+# bindRequest [APPLICATION 0] { version 3, name "", simple [0] "" } }
+_LDAP_BIND = bytes.fromhex("300c" "020101" "6007" "020103" "0400" "8000")
+
+
+def _ldap_check(args: Sequence[str]) -> tuple[Step, ...]:
+    return (SendStep(_LDAP_BIND),
+            ExpectStep("rbinary", "^30", min_recv=14, error_status=CheckStatus.L7RSP,
+                       error_msg="Not LDAPv3 protocol"),
+            ExpectStep("ldap-bindrsp", "", ok_msg="Success", code=0))
+
+
 # haproxy 2.6's `option` checks that are tcp-check rulesets keeplb runs, with
 # their messages as haproxy logs them (checked against it: test_builtin_checks);
 # each gets the option's arguments
@@ -363,6 +374,7 @@ BUILTIN_CHECKS: dict[str, Callable[[Sequence[str]], tuple[Step, ...]]] = {
     "ssl-hello-chk": _ssl_hello_check,
     "redis-check": _redis_check,
     "pgsql-check": _pgsql_check,
+    "ldap-check": _ldap_check,
 }
 
 
@@ -696,9 +708,47 @@ def _need_more(step: ExpectStep, data: bytes) -> bool:
     return False
 
 
+def _ber_length(data: bytes, at: int) -> tuple[int, int] | None:
+    """(length, offset of the content) of the BER length at `at`, or None."""
+    if at >= len(data):
+        return None
+    first = data[at]
+    if not first & 0x80:
+        return first, at + 1
+    n = first & 0x7F
+    if n == 0 or n > 4 or at + 1 + n > len(data):
+        return None
+    return int.from_bytes(data[at + 1:at + 1 + n], "big"), at + 1 + n
+
+
+def ldap_bind_result(data: bytes) -> tuple[CheckStatus, str, int | None]:
+    """`option ldap-check`'s verdict on a reply to its bind request (RFC 4511
+    4.2.2): an LDAPMessage with messageID 1 holding a bindResponse whose
+    resultCode is 0 passes; another resultCode is a wrong status (the code
+    shown); anything else is not LDAPv3; a reply cut short has no info."""
+    if len(data) < 14:
+        return CheckStatus.L7RSP, "", None
+    outer = _ber_length(data, 1)
+    if outer is None or data[outer[1]:outer[1] + 4] != b"\x02\x01\x01\x61":
+        return CheckStatus.L7RSP, "Not LDAPv3 protocol", None
+    inner = _ber_length(data, outer[1] + 4)
+    if inner is None or data[inner[1]:inner[1] + 2] != b"\x0a\x01" or inner[1] + 2 >= len(data):
+        return CheckStatus.L7RSP, "Not LDAPv3 protocol", None
+    code = data[inner[1] + 2]
+    if code:
+        return (CheckStatus.L7STS, "See RFC: http://tools.ietf.org/html/rfc4511#section-4.1.9",
+                code)
+    return CheckStatus.L7OK, "Success", 0
+
+
 async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
     if not run.buf:
         await _recv(run)
+    if step.match == "ldap-bindrsp":
+        status, info, code = ldap_bind_result(run.buf)
+        if not status.passed:
+            raise _Done(status, info, code)
+        return
     while True:
         if not run.buf and run.eof:
             info = f"TCPCHK got an empty response at step {run.step_id}"

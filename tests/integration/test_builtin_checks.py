@@ -1,4 +1,5 @@
-"""`option ssl-hello-chk`, `redis-check` and `pgsql-check`, with haproxy 2.6 as the oracle:
+"""`option ssl-hello-chk`, `redis-check`, `pgsql-check` and `ldap-check`, with haproxy
+2.6 as the oracle:
 the same small servers on 127.0.0.1 checked by both, and the reason, code and
 info of each result as haproxy logs them (`option log-health-checks`)."""
 
@@ -67,6 +68,20 @@ class TlsServer:
         self.sock.close()
 
 
+# replies to ldap-check's bind request (hex): a bindResponse with resultCode 0,
+# 49 (invalidCredentials), long-form lengths, and what is not one
+LDAP_REPLIES = {
+    "success": "300c02010161070a010004000400",
+    "bad_credentials": "300c02010161070a013104000400",
+    "long_outer_length": "30840000000c02010161070a010004000400",
+    "long_inner_length": "300d0201016181070a010004000400",
+    "message_id_2": "300c02010261070a010004000400",
+    "other_operation": "300c02010165070a010004000400",
+    "not_a_sequence": "310c02010161070a010004000400",
+    "twelve_bytes": "300c02010161070a01000400",
+    "http": b"HTTP/1.0 400 Bad Request\r\n\r\n".hex(),
+}
+
 BACKENDS = {
     # name: (option, server)
     "hello_tls": ("ssl-hello-chk", "tls"),
@@ -85,6 +100,8 @@ BACKENDS = {
     "pgsql_error": ("pgsql-check user alice", "pg_error"),
     "pgsql_junk": ("pgsql-check user alice", "pg_junk"),
     "pgsql_silent": ("pgsql-check user alice", "silent"),
+    **{f"ldap_{name}": ("ldap-check", f"ldap_{name}") for name in LDAP_REPLIES},
+    "ldap_silent": ("ldap-check", "silent"),
 }
 
 
@@ -108,6 +125,8 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
             "pg_error": await _serve(_answer(
                 b"E\0\0\0\x25SFATAL\0C28000\0Mrole \"alice\" does not exist\0\0")),
             "pg_junk": await _serve(_answer(b"XYZ")),
+            **{f"ldap_{name}": await _serve(_answer(bytes.fromhex(reply)))
+               for name, reply in LDAP_REPLIES.items()},
         }
         ports = {name: _port(s) for name, s in servers.items()}
         ports["closed"], ports["tls"] = _closed_port(), tls.port
@@ -149,6 +168,8 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
     assert theirs["hello_tls"][0] == "Layer6 check passed"
     assert theirs["redis_pong"] == ("Layer7 check passed", "0", "Redis server is ok")
     assert theirs["pgsql_error"] == ("Layer7 invalid response", "", "FATAL")
+    assert theirs["ldap_success"] == ("Layer7 check passed", "0", "Success")
+    assert theirs["ldap_bad_credentials"][1] == "49"
 
 
 def test_the_hello_is_an_sslv3_client_hello() -> None:

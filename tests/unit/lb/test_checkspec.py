@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keeplb.config.haproxy import parse_text
 from keeplb.lb.checks import (
@@ -14,6 +16,7 @@ from keeplb.lb.checks import (
     SendStep,
     ascii_encode,
     health_check_message,
+    ldap_bind_result,
 )
 from keeplb.lb.health import CheckStatus, Health
 
@@ -118,3 +121,11 @@ def test_expect_options_after_the_pattern_and_unsupported_matches() -> None:
                  "  http-check expect hdr name x-ready value yes")
     assert spec.expects == (ExpectStep("status", "200", comment="ready"),)
     assert sum("'http-check expect hdr' is not supported" in w for w in spec.warnings) == 1
+
+
+@given(st.binary(max_size=64))
+def test_ldap_bind_result_takes_any_reply(data: bytes) -> None:
+    """Whatever a server sends (lengths pointing past the end included), a
+    verdict and never an IndexError; only resultCode 0 passes."""
+    status, info, code = ldap_bind_result(b"\x30" + data)
+    assert status.passed == (info == "Success") and (code == 0 if status.passed else True)
