@@ -308,6 +308,7 @@ OPTIONS: dict[str, tuple[str, bool, int]] = {
 
 OPTIONS_SUPPORTED = {
     "allbackups", "clitcpka", "dontlognull", "dontlog-normal", "httpchk", "httplog", "ldap-check",
+    "mysql-check",
     "log-health-checks", "log-separate-errors", "nolinger", "pgsql-check", "redis-check",
     "redispatch",
     "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",
@@ -2647,6 +2648,10 @@ class _Parser:
             self.d.error(line.at(at + 1), "'option mysql-check' only supports optional values: "
                          f"'user' (got '{args[0]}')")
             return
+        if name == "mysql-check" and args:
+            self.d.warning(line.at(at + 1), "'option mysql-check user' is not supported by "
+                           "keeplb (it checks the server's greeting only with no user); "
+                           "using a TCP connect check")
         if name == "pgsql-check" and (not args or args[0] != "user" or len(args) < 2):
             self.d.error(line.at(at + 1 if args else at),
                          "'option pgsql-check' expects 'user <username>' as argument")

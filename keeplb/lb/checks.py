@@ -192,16 +192,19 @@ class CheckSpec:
         kind = CheckKind.TCP
         builtin = next((b for b in BUILTIN_CHECKS if backend.option(b)), None)
         steps: tuple[Step, ...] = ()
+        if builtin is not None:
+            steps = BUILTIN_CHECKS[builtin](backend.option_args.get(builtin, ()))
+            if not steps:  # a variant keeplb does not run
+                words = " ".join((builtin, *backend.option_args.get(builtin, ())[:1]))
+                warnings.append(f"'option {words}' is not supported by keeplb; "
+                                "using a TCP connect check")
+                builtin = None
         if backend.option("httpchk"):
             kind = CheckKind.HTTP
-        elif backend.option("tcp-check"):
+        elif backend.option("tcp-check") or steps:
             kind = CheckKind.TCP_CHECK
-        elif builtin is not None:
-            kind = CheckKind.TCP_CHECK
-            steps = (ConnectStep(implicit=True),
-                     *BUILTIN_CHECKS[builtin](backend.option_args.get(builtin, ())))
         else:
-            for other in ("mysql-check", "smtpchk", "spop-check", "external-check"):
+            for other in ("smtpchk", "spop-check", "external-check"):
                 if backend.option(other):
                     warnings.append(f"'option {other}' is not supported by keeplb; "
                                     "using a TCP connect check")
@@ -328,14 +331,14 @@ def ssl_hello() -> bytes:
 
 
 def _ssl_hello_check(args: Sequence[str]) -> tuple[Step, ...]:
-    return (SendStep(ssl_hello()),
+    return (ConnectStep(implicit=True), SendStep(ssl_hello()),
             ExpectStep("rbinary", "^1[56]", min_recv=5, ok_status=CheckStatus.L6OK,
                        error_status=CheckStatus.L6RSP, tout_status=CheckStatus.L6TOUT,
                        ok_msg="", error_msg=""))
 
 
 def _redis_check(args: Sequence[str]) -> tuple[Step, ...]:
-    return (SendStep(b"*1\r\n$4\r\nPING\r\n"),
+    return (ConnectStep(implicit=True), SendStep(b"*1\r\n$4\r\nPING\r\n"),
             ExpectStep("string", "+PONG", error_status=CheckStatus.L7STS,
                        ok_msg="Redis server is ok", error_line=True, code=0))
 
@@ -346,7 +349,7 @@ def _pgsql_check(args: Sequence[str]) -> tuple[Step, ...]:
     (whatever the method) passes."""
     user = args[1] if len(args) >= 2 else ""
     body = b"\x00\x03\x00\x00user\x00" + user.encode("latin-1", "replace") + b"\x00\x00"
-    return (SendStep(struct.pack("!I", len(body) + 4) + body),
+    return (ConnectStep(implicit=True), SendStep(struct.pack("!I", len(body) + 4) + body),
             ExpectStep("rstring", "^E", negate=True, min_recv=5,
                        error_status=CheckStatus.L7RSP, error_from=6),
             ExpectStep("rbinary", "^52000000[A-Z0-9]{2}000000(00|02|03|04|05|06|07|09|0A)",
@@ -361,20 +364,46 @@ _LDAP_BIND = bytes.fromhex("300c" "020101" "6007" "020103" "0400" "8000")
 
 
 def _ldap_check(args: Sequence[str]) -> tuple[Step, ...]:
-    return (SendStep(_LDAP_BIND),
+    return (ConnectStep(implicit=True), SendStep(_LDAP_BIND),
             ExpectStep("rbinary", "^30", min_recv=14, error_status=CheckStatus.L7RSP,
                        error_msg="Not LDAPv3 protocol"),
             ExpectStep("ldap-bindrsp", "", ok_msg="Success", code=0))
 
 
+def mysql_handshake_result(data: bytes, eof: bool) -> tuple[CheckStatus, str, int | None] | None:
+    """`option mysql-check`'s verdict on the server's first packet (its
+    initial handshake), None while it is incomplete: an ERR packet (0xff) is a
+    wrong status with the server's error code and message; any other packet
+    passes, its info the server version; a packet cut short fails."""
+    if len(data) >= 4:
+        size = int.from_bytes(data[:3], "little")
+        if len(data) >= 4 + size:
+            payload = data[4:4 + size]
+            if payload[:1] == b"\xff":
+                return (CheckStatus.L7STS, payload[3:].decode("latin-1"),
+                        int.from_bytes(payload[1:3], "little"))
+            return CheckStatus.L7OK, payload[1:].split(b"\0", 1)[0].decode("latin-1"), 0
+    return (CheckStatus.L7RSP, "", None) if eof else None
+
+
+def _mysql_check(args: Sequence[str]) -> tuple[Step, ...]:
+    """`option mysql-check` without `user`: the server's greeting decides (with a
+    user haproxy also logs in; not run by keeplb)."""
+    if args:
+        return ()
+    return (ConnectStep(), ExpectStep("mysql-iniths", ""))
+
+
 # haproxy 2.6's `option` checks that are tcp-check rulesets keeplb runs, with
 # their messages as haproxy logs them (checked against it: test_builtin_checks);
-# each gets the option's arguments
+# each gets the option's arguments and returns the whole ruleset, its first
+# step a connect (or nothing: a variant keeplb does not run)
 BUILTIN_CHECKS: dict[str, Callable[[Sequence[str]], tuple[Step, ...]]] = {
     "ssl-hello-chk": _ssl_hello_check,
     "redis-check": _redis_check,
     "pgsql-check": _pgsql_check,
     "ldap-check": _ldap_check,
+    "mysql-check": _mysql_check,
 }
 
 
@@ -517,6 +546,7 @@ class _Run:
         self.buf = b""
         self.eof = False
         self.code: int | None = None
+        self.builtin_info: str | None = None  # a built-in check's info on success
         self.deadline = self.start + self.inter_ms / 1000
         if spec.check_timeout is not None:
             conn_ms = min(spec.connect_timeout or self.inter_ms, self.inter_ms)
@@ -749,6 +779,18 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
         if not status.passed:
             raise _Done(status, info, code)
         return
+    if step.match == "mysql-iniths":
+        if not run.buf and run.eof:
+            raise _Done(CheckStatus.L7RSP, f"TCPCHK got an empty response at step {run.step_id}")
+        verdict = mysql_handshake_result(run.buf, run.eof)
+        while verdict is None:
+            more = await _recv(run)  # False: the end, or the buffer is full
+            verdict = mysql_handshake_result(run.buf, run.eof or not more)
+        status, info, code = verdict
+        if not status.passed:
+            raise _Done(status, info, code)
+        run.builtin_info, run.code = info, code
+        return
     while True:
         if not run.buf and run.eof:
             info = f"TCPCHK got an empty response at step {run.step_id}"
@@ -808,7 +850,10 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
         last = step
     if isinstance(last, ExpectStep):
         info = "(tcp-check)" if last.ok_msg is None else last.ok_msg
-        return _result(last.ok_status or CheckStatus.L7OK, info, run, last.code)
+        if run.builtin_info is not None:
+            info = run.builtin_info
+        return _result(last.ok_status or CheckStatus.L7OK, info, run,
+                       last.code if last.code is not None else run.code)
     if isinstance(last, ConnectStep):
         status = CheckStatus.L6OK if (last.ssl or (last.implicit and spec.ssl)) \
             else CheckStatus.L4OK

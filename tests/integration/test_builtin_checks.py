@@ -1,5 +1,5 @@
-"""`option ssl-hello-chk`, `redis-check`, `pgsql-check` and `ldap-check`, with haproxy
-2.6 as the oracle:
+"""`option ssl-hello-chk`, `redis-check`, `pgsql-check`, `ldap-check` and `mysql-check`,
+with haproxy 2.6 as the oracle:
 the same small servers on 127.0.0.1 checked by both, and the reason, code and
 info of each result as haproxy logs them (`option log-health-checks`)."""
 
@@ -82,6 +82,32 @@ LDAP_REPLIES = {
     "http": b"HTTP/1.0 400 Bad Request\r\n\r\n".hex(),
 }
 
+def mysql_packet(payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "little") + b"\0" + payload
+
+
+# what a MySQL server says first (mysql-check without a user reads only this),
+# sent at once, then the connection is closed. Not here: a 0-byte packet, for
+# which haproxy 2.6 logs whatever its buffer held before as the version ("U"
+# in one run, nothing in another); keeplb passes it with no info.
+MYSQL_GREETINGS = {
+    "v10": mysql_packet(b"\x0a8.0.36-log\0" + b"\x2a\0\0\0abcdefgh\0\xff\xf7" + b"\0" * 30),
+    "v9": mysql_packet(b"\x095.0\0" + b"\0" * 20),
+    "error_41": mysql_packet(b"\xff\x15\x04#28000Access denied"),
+    "error_old": mysql_packet(b"\xff\x69\x04Host 'x' is not allowed to connect"),
+    "cut_short": (100).to_bytes(3, "little") + b"\0\x0a1.2.3\0",
+    "one_byte": b"\xff",
+    "nothing": b"",
+}
+
+
+async def _say_and_close(data: bytes) -> asyncio.Server:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(data)
+        await w.drain()
+    return await _serve(handler)
+
+
 BACKENDS = {
     # name: (option, server)
     "hello_tls": ("ssl-hello-chk", "tls"),
@@ -102,6 +128,8 @@ BACKENDS = {
     "pgsql_silent": ("pgsql-check user alice", "silent"),
     **{f"ldap_{name}": ("ldap-check", f"ldap_{name}") for name in LDAP_REPLIES},
     "ldap_silent": ("ldap-check", "silent"),
+    **{f"mysql_{name}": ("mysql-check", f"mysql_{name}") for name in MYSQL_GREETINGS},
+    "mysql_silent": ("mysql-check", "silent"),
 }
 
 
@@ -127,6 +155,8 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
             "pg_junk": await _serve(_answer(b"XYZ")),
             **{f"ldap_{name}": await _serve(_answer(bytes.fromhex(reply)))
                for name, reply in LDAP_REPLIES.items()},
+            **{f"mysql_{name}": await _say_and_close(greeting)
+               for name, greeting in MYSQL_GREETINGS.items()},
         }
         ports = {name: _port(s) for name, s in servers.items()}
         ports["closed"], ports["tls"] = _closed_port(), tls.port
@@ -170,6 +200,8 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
     assert theirs["pgsql_error"] == ("Layer7 invalid response", "", "FATAL")
     assert theirs["ldap_success"] == ("Layer7 check passed", "0", "Success")
     assert theirs["ldap_bad_credentials"][1] == "49"
+    assert theirs["mysql_v10"] == ("Layer7 check passed", "0", "8.0.36-log")
+    assert theirs["mysql_error_41"] == ("Layer7 wrong status", "1045", "#28000Access denied")
 
 
 def test_the_hello_is_an_sslv3_client_hello() -> None:

@@ -17,6 +17,7 @@ from keeplb.lb.checks import (
     ascii_encode,
     health_check_message,
     ldap_bind_result,
+    mysql_handshake_result,
 )
 from keeplb.lb.health import CheckStatus, Health
 
@@ -81,9 +82,9 @@ def test_httpchk_defaults_to_options_slash() -> None:
 
 
 def test_unsupported_check_types_warn() -> None:
-    spec = _spec("  option mysql-check")
+    spec = _spec("  option smtpchk")
     assert spec.kind is CheckKind.TCP
-    assert any("mysql-check" in w for w in spec.warnings)
+    assert any("smtpchk" in w for w in spec.warnings)
 
 
 @pytest.mark.parametrize("option", ["redis-check", "ssl-hello-chk"])
@@ -129,3 +130,24 @@ def test_ldap_bind_result_takes_any_reply(data: bytes) -> None:
     verdict and never an IndexError; only resultCode 0 passes."""
     status, info, code = ldap_bind_result(b"\x30" + data)
     assert status.passed == (info == "Success") and (code == 0 if status.passed else True)
+
+
+def test_mysql_greetings() -> None:
+    assert mysql_handshake_result(b"\0\0\0\0", False) == (CheckStatus.L7OK, "", 0)
+    assert mysql_handshake_result(b"\x05\0\0\0\x0a5.7", False) is None  # 1 byte to come
+    assert mysql_handshake_result(b"\x05\0\0\0\x0a5.7", True) == (CheckStatus.L7RSP, "", None)
+    assert mysql_handshake_result(b"\x05\0\0\0\x0a5.7\0", False) == (CheckStatus.L7OK, "5.7", 0)
+
+
+@given(st.binary(max_size=40), st.booleans())
+def test_mysql_handshake_result_takes_any_bytes(data: bytes, eof: bool) -> None:
+    """A verdict or None (wait), never an exception; at the end always a verdict."""
+    got = mysql_handshake_result(data, eof)
+    assert got is not None or not eof
+
+
+def test_mysql_check_with_a_user_falls_back_to_connect() -> None:
+    spec = _spec("  option mysql-check user haproxy")
+    assert spec.kind is CheckKind.TCP and spec.builtin is None
+    assert spec.warnings == ("'option mysql-check user' is not supported by keeplb; "
+                             "using a TCP connect check",)
