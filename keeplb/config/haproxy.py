@@ -311,7 +311,7 @@ OPTIONS_SUPPORTED = {
     "mysql-check",
     "log-health-checks", "log-separate-errors", "nolinger", "pgsql-check", "redis-check",
     "redispatch",
-    "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",
+    "smtpchk", "splice-auto", "splice-request", "splice-response", "srvtcpka", "ssl-hello-chk",
     "tcp-check", "tcpka", "tcplog",
 }
 # clitcpka/srvtcpka/tcpka (SO_KEEPALIVE) and nolinger (SO_LINGER 0 s, a RST on close)

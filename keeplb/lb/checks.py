@@ -90,6 +90,9 @@ class ExpectStep:
     (option pgsql-check: the message of a PostgreSQL error)."""
     error_msg: str | None = None
     code: int | None = None
+    smtp_reply: bool = False
+    """option smtpchk: the code and info are the reply's ('250 ok' -> 250, 'ok'),
+    on failure and, for the last step, on success."""
 
     def describe(self, http: bool) -> str:
         """haproxy's '(expect ...)' words in timeout messages."""
@@ -204,7 +207,7 @@ class CheckSpec:
         elif backend.option("tcp-check") or steps:
             kind = CheckKind.TCP_CHECK
         else:
-            for other in ("smtpchk", "spop-check", "external-check"):
+            for other in ("spop-check", "external-check"):
                 if backend.option(other):
                     warnings.append(f"'option {other}' is not supported by keeplb; "
                                     "using a TCP connect check")
@@ -386,6 +389,33 @@ def mysql_handshake_result(data: bytes, eof: bool) -> tuple[CheckStatus, str, in
     return (CheckStatus.L7RSP, "", None) if eof else None
 
 
+def smtp_reply(data: bytes) -> tuple[str, int]:
+    """(text, code) of an SMTP reply: '250 mx ready' -> ('mx ready', 250); a
+    code that is not a number counts 0."""
+    line = re.split(rb"[\r\n]", data, maxsplit=1)[0]
+    digits = line[:3]
+    return (line[4:].lstrip(b" ").decode("latin-1"),
+            int(digits) if digits.isdigit() else 0)
+
+
+def _smtp_check(args: Sequence[str]) -> tuple[Step, ...]:
+    """`option smtpchk [HELO|EHLO domain]`: a 2xx greeting on one line, then a
+    2xx answer to HELO (or EHLO) and to QUIT; the last reply is the info."""
+    hello = f"{args[0]} {args[1]}" if len(args) >= 2 and args[0].upper() in ("HELO", "EHLO") \
+        else "HELO localhost"
+    return (ConnectStep(),
+            ExpectStep("rstring", "^[0-9]{3}[ \r]", min_recv=4, error_status=CheckStatus.L7RSP,
+                       error_line=True),
+            ExpectStep("rstring", "^2[0-9]{2}[ \r]", min_recv=4, error_status=CheckStatus.L7STS,
+                       smtp_reply=True, code=0),
+            SendStep(hello.encode("latin-1", "replace") + b"\r\n"),
+            ExpectStep("rstring", "^2[0-9]{2}[- \r]", error_status=CheckStatus.L7STS,
+                       smtp_reply=True, code=0),
+            SendStep(b"QUIT\r\n"),
+            ExpectStep("rstring", "^2[0-9]{2}[- \r]", error_status=CheckStatus.L7STS,
+                       smtp_reply=True, code=0))
+
+
 def _mysql_check(args: Sequence[str]) -> tuple[Step, ...]:
     """`option mysql-check` without `user`: the server's greeting decides (with a
     user haproxy also logs in; not run by keeplb)."""
@@ -404,6 +434,7 @@ BUILTIN_CHECKS: dict[str, Callable[[Sequence[str]], tuple[Step, ...]]] = {
     "pgsql-check": _pgsql_check,
     "ldap-check": _ldap_check,
     "mysql-check": _mysql_check,
+    "smtpchk": _smtp_check,
 }
 
 
@@ -806,7 +837,11 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
             await _recv(run)
             continue
         if match != step.negate:
+            if step.smtp_reply:
+                run.builtin_info, run.code = smtp_reply(run.buf)
             return
+        if step.smtp_reply:
+            raise _Done(step.error_status or CheckStatus.L7STS, *smtp_reply(run.buf))
         if step.error_line:
             raise _Done(step.error_status or CheckStatus.L7RSP,
                         re.split(rb"[\r\n]", run.buf, maxsplit=1)[0].decode("latin-1"),
@@ -850,10 +885,10 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
         last = step
     if isinstance(last, ExpectStep):
         info = "(tcp-check)" if last.ok_msg is None else last.ok_msg
-        if run.builtin_info is not None:
-            info = run.builtin_info
-        return _result(last.ok_status or CheckStatus.L7OK, info, run,
-                       last.code if last.code is not None else run.code)
+        code = last.code if last.code is not None else run.code
+        if run.builtin_info is not None:  # the reply's own (mysql, smtpchk)
+            info, code = run.builtin_info, run.code
+        return _result(last.ok_status or CheckStatus.L7OK, info, run, code)
     if isinstance(last, ConnectStep):
         status = CheckStatus.L6OK if (last.ssl or (last.implicit and spec.ssl)) \
             else CheckStatus.L4OK

@@ -1,5 +1,5 @@
-"""`option ssl-hello-chk`, `redis-check`, `pgsql-check`, `ldap-check` and `mysql-check`,
-with haproxy 2.6 as the oracle:
+"""`option ssl-hello-chk`, `redis-check`, `pgsql-check`, `ldap-check`, `mysql-check` and
+`smtpchk`, with haproxy 2.6 as the oracle:
 the same small servers on 127.0.0.1 checked by both, and the reason, code and
 info of each result as haproxy logs them (`option log-health-checks`)."""
 
@@ -101,6 +101,33 @@ MYSQL_GREETINGS = {
 }
 
 
+# an SMTP server's greeting, its reply to HELO/EHLO and to QUIT (after which it
+# closes); None: it closes instead of answering
+SMTP_DIALOGUES: dict[str, tuple[bytes, bytes | None, bytes | None]] = {
+    "ok": (b"220 mx ESMTP\r\n", b"250 mx hello\r\n", b"221 bye\r\n"),
+    "multiline": (b"220 mx\r\n", b"250-mx\r\n250 SIZE 1000\r\n", b"221 2.0.0 Bye\r\n"),
+    "busy": (b"421 busy, try later\r\n", None, None),
+    "greeting_on_two_lines": (b"220-one\r\n220 two\r\n", b"250 ok\r\n", b"221 bye\r\n"),
+    "not_smtp": (b"HTTP/1.0 400 Bad Request\r\n\r\n", None, None),
+    "helo_refused_then_closed": (b"220 mx\r\n", b"501 bad helo\r\n", None),
+    "quit_refused": (b"220 mx\r\n", b"250 ok\r\n", b"500 no\r\n"),
+    "no_quit_reply": (b"220 mx\r\n", b"250 ok\r\n", None),
+}
+
+
+def _smtp(greeting: bytes, helo: bytes | None, quit_: bytes | None) -> Handler:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(greeting)
+        await w.drain()
+        for answer in (helo, quit_):
+            # the command is read before closing: unread, it would make the close a reset
+            if not await r.readline() or answer is None:
+                return
+            w.write(answer)
+            await w.drain()
+    return handler
+
+
 async def _say_and_close(data: bytes) -> asyncio.Server:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         w.write(data)
@@ -130,6 +157,9 @@ BACKENDS = {
     "ldap_silent": ("ldap-check", "silent"),
     **{f"mysql_{name}": ("mysql-check", f"mysql_{name}") for name in MYSQL_GREETINGS},
     "mysql_silent": ("mysql-check", "silent"),
+    **{f"smtp_{name}": ("smtpchk", f"smtp_{name}") for name in SMTP_DIALOGUES},
+    "smtp_ehlo": ("smtpchk EHLO lb.example", "smtp_ok"),
+    "smtp_silent": ("smtpchk", "silent"),
 }
 
 
@@ -157,6 +187,8 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
                for name, reply in LDAP_REPLIES.items()},
             **{f"mysql_{name}": await _say_and_close(greeting)
                for name, greeting in MYSQL_GREETINGS.items()},
+            **{f"smtp_{name}": await _serve(_smtp(*dialogue))
+               for name, dialogue in SMTP_DIALOGUES.items()},
         }
         ports = {name: _port(s) for name, s in servers.items()}
         ports["closed"], ports["tls"] = _closed_port(), tls.port
@@ -202,6 +234,7 @@ def test_results_match_haproxy(tmp_path: Path) -> None:
     assert theirs["ldap_bad_credentials"][1] == "49"
     assert theirs["mysql_v10"] == ("Layer7 check passed", "0", "8.0.36-log")
     assert theirs["mysql_error_41"] == ("Layer7 wrong status", "1045", "#28000Access denied")
+    assert theirs["smtp_ok"] == ("Layer7 check passed", "221", "bye")
 
 
 def test_the_hello_is_an_sslv3_client_hello() -> None:

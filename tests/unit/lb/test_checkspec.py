@@ -18,6 +18,7 @@ from keeplb.lb.checks import (
     health_check_message,
     ldap_bind_result,
     mysql_handshake_result,
+    smtp_reply,
 )
 from keeplb.lb.health import CheckStatus, Health
 
@@ -82,9 +83,9 @@ def test_httpchk_defaults_to_options_slash() -> None:
 
 
 def test_unsupported_check_types_warn() -> None:
-    spec = _spec("  option smtpchk")
+    spec = _spec("  option spop-check")
     assert spec.kind is CheckKind.TCP
-    assert any("smtpchk" in w for w in spec.warnings)
+    assert any("spop-check" in w for w in spec.warnings)
 
 
 @pytest.mark.parametrize("option", ["redis-check", "ssl-hello-chk"])
@@ -151,3 +152,12 @@ def test_mysql_check_with_a_user_falls_back_to_connect() -> None:
     assert spec.kind is CheckKind.TCP and spec.builtin is None
     assert spec.warnings == ("'option mysql-check user' is not supported by keeplb; "
                              "using a TCP connect check",)
+
+
+def test_smtp_replies() -> None:
+    assert smtp_reply(b"250   mx ready\r\nmore") == ("mx ready", 250)
+    assert smtp_reply(b"2x0 odd") == ("odd", 0)
+    assert smtp_reply(b"") == ("", 0)
+    spec = _spec("  option smtpchk EHLO lb.example")
+    sends = [s.data for s in spec.steps if isinstance(s, SendStep)]
+    assert sends == [b"EHLO lb.example\r\n", b"QUIT\r\n"] and spec.builtin == "smtpchk"
