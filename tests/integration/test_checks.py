@@ -404,6 +404,10 @@ def test_checker_down_after_fall_up_after_rise() -> None:
                 t_back = time.monotonic()
                 assert await _until(lambda: len(transitions) == 2, 3.0)
                 ups = [e for e in log if e[0] > t_back]
+                # a check whose connect was refused just before the server came
+                # back may be recorded just after t_back: not one of the rise
+                if ups and ups[0][1] is CheckStatus.L4CON:
+                    ups.pop(0)
                 assert [e[1] for e in ups] == [CheckStatus.L4OK] * rise
                 assert transitions[1] == (True, CheckStatus.L4OK)
                 assert srt.health == rise + fall - 1
