@@ -106,6 +106,19 @@ def serve_config(port: int, ports: tuple[int, int], a: int, b: int, allow: Path,
             f"backend b\n    server b 127.0.0.1:{b}\n")
 
 
+async def served(port: int, within: float = 10.0) -> None:
+    """Waits until `port` serves a client from 127.0.0.2 (which the file allows)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            if await attempt(port, "127.0.0.2") == "a":
+                return
+        except OSError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, f"nothing serves on {port}"
+        await asyncio.sleep(0.05)
+
+
 def test_served_and_rejected_as_haproxy(tmp_path: Path) -> None:
     """127.0.0.2 and the /31 of .4 are allowed by the named ACL's file, .5 is
     then denied by an anonymous one's; ports from a file pick a backend."""
@@ -129,7 +142,8 @@ def test_served_and_rejected_as_haproxy(tmp_path: Path) -> None:
                                                  port_file))
             assert not diags.has_errors and not diags.warnings, [str(d) for d in diags]
             async with running(cfg):
-                await asyncio.sleep(0.5)  # haproxy's listeners too (a probe would be rejected)
+                for port in (h_port, k_port):  # both serve an allowed client first
+                    await served(port)
                 seen = {}
                 for who, port, others in (("haproxy", h_port, h_ports),
                                           ("keeplb", k_port, k_ports)):
