@@ -80,19 +80,19 @@ class ExpectStep:
     ok_status: CheckStatus | None = None
     error_status: CheckStatus | None = None
     tout_status: CheckStatus | None = None
-    # haproxy's built-in checks (option redis-check, ...): the info of a pass
-    # (None: "(tcp-check)"), a failure's info being the response's first line
-    # (else haproxy's "TCPCHK did not match ..."; '' for none), the code shown
+    # The rest serve haproxy's built-in checks (option redis-check, ...).
     ok_msg: str | None = None
-    error_line: bool = False
-    error_from: int | None = None
-    """A failure's info: the response from this offset to its first NUL
-    (option pgsql-check: the message of a PostgreSQL error)."""
-    error_msg: str | None = None
+    """The info of a pass when this is the last step (None: `reply`'s, else
+    "(tcp-check)")."""
+    reply: Callable[[bytes], tuple[str, int | None]] | None = None
+    """(info, code) read from the response, which a failure reports (None:
+    haproxy's "TCPCHK did not match ..."); a pass keeps them for the result."""
     code: int | None = None
-    smtp_reply: bool = False
-    """option smtpchk: the code and info are the reply's ('250 ok' -> 250, 'ok'),
-    on failure and, for the last step, on success."""
+    """The code a pass and an empty response show (None: `reply`'s)."""
+    verdict: Callable[[bytes, bool], tuple[CheckStatus, str, int | None] | None] | None = None
+    """A check that reads the response itself instead of `match` (ldap,
+    mysql): (status, info, code), or None while it needs more data; the bool
+    says nothing more will come."""
 
     def describe(self, http: bool) -> str:
         """haproxy's '(expect ...)' words in timeout messages."""
@@ -321,6 +321,22 @@ def _connect(args: Sequence[str], warnings: list[str]) -> ConnectStep:
     return ConnectStep(port=port, addr=addr, ssl=use_ssl, sni=sni, comment=comment)
 
 
+def _first_line(data: bytes) -> tuple[str, int | None]:
+    """A response's info: its first line (redis-check, smtpchk's greeting)."""
+    return re.split(rb"[\r\n]", data, maxsplit=1)[0].decode("latin-1"), None
+
+
+def _pgsql_error(data: bytes) -> tuple[str, int | None]:
+    """A PostgreSQL ErrorResponse's info as haproxy logs it: from byte 6 (the
+    severity) to the first NUL."""
+    return data[6:].split(b"\0", 1)[0].decode("latin-1"), None
+
+
+def _says(text: str) -> Callable[[bytes], tuple[str, int | None]]:
+    """A response's info that is always `text`, whatever came."""
+    return lambda data: (text, None)
+
+
 def ssl_hello() -> bytes:
     """An SSLv3 ClientHello, which `option ssl-hello-chk` sends: any SSL/TLS
     server answers it with a handshake or an alert record (first byte 0x16 or
@@ -337,13 +353,13 @@ def _ssl_hello_check(args: Sequence[str]) -> tuple[Step, ...]:
     return (ConnectStep(implicit=True), SendStep(ssl_hello()),
             ExpectStep("rbinary", "^1[56]", min_recv=5, ok_status=CheckStatus.L6OK,
                        error_status=CheckStatus.L6RSP, tout_status=CheckStatus.L6TOUT,
-                       ok_msg="", error_msg=""))
+                       ok_msg="", reply=_says("")))
 
 
 def _redis_check(args: Sequence[str]) -> tuple[Step, ...]:
     return (ConnectStep(implicit=True), SendStep(b"*1\r\n$4\r\nPING\r\n"),
             ExpectStep("string", "+PONG", error_status=CheckStatus.L7STS,
-                       ok_msg="Redis server is ok", error_line=True, code=0))
+                       ok_msg="Redis server is ok", reply=_first_line, code=0))
 
 
 def _pgsql_check(args: Sequence[str]) -> tuple[Step, ...]:
@@ -354,10 +370,10 @@ def _pgsql_check(args: Sequence[str]) -> tuple[Step, ...]:
     body = b"\x00\x03\x00\x00user\x00" + user.encode("latin-1", "replace") + b"\x00\x00"
     return (ConnectStep(implicit=True), SendStep(struct.pack("!I", len(body) + 4) + body),
             ExpectStep("rstring", "^E", negate=True, min_recv=5,
-                       error_status=CheckStatus.L7RSP, error_from=6),
+                       error_status=CheckStatus.L7RSP, reply=_pgsql_error),
             ExpectStep("rbinary", "^52000000[A-Z0-9]{2}000000(00|02|03|04|05|06|07|09|0A)",
                        min_recv=9, error_status=CheckStatus.L7STS,
-                       ok_msg="PostgreSQL server is ok", error_msg="PostgreSQL unknown error",
+                       ok_msg="PostgreSQL server is ok", reply=_says("PostgreSQL unknown error"),
                        code=0))
 
 
@@ -369,8 +385,8 @@ _LDAP_BIND = bytes.fromhex("300c" "020101" "6007" "020103" "0400" "8000")
 def _ldap_check(args: Sequence[str]) -> tuple[Step, ...]:
     return (ConnectStep(implicit=True), SendStep(_LDAP_BIND),
             ExpectStep("rbinary", "^30", min_recv=14, error_status=CheckStatus.L7RSP,
-                       error_msg="Not LDAPv3 protocol"),
-            ExpectStep("ldap-bindrsp", "", ok_msg="Success", code=0))
+                       reply=_says("Not LDAPv3 protocol")),
+            ExpectStep("verdict", "", verdict=lambda data, eof: ldap_bind_result(data)))
 
 
 def mysql_handshake_result(data: bytes, eof: bool) -> tuple[CheckStatus, str, int | None] | None:
@@ -389,13 +405,12 @@ def mysql_handshake_result(data: bytes, eof: bool) -> tuple[CheckStatus, str, in
     return (CheckStatus.L7RSP, "", None) if eof else None
 
 
-def smtp_reply(data: bytes) -> tuple[str, int]:
+def smtp_reply(data: bytes) -> tuple[str, int | None]:
     """(text, code) of an SMTP reply: '250 mx ready' -> ('mx ready', 250); a
     code that is not a number counts 0."""
-    line = re.split(rb"[\r\n]", data, maxsplit=1)[0]
+    line, _ = _first_line(data)
     digits = line[:3]
-    return (line[4:].lstrip(b" ").decode("latin-1"),
-            int(digits) if digits.isdigit() else 0)
+    return line[4:].lstrip(" "), int(digits) if digits.isdigit() else 0
 
 
 def _smtp_check(args: Sequence[str]) -> tuple[Step, ...]:
@@ -405,15 +420,15 @@ def _smtp_check(args: Sequence[str]) -> tuple[Step, ...]:
         else "HELO localhost"
     return (ConnectStep(),
             ExpectStep("rstring", "^[0-9]{3}[ \r]", min_recv=4, error_status=CheckStatus.L7RSP,
-                       error_line=True),
+                       reply=_first_line),
             ExpectStep("rstring", "^2[0-9]{2}[ \r]", min_recv=4, error_status=CheckStatus.L7STS,
-                       smtp_reply=True, code=0),
+                       reply=smtp_reply),
             SendStep(hello.encode("latin-1", "replace") + b"\r\n"),
             ExpectStep("rstring", "^2[0-9]{2}[- \r]", error_status=CheckStatus.L7STS,
-                       smtp_reply=True, code=0),
+                       reply=smtp_reply),
             SendStep(b"QUIT\r\n"),
             ExpectStep("rstring", "^2[0-9]{2}[- \r]", error_status=CheckStatus.L7STS,
-                       smtp_reply=True, code=0))
+                       reply=smtp_reply))
 
 
 def _mysql_check(args: Sequence[str]) -> tuple[Step, ...]:
@@ -421,7 +436,7 @@ def _mysql_check(args: Sequence[str]) -> tuple[Step, ...]:
     user haproxy also logs in; not run by keeplb)."""
     if args:
         return ()
-    return (ConnectStep(), ExpectStep("mysql-iniths", ""))
+    return (ConnectStep(), ExpectStep("verdict", "", verdict=mysql_handshake_result))
 
 
 # haproxy 2.6's `option` checks that are tcp-check rulesets keeplb runs, with
@@ -577,7 +592,7 @@ class _Run:
         self.buf = b""
         self.eof = False
         self.code: int | None = None
-        self.builtin_info: str | None = None  # a built-in check's info on success
+        self.builtin_info: str | None = None  # a built-in check's info, read from a reply
         self.deadline = self.start + self.inter_ms / 1000
         if spec.check_timeout is not None:
             conn_ms = min(spec.connect_timeout or self.inter_ms, self.inter_ms)
@@ -805,29 +820,18 @@ def ldap_bind_result(data: bytes) -> tuple[CheckStatus, str, int | None]:
 async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
     if not run.buf:
         await _recv(run)
-    if step.match == "ldap-bindrsp":
-        status, info, code = ldap_bind_result(run.buf)
-        if not status.passed:
-            raise _Done(status, info, code)
-        return
-    if step.match == "mysql-iniths":
-        if not run.buf and run.eof:
-            raise _Done(CheckStatus.L7RSP, f"TCPCHK got an empty response at step {run.step_id}")
-        verdict = mysql_handshake_result(run.buf, run.eof)
-        while verdict is None:
-            more = await _recv(run)  # False: the end, or the buffer is full
-            verdict = mysql_handshake_result(run.buf, run.eof or not more)
-        status, info, code = verdict
-        if not status.passed:
-            raise _Done(status, info, code)
-        run.builtin_info, run.code = info, code
+    if step.verdict is not None:
+        await _tcp_verdict(run, step.verdict)
         return
     while True:
         if not run.buf and run.eof:
             info = f"TCPCHK got an empty response at step {run.step_id}"
             if step.comment:
                 info += f" comment: '{step.comment}'"
-            raise _Done(step.error_status or CheckStatus.L7RSP, info, step.code)
+            code = step.code
+            if code is None and step.reply is not None:
+                code = step.reply(b"")[1]
+            raise _Done(step.error_status or CheckStatus.L7RSP, info, code)
         last = run.eof or len(run.buf) >= CHECK_BUFSIZE
         if not last and _need_more(step, run.buf):
             await _recv(run)
@@ -836,22 +840,16 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
         if not match and not last and step.min_recv == -1:
             await _recv(run)
             continue
-        if match != step.negate:
-            if step.smtp_reply:
-                run.builtin_info, run.code = smtp_reply(run.buf)
+        passed = match != step.negate
+        if step.reply is not None:
+            info, code = step.reply(run.buf)
+            if code is None:
+                code = step.code
+            if not passed:
+                raise _Done(step.error_status or CheckStatus.L7RSP, info, code)
+            run.builtin_info, run.code = info, code
+        if passed:
             return
-        if step.smtp_reply:
-            raise _Done(step.error_status or CheckStatus.L7STS, *smtp_reply(run.buf))
-        if step.error_line:
-            raise _Done(step.error_status or CheckStatus.L7RSP,
-                        re.split(rb"[\r\n]", run.buf, maxsplit=1)[0].decode("latin-1"),
-                        step.code)
-        if step.error_from is not None:
-            raise _Done(step.error_status or CheckStatus.L7RSP,
-                        run.buf[step.error_from:].split(b"\0", 1)[0].decode("latin-1"),
-                        step.code)
-        if step.error_msg is not None:
-            raise _Done(step.error_status or CheckStatus.L7RSP, step.error_msg, step.code)
         word = "TCPCHK matched unwanted content" if match else "TCPCHK did not match content"
         kind = {"string": f" '{step.pattern}'", "binary": " (binary)", "rstring": " (regex)",
                 "rbinary": " (binary regex)"}.get(step.match, "")
@@ -859,6 +857,22 @@ async def _tcp_expect(run: _Run, step: ExpectStep) -> None:
         if step.comment:
             info += f" comment: {step.comment}"
         raise _Done(step.error_status or CheckStatus.L7RSP, info)
+
+
+async def _tcp_verdict(run: _Run,
+                       verdict: Callable[[bytes, bool],
+                                         tuple[CheckStatus, str, int | None] | None]) -> None:
+    """An expect step that reads the response itself (ExpectStep.verdict)."""
+    if not run.buf and run.eof:
+        raise _Done(CheckStatus.L7RSP, f"TCPCHK got an empty response at step {run.step_id}")
+    got = verdict(run.buf, run.eof)
+    while got is None:
+        more = await _recv(run)  # False: the end, or the buffer is full
+        got = verdict(run.buf, run.eof or not more)
+    status, info, code = got
+    if not status.passed:
+        raise _Done(status, info, code)
+    run.builtin_info, run.code = info, code
 
 
 async def _run_tcp_check(run: _Run) -> CheckResult:
@@ -884,11 +898,10 @@ async def _run_tcp_check(run: _Run) -> CheckResult:
             await _tcp_expect(run, step)
         last = step
     if isinstance(last, ExpectStep):
-        info = "(tcp-check)" if last.ok_msg is None else last.ok_msg
+        info = last.ok_msg if last.ok_msg is not None else run.builtin_info
         code = last.code if last.code is not None else run.code
-        if run.builtin_info is not None:  # the reply's own (mysql, smtpchk)
-            info, code = run.builtin_info, run.code
-        return _result(last.ok_status or CheckStatus.L7OK, info, run, code)
+        return _result(last.ok_status or CheckStatus.L7OK,
+                       "(tcp-check)" if info is None else info, run, code)
     if isinstance(last, ConnectStep):
         status = CheckStatus.L6OK if (last.ssl or (last.implicit and spec.ssl)) \
             else CheckStatus.L4OK
