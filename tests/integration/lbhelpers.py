@@ -19,17 +19,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Echo:
-    """A backend that answers every connection with its name, on a thread."""
+class ThreadedServer:
+    """A loopback server whose thread calls handle() for each connection it
+    accepts, until close(). A subclass sets its own attributes before calling
+    this __init__, which starts the thread."""
 
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, backlog: int = 128) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])
-        self.sock.listen(128)
-        self.sock.settimeout(0.2)
         self.stopped = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -38,15 +36,29 @@ class Echo:
         while not self.stopped:
             try:
                 c, _ = self.sock.accept()
-            except (TimeoutError, OSError):
+            except OSError:  # a timeout included: look at `stopped` again
                 continue
-            with c:
-                c.sendall(self.name)
+            self.handle(c)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.stopped = True
-        self.thread.join(2)
+        self.thread.join(5)
         self.sock.close()
+
+
+class Echo(ThreadedServer):
+    """A backend that answers every connection with its name, on a thread."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(self.name)
 
 
 def request(port: int, timeout: float = 3.0) -> bytes:

@@ -11,11 +11,11 @@ import re
 import shutil
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
 import trustme
+from lbhelpers import ThreadedServer
 from test_checks import LOCAL, Handler, _closed_port, _haproxy_lines, _port, _serve, _silent
 
 from keeplb.config.haproxy import parse_text
@@ -36,36 +36,19 @@ def _answer(data: bytes) -> Handler:
     return handler
 
 
-class TlsServer:
+class TlsServer(ThreadedServer):
     """A blocking OpenSSL server on a thread: it answers a hello it refuses with
     an alert record, as TLS servers do (asyncio's TLS server closes silently)."""
 
     def __init__(self, ctx: ssl.SSLContext) -> None:
         self.ctx = ctx
-        self.sock = socket.create_server((LOCAL, 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(2)
-            with contextlib.suppress(OSError), conn:
-                with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(2)
+        with contextlib.suppress(OSError), conn:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
 
 
 # replies to ldap-check's bind request (hex): a bindResponse with resultCode 0,

@@ -24,18 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.lbhelpers import ThreadedServer, free_port
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)"),
 ]
 
 INTER_MS = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Holder:
@@ -787,36 +783,24 @@ def test_balance_first_fills_a_server_for_the_whole_process(
             c.close()
 
 
-class Counting:
+class Counting(ThreadedServer):
     """A backend server on a thread that holds each connection `hold` seconds,
     sends its name and closes; it records the most connections it ever had open
     at once (any connection counts, so no health checks may reach it)."""
 
     def __init__(self, name: bytes, hold: float = 0.05) -> None:
         self.name, self.hold = name, hold
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.open = self.most = self.served = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        super().__init__(backlog=256)
 
-    def _accept(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.open += 1
-                self.most = max(self.most, self.open)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _hold(self, conn: socket.socket) -> None:
         with conn:
             time.sleep(self.hold)
             with contextlib.suppress(OSError):
@@ -824,11 +808,6 @@ class Counting:
             with self.lock:
                 self.open -= 1
                 self.served += 1
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
 
 
 def fetch_all(port: int, n: int, timeout: float) -> list[bytes]:
@@ -887,7 +866,7 @@ def test_maxconn_holds_for_the_process_under_load(tmp_path: Path, lb: dict[str, 
         assert [b.most for b in backends] == [3, 3]
     finally:
         for b in backends:
-            b.stop()
+            b.close()
 
 
 def test_a_dead_workers_server_slots_come_back(tmp_path: Path, servers: tuple[Holder, Holder],
