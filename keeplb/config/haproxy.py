@@ -3664,4 +3664,5 @@ __all__ = [
     "parse_text",
     "parse_time",
     "time_trailer",
+    "written_anonymous_acl",
 ]

@@ -431,7 +431,7 @@ class Backend:
         self.queue_i = 0
         self.wake: Callable[[str], None] | None = None
         sh = process.shared
-        if isinstance(sh, SharedCounts) and sh.index is not None:
+        if isinstance(sh, SharedCounts):
             self.shared = sh
             self.queue_i = sh.index[(self.name, "")][0]
             for slot in self.slots.values():

@@ -35,6 +35,7 @@ from keeplb.config.haproxy import (
     fetch_keyword,
     int_patterns,
     l4_unsupported,
+    written_anonymous_acl,
 )
 from keeplb.config.model import (
     Acl,
@@ -117,7 +118,7 @@ def _anonymous_at_accept(word: str) -> str:
     """A condition word, its anonymous ACL made always_false if haproxy cannot
     evaluate its fetch when a connection is accepted."""
     ref = word.lstrip("!")
-    if ref.startswith("{") and not connection_fetch(anonymous_acl(ref).criterion):
+    if ref.startswith("{") and not connection_fetch(written_anonymous_acl(ref).criterion):
         return word[: len(word) - len(ref)] + _NEVER
     return word
 
